@@ -1,0 +1,1 @@
+//! fake-dns: scriptable DNS server.

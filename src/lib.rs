@@ -1,0 +1,1 @@
+//! mtaspec: black-box conformance harness for SMTP servers.
