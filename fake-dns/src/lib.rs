@@ -1,6 +1,7 @@
 //! fake-dns: a scriptable authoritative DNS server for the mtaspec test lab.
 
 mod error;
+mod handler;
 mod log;
 mod names;
 mod store;
