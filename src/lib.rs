@@ -1,1 +1,11 @@
-//! mtaspec: black-box conformance harness for SMTP servers.
+//! mtaspec: a black-box conformance and fuzz harness for SMTP servers (MTAs).
+//!
+//! The pipeline: [`suite`] files load into [`suite::Scenario`] plans; the
+//! [`world`] turns a plan into fake DNS zones and scripted fake hosts; the
+//! [`target`] (Postfix, started in the private [`lab`]) delivers what the
+//! [`client`] injects; [`run`] observes and judges each expectation; [`report`]
+//! writes the console summary and JUnit XML.
+
+pub mod rfc;
+pub mod smtp;
+pub mod suite;

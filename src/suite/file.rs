@@ -1,0 +1,143 @@
+//! Suite files: the TOML shape of a scenario file, as written by users.
+//!
+//! Values keep their byte span so the validator can point at a line.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub title: Spanned<String>,
+    /// The rule checked, in a sentence.
+    pub rule: Spanned<String>,
+    /// Where the rule comes from, e.g. "RFC 5321 §5.1".
+    pub rfc: Spanned<String>,
+    pub strength: Spanned<String>,
+    /// How long the scenario may take before undecided expectations are judged.
+    pub deadline: Option<Spanned<String>>,
+    /// Quiet time before "never" expectations are judged once all else is decided.
+    pub settle: Option<Spanned<String>>,
+    #[serde(default)]
+    pub dns: DnsFile,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Spanned<HostFile>>,
+    #[serde(default, rename = "message")]
+    pub messages: Vec<Spanned<MessageFile>>,
+    #[serde(default, rename = "expect")]
+    pub expects: Vec<Spanned<ExpectFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    /// Zone-file-like lines: `NAME TYPE DATA`, e.g. `dest.test MX 10 mx1.dest.test`.
+    #[serde(default)]
+    pub records: Vec<Spanned<String>>,
+    /// `NAME [TYPE] FAULT` with FAULT one of nxdomain, servfail, refused, timeout, truncate.
+    #[serde(default)]
+    pub faults: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFile {
+    /// The host's DNS name; an A record to its lab address is added unless `address = false`.
+    pub name: Option<String>,
+    #[serde(default = "yes")]
+    pub address: bool,
+    /// Per connection attempt; the last entry repeats.
+    #[serde(default, rename = "attempt")]
+    pub attempts: Vec<AttemptFile>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptFile {
+    /// accept (default), refuse, reset, drop, stall.
+    pub connect: Option<String>,
+    pub greeting: Option<StepFile>,
+    pub ehlo: Option<StepFile>,
+    pub helo: Option<StepFile>,
+    pub mail: Option<StepFile>,
+    /// One step for every RCPT, or a list applied to RCPTs in order (the last repeats).
+    pub rcpt: Option<StepFile>,
+    pub data: Option<StepFile>,
+    /// The reply after the message's final dot.
+    pub eod: Option<StepFile>,
+    pub rset: Option<StepFile>,
+    pub quit: Option<StepFile>,
+}
+
+/// A reply (`"451 4.3.0 try later"`, lines joined by `\n` for multi-line),
+/// `"drop"`, `"stall"`, or a list of those (for RCPT).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StepFile {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageFile {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    /// Extra header lines, `Name: value`, put before the generated ones.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Prepend this many `Received:` headers (loop tests).
+    #[serde(default)]
+    pub received: u32,
+    /// ESMTP parameters for MAIL FROM, e.g. `["RET=HDRS", "ENVID=abc"]`.
+    #[serde(default)]
+    pub mail_params: Vec<String>,
+    /// ESMTP parameters for every RCPT TO, e.g. `["NOTIFY=NEVER"]`.
+    #[serde(default)]
+    pub rcpt_params: Vec<String>,
+}
+
+/// One expectation: a table with exactly one key naming the check.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExpectFile {
+    /// The message reached this host (250 after its data) for these recipients (all by default).
+    Delivered(DeliveredFile),
+    /// The target tried to connect to these hosts, in this order of first attempt.
+    Order(Vec<String>),
+    /// The target tried to connect to this host.
+    Contacted(String),
+    /// The target never tried to connect to this host.
+    NotContacted(String),
+    /// The target accepted the injected message (250 at end of data).
+    Accepted(bool),
+    /// A DSN reached the sender's MX.
+    Dsn(DsnFile),
+    /// No DSN reached the sender's MX.
+    NoDsn(bool),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveredFile {
+    pub host: String,
+    pub rcpt: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsnFile {
+    /// Recipient of the DSN (the original sender by default).
+    pub to: Option<String>,
+    /// Status the DSN must report: a class ("5"), or a full code ("5.1.10").
+    pub status: Option<String>,
+    /// Action the DSN must report (failed, delayed, ...).
+    pub action: Option<String>,
+}

@@ -1,0 +1,797 @@
+//! Load stage: suite files (TOML) → validated [`Scenario`] plans.
+//!
+//! Every error names the file, the line and column, what is wrong and how to
+//! fix it; one bad file does not hide the others (see [`load_all`]).
+
+pub mod file;
+
+use crate::rfc::Strength;
+use file::{AttemptFile, ExpectFile, ScenarioFile, StepFile};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default time a scenario may run before undecided expectations are judged.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+/// Default quiet time before "never happened" expectations are judged.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+/// Host key used for the sender domain's MX when a scenario declares none.
+pub const SENDER_MX: &str = "sender-mx";
+
+/// A suite file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: no scenario files (*.toml) found; pass a suite folder such as suites/ or a scenario file")]
+    NoScenarios { path: PathBuf },
+}
+
+/// A validated scenario, ready to be turned into a world.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// `<suite>/<file stem>`, e.g. `mx-fallback/0001-refused-connection`.
+    pub id: String,
+    /// The suite folder's name (`mx-fallback`).
+    pub suite: String,
+    pub path: PathBuf,
+    pub title: String,
+    pub rule: String,
+    pub rfc: String,
+    pub strength: Strength,
+    pub deadline: Duration,
+    pub settle: Duration,
+    pub records: Vec<DnsRecord>,
+    pub faults: Vec<DnsFault>,
+    pub hosts: Vec<HostSpec>,
+    pub messages: Vec<MessageSpec>,
+    pub expects: Vec<Expect>,
+}
+
+/// A DNS record with names as written in the scenario (the world scopes them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsRecord {
+    pub name: String,
+    pub data: RecordData,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordData {
+    A(Ipv4Addr),
+    Aaaa(std::net::Ipv6Addr),
+    Mx { preference: u16, exchange: String },
+    Cname(String),
+    Txt(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsFault {
+    pub name: String,
+    /// Record type the fault applies to; all types when `None`.
+    pub qtype: Option<String>,
+    pub fault: fake_dns::Fault,
+}
+
+/// A fake remote host and its script.
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    pub key: String,
+    pub name: Option<String>,
+    pub address_record: bool,
+    /// Attempts in order; the last repeats. Never empty.
+    pub attempts: Vec<Attempt>,
+}
+
+impl HostSpec {
+    /// The script for connection attempt `n` (0-based).
+    pub fn attempt(&self, n: usize) -> &Attempt {
+        &self.attempts[n.min(self.attempts.len() - 1)]
+    }
+    /// Whether the host has stopped listening by attempt `n`.
+    pub fn refuses_from(&self) -> Option<usize> {
+        self.attempts
+            .iter()
+            .position(|a| a.connect == Connect::Refuse)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    Accept,
+    /// Nothing listens: the connection is refused by the kernel.
+    Refuse,
+    /// Accept, then reset the connection at once.
+    Reset,
+    /// Accept, then close without a greeting.
+    Drop,
+    /// Accept and never say anything.
+    Stall,
+}
+
+/// What the host does in answer to one command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Send these reply lines (each a complete `NNN text` line).
+    Reply(Vec<String>),
+    Drop,
+    Stall,
+}
+
+/// One connection attempt's script.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub connect: Connect,
+    pub greeting: Step,
+    pub ehlo: Step,
+    pub helo: Step,
+    pub mail: Step,
+    pub rcpt: Vec<Step>,
+    pub data: Step,
+    pub eod: Step,
+    pub rset: Step,
+    pub quit: Step,
+}
+
+impl Default for Attempt {
+    fn default() -> Self {
+        let r = |s: &str| Step::Reply(vec![s.to_string()]);
+        Attempt {
+            connect: Connect::Accept,
+            greeting: r("220 fake host ready"),
+            ehlo: Step::Reply(vec![
+                "250-fake host".into(),
+                "250-PIPELINING".into(),
+                "250-8BITMIME".into(),
+                "250-ENHANCEDSTATUSCODES".into(),
+                "250 DSN".into(),
+            ]),
+            helo: r("250 fake host"),
+            mail: r("250 2.1.0 ok"),
+            rcpt: vec![r("250 2.1.5 ok")],
+            data: r("354 end with <CRLF>.<CRLF>"),
+            eod: r("250 2.0.0 queued"),
+            rset: r("250 2.0.0 ok"),
+            quit: r("221 2.0.0 bye"),
+        }
+    }
+}
+
+impl Attempt {
+    /// The step for the `n`-th RCPT (0-based) of a transaction; the last repeats.
+    pub fn rcpt(&self, n: usize) -> &Step {
+        &self.rcpt[n.min(self.rcpt.len() - 1)]
+    }
+}
+
+/// A message the client injects into the target.
+#[derive(Debug, Clone)]
+pub struct MessageSpec {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub headers: Vec<String>,
+    pub received: u32,
+    pub mail_params: Vec<String>,
+    pub rcpt_params: Vec<String>,
+}
+
+/// One expectation, decided by the judge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    Delivered {
+        host: String,
+        rcpt: Vec<String>,
+    },
+    Order(Vec<String>),
+    Contacted(String),
+    NotContacted(String),
+    Accepted(bool),
+    Dsn {
+        to: String,
+        status: Option<String>,
+        action: Option<String>,
+    },
+    NoDsn,
+}
+
+impl Expect {
+    /// A short description for reports ("delivered via mx20").
+    pub fn describe(&self) -> String {
+        match self {
+            Expect::Delivered { host, rcpt } => {
+                format!("delivered via {host} for {}", rcpt.join(", "))
+            }
+            Expect::Order(h) => format!("first contact order {}", h.join(" → ")),
+            Expect::Contacted(h) => format!("{h} contacted"),
+            Expect::NotContacted(h) => format!("{h} never contacted"),
+            Expect::Accepted(true) => "target accepts the message".into(),
+            Expect::Accepted(false) => "target refuses the message".into(),
+            Expect::Dsn { to, status, action } => {
+                let mut s = format!("DSN to {to}");
+                if let Some(st) = status {
+                    s.push_str(&format!(" with status {st}"));
+                }
+                if let Some(a) = action {
+                    s.push_str(&format!(" and action {a}"));
+                }
+                s
+            }
+            Expect::NoDsn => "no DSN sent".into(),
+        }
+    }
+}
+
+/// Find scenario files under the given paths (folders recursively, `*.toml`,
+/// skipping `known-deviations/`), sorted.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SuiteError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| SuiteError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        if meta.is_file() {
+            out.push(p.clone());
+            continue;
+        }
+        let before = out.len();
+        walk(p, &mut out)?;
+        if out.len() == before {
+            return Err(SuiteError::NoScenarios { path: p.clone() });
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SuiteError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| SuiteError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in rd {
+        let entry = entry.map_err(|source| SuiteError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "known-deviations") {
+                continue;
+            }
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Load every file; return the scenarios that loaded and the errors of those that did not.
+pub fn load_all(files: &[PathBuf]) -> (Vec<Scenario>, Vec<SuiteError>) {
+    let mut ok = Vec::new();
+    let mut errs = Vec::new();
+    for f in files {
+        match load_file(f) {
+            Ok(s) => ok.push(s),
+            Err(e) => errs.push(e),
+        }
+    }
+    (ok, errs)
+}
+
+/// Read and validate one scenario file.
+pub fn load_file(path: &Path) -> Result<Scenario, SuiteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_scenario(path, &text)
+}
+
+/// Validate a scenario given as text (`path` is used for ids and messages).
+pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, SuiteError> {
+    let v = Validator { path, text };
+    let raw: ScenarioFile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        v.error(span, e.message().trim().to_string())
+    })?;
+    v.scenario(raw)
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> SuiteError {
+        let upto = &self.text[..span.start.min(self.text.len())];
+        let line = upto.matches('\n').count() + 1;
+        let column = upto.len() - upto.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        SuiteError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn scenario(&self, raw: ScenarioFile) -> Result<Scenario, SuiteError> {
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let suite = self
+            .path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "default".into());
+        let strength: Strength = raw
+            .strength
+            .get_ref()
+            .parse()
+            .map_err(|e: String| self.error(raw.strength.span(), e))?;
+        for (field, value) in [
+            ("title", &raw.title),
+            ("rule", &raw.rule),
+            ("rfc", &raw.rfc),
+        ] {
+            if value.get_ref().trim().is_empty() {
+                return Err(self.error(value.span(), format!("`{field}` must not be empty")));
+            }
+        }
+        let duration = |d: &Option<toml::Spanned<String>>, default| match d {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(s.get_ref()).map_err(|e| {
+                self.error(
+                    s.span(),
+                    format!("bad duration `{}`: {e} (write e.g. \"20s\")", s.get_ref()),
+                )
+            }),
+        };
+        let deadline = duration(&raw.deadline, DEFAULT_DEADLINE)?;
+        let settle = duration(&raw.settle, DEFAULT_SETTLE)?;
+
+        let mut records = Vec::new();
+        for r in &raw.dns.records {
+            records.push(parse_record(r.get_ref()).map_err(|m| self.error(r.span(), m))?);
+        }
+        let mut faults = Vec::new();
+        for f in &raw.dns.faults {
+            faults.push(parse_fault(f.get_ref()).map_err(|m| self.error(f.span(), m))?);
+        }
+        for name in records
+            .iter()
+            .map(|r| &r.name)
+            .chain(faults.iter().map(|f| &f.name))
+        {
+            check_name(name).map_err(|m| self.error(0..0, m))?;
+        }
+
+        let mut hosts = Vec::new();
+        for (key, h) in &raw.hosts {
+            let span = h.span();
+            let h = h.get_ref();
+            if let Some(n) = &h.name {
+                check_name(n)
+                    .map_err(|m| self.error(span.clone(), format!("host `{key}`: {m}")))?;
+            }
+            let mut attempts = Vec::new();
+            for a in &h.attempts {
+                attempts.push(
+                    attempt(a)
+                        .map_err(|m| self.error(span.clone(), format!("host `{key}`: {m}")))?,
+                );
+            }
+            if attempts.is_empty() {
+                attempts.push(Attempt::default());
+            }
+            if let Some(i) = attempts.iter().position(|a| a.connect == Connect::Refuse) {
+                if attempts[i..].iter().any(|a| a.connect != Connect::Refuse) {
+                    return Err(self.error(
+                        span,
+                        format!(
+                            "host `{key}`: connect = \"refuse\" may only end a script: a refused \
+                             connection never reaches the host, so later attempts could not be \
+                             counted; use connect = \"reset\" for a connection that fails after it opens"
+                        ),
+                    ));
+                }
+            }
+            hosts.push(HostSpec {
+                key: key.clone(),
+                name: h.name.clone(),
+                address_record: h.address,
+                attempts,
+            });
+        }
+
+        if raw.messages.is_empty() {
+            return Err(self.error(
+                0..0,
+                "no [[message]]: a scenario injects at least one message",
+            ));
+        }
+        let mut messages = Vec::new();
+        for m in &raw.messages {
+            let span = m.span();
+            let m = m.get_ref();
+            for addr in std::iter::once(&m.from).chain(&m.to) {
+                if addr.is_empty() && std::ptr::eq(addr, &m.from) {
+                    continue; // null reverse-path
+                }
+                let domain = addr.rsplit_once('@').map(|(_, d)| d).ok_or_else(|| {
+                    self.error(
+                        span.clone(),
+                        format!("`{addr}` is not an address (local@domain)"),
+                    )
+                })?;
+                check_name(domain).map_err(|e| self.error(span.clone(), e))?;
+            }
+            if m.to.is_empty() {
+                return Err(self.error(span, "message has no recipient in `to`"));
+            }
+            messages.push(file_message(m));
+        }
+
+        // The sender domain's MX catches DSNs; add one unless the scenario did.
+        let sender_domains: BTreeSet<String> = messages
+            .iter()
+            .filter_map(|m| m.from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+            .collect();
+        for d in sender_domains {
+            let has_mx = records.iter().any(|r| {
+                r.name.eq_ignore_ascii_case(&d) && matches!(r.data, RecordData::Mx { .. })
+            });
+            if !has_mx && !hosts.iter().any(|h| h.key == SENDER_MX) {
+                let name = format!("mx.{d}");
+                records.push(DnsRecord {
+                    name: d.clone(),
+                    data: RecordData::Mx {
+                        preference: 10,
+                        exchange: name.clone(),
+                    },
+                });
+                hosts.push(HostSpec {
+                    key: SENDER_MX.into(),
+                    name: Some(name),
+                    address_record: true,
+                    attempts: vec![Attempt::default()],
+                });
+            }
+        }
+
+        let host_keys: BTreeSet<&str> = hosts.iter().map(|h| h.key.as_str()).collect();
+        let mut expects = Vec::new();
+        for e in &raw.expects {
+            let span = e.span();
+            let known = |h: &String| -> Result<(), SuiteError> {
+                if host_keys.contains(h.as_str()) {
+                    Ok(())
+                } else {
+                    Err(self.error(
+                        span.clone(),
+                        format!(
+                            "unknown host `{h}`: declare it as [hosts.{h}] (known: {})",
+                            host_keys.iter().copied().collect::<Vec<_>>().join(", ")
+                        ),
+                    ))
+                }
+            };
+            let first_sender = messages[0].from.clone();
+            let x = match e.get_ref() {
+                ExpectFile::Delivered(d) => {
+                    known(&d.host)?;
+                    Expect::Delivered {
+                        host: d.host.clone(),
+                        rcpt: d.rcpt.clone().unwrap_or_else(|| messages[0].to.clone()),
+                    }
+                }
+                ExpectFile::Order(h) => {
+                    if h.len() < 2 {
+                        return Err(self.error(span, "`order` lists at least two hosts"));
+                    }
+                    h.iter().try_for_each(known)?;
+                    Expect::Order(h.clone())
+                }
+                ExpectFile::Contacted(h) => {
+                    known(h)?;
+                    Expect::Contacted(h.clone())
+                }
+                ExpectFile::NotContacted(h) => {
+                    known(h)?;
+                    Expect::NotContacted(h.clone())
+                }
+                ExpectFile::Accepted(b) => Expect::Accepted(*b),
+                ExpectFile::Dsn(d) => {
+                    if let Some(s) = &d.status {
+                        check_status_pattern(s).map_err(|m| self.error(span.clone(), m))?;
+                    }
+                    Expect::Dsn {
+                        to: d.to.clone().unwrap_or(first_sender),
+                        status: d.status.clone(),
+                        action: d.action.clone(),
+                    }
+                }
+                ExpectFile::NoDsn(true) => Expect::NoDsn,
+                ExpectFile::NoDsn(false) => {
+                    return Err(self.error(
+                        span,
+                        "`no_dsn = false` checks nothing: remove it or expect a `dsn`",
+                    ))
+                }
+            };
+            expects.push(x);
+        }
+        if expects.is_empty() {
+            return Err(self.error(0..0, "no [[expect]]: a scenario checks at least one thing"));
+        }
+
+        Ok(Scenario {
+            id: format!("{suite}/{stem}"),
+            suite,
+            path: self.path.to_path_buf(),
+            title: raw.title.into_inner(),
+            rule: raw.rule.into_inner(),
+            rfc: raw.rfc.into_inner(),
+            strength,
+            deadline,
+            settle,
+            records,
+            faults,
+            hosts,
+            messages,
+            expects,
+        })
+    }
+}
+
+fn file_message(m: &file::MessageFile) -> MessageSpec {
+    MessageSpec {
+        from: m.from.clone(),
+        to: m.to.clone(),
+        subject: m
+            .subject
+            .clone()
+            .unwrap_or_else(|| "mtaspec test message".into()),
+        body: m
+            .body
+            .clone()
+            .unwrap_or_else(|| "This message was sent by mtaspec.\n".into()),
+        headers: m.headers.clone(),
+        received: m.received,
+        mail_params: m.mail_params.clone(),
+        rcpt_params: m.rcpt_params.clone(),
+    }
+}
+
+/// Scenario names live under the reserved `.test` TLD (RFC 2606), so nothing
+/// a scenario says can name a real host.
+fn check_name(name: &str) -> Result<(), String> {
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    if n.is_empty() {
+        return Err("empty name".into());
+    }
+    if !(n == "test" || n.ends_with(".test")) {
+        return Err(format!(
+            "name `{name}` must end in .test (the reserved test TLD, RFC 2606), e.g. `{n}.test`"
+        ));
+    }
+    if n.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return Err(format!("name `{name}` has an empty or over-long label"));
+    }
+    Ok(())
+}
+
+fn check_status_pattern(s: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.split('.').collect();
+    let ok = matches!(parts.first(), Some(&("2" | "4" | "5")))
+        && parts.len() <= 3
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad status `{s}`: write a class (\"5\") or an RFC 3463 code (\"5.1.10\")"
+        ))
+    }
+}
+
+/// Parse `NAME TYPE DATA`.
+fn parse_record(line: &str) -> Result<DnsRecord, String> {
+    let mut w = line.split_whitespace();
+    let (Some(name), Some(kind)) = (w.next(), w.next()) else {
+        return Err(format!(
+            "bad record `{line}`: write `NAME TYPE DATA`, e.g. `dest.test MX 10 mx1.dest.test`"
+        ));
+    };
+    let rest: Vec<&str> = w.collect();
+    let one = |what: &str| -> Result<String, String> {
+        match rest.as_slice() {
+            [x] => Ok(x.to_string()),
+            _ => Err(format!(
+                "bad {kind} record `{line}`: expected {what} after the type"
+            )),
+        }
+    };
+    let data = match kind.to_ascii_uppercase().as_str() {
+        "A" => RecordData::A(
+            one("an IPv4 address")?
+                .parse()
+                .map_err(|_| format!("bad A record `{line}`: not an IPv4 address"))?,
+        ),
+        "AAAA" => RecordData::Aaaa(
+            one("an IPv6 address")?
+                .parse()
+                .map_err(|_| format!("bad AAAA record `{line}`: not an IPv6 address"))?,
+        ),
+        "MX" => match rest.as_slice() {
+            [p, x] => {
+                let preference = p
+                    .parse()
+                    .map_err(|_| format!("bad MX record `{line}`: preference `{p}` is not 0-65535"))?;
+                if *x != "." {
+                    check_name(x)?;
+                }
+                RecordData::Mx {
+                    preference,
+                    exchange: x.to_string(),
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "bad MX record `{line}`: write `NAME MX PREFERENCE EXCHANGE` (null MX: `NAME MX 0 .`)"
+                ))
+            }
+        },
+        "CNAME" => {
+            let t = one("a target name")?;
+            check_name(&t)?;
+            RecordData::Cname(t)
+        }
+        "TXT" => RecordData::Txt(rest.join(" ").trim_matches('"').to_string()),
+        other => {
+            return Err(format!(
+                "unsupported record type `{other}` in `{line}`: use A, AAAA, MX, CNAME or TXT"
+            ))
+        }
+    };
+    Ok(DnsRecord {
+        name: name.to_string(),
+        data,
+    })
+}
+
+/// Parse `NAME [TYPE] FAULT`.
+fn parse_fault(line: &str) -> Result<DnsFault, String> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let (name, qtype, fault) = match w.as_slice() {
+        [n, f] => (n, None, f),
+        [n, t, f] => (n, Some(t.to_ascii_uppercase()), f),
+        _ => {
+            return Err(format!(
+                "bad fault `{line}`: write `NAME [TYPE] FAULT`, e.g. `dest.test MX servfail`"
+            ))
+        }
+    };
+    let fault = match fault.to_ascii_lowercase().as_str() {
+        "nxdomain" => fake_dns::Fault::NxDomain,
+        "servfail" => fake_dns::Fault::ServFail,
+        "refused" => fake_dns::Fault::Refused,
+        "timeout" => fake_dns::Fault::Timeout,
+        "truncate" => fake_dns::Fault::Truncate,
+        other => {
+            return Err(format!(
+                "unknown fault `{other}` in `{line}`: use nxdomain, servfail, refused, timeout or truncate"
+            ))
+        }
+    };
+    if let Some(t) = &qtype {
+        if !["A", "AAAA", "MX", "CNAME", "TXT", "PTR"].contains(&t.as_str()) {
+            return Err(format!("unknown record type `{t}` in fault `{line}`"));
+        }
+    }
+    Ok(DnsFault {
+        name: name.to_string(),
+        qtype,
+        fault,
+    })
+}
+
+fn step(s: &str) -> Result<Step, String> {
+    match s.trim() {
+        "drop" => Ok(Step::Drop),
+        "stall" => Ok(Step::Stall),
+        text => {
+            let lines: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
+            let last = lines.len().saturating_sub(1);
+            for (i, l) in lines.iter().enumerate() {
+                let b = l.as_bytes();
+                let code_ok = b.len() >= 3
+                    && b[..3].iter().all(u8::is_ascii_digit)
+                    && (b'2'..=b'5').contains(&b[0]);
+                let sep_ok = b.len() == 3
+                    || (b[3] == b' ' && i == last)
+                    || (b[3] == b'-' && i < last)
+                    || (b[3] == b' ' && lines.len() == 1);
+                if !code_ok || !sep_ok {
+                    return Err(format!(
+                        "bad reply `{text}`: write `NNN text` (multi-line: `250-first\\n250 last`), `drop` or `stall`"
+                    ));
+                }
+            }
+            if lines.is_empty() {
+                return Err("empty reply: write `NNN text`, `drop` or `stall`".into());
+            }
+            Ok(Step::Reply(lines))
+        }
+    }
+}
+
+fn attempt(a: &AttemptFile) -> Result<Attempt, String> {
+    let mut out = Attempt::default();
+    if let Some(c) = &a.connect {
+        out.connect = match c.as_str() {
+            "accept" => Connect::Accept,
+            "refuse" => Connect::Refuse,
+            "reset" => Connect::Reset,
+            "drop" => Connect::Drop,
+            "stall" => Connect::Stall,
+            other => {
+                return Err(format!(
+                    "unknown connect `{other}`: use accept, refuse, reset, drop or stall"
+                ))
+            }
+        };
+    }
+    let single = |f: &Option<StepFile>, slot: &mut Step, key: &str| -> Result<(), String> {
+        match f {
+            None => Ok(()),
+            Some(StepFile::One(s)) => {
+                *slot = step(s)?;
+                Ok(())
+            }
+            Some(StepFile::Many(_)) => Err(format!("`{key}` takes one reply, not a list")),
+        }
+    };
+    single(&a.greeting, &mut out.greeting, "greeting")?;
+    single(&a.ehlo, &mut out.ehlo, "ehlo")?;
+    single(&a.helo, &mut out.helo, "helo")?;
+    single(&a.mail, &mut out.mail, "mail")?;
+    single(&a.data, &mut out.data, "data")?;
+    single(&a.eod, &mut out.eod, "eod")?;
+    single(&a.rset, &mut out.rset, "rset")?;
+    single(&a.quit, &mut out.quit, "quit")?;
+    match &a.rcpt {
+        None => {}
+        Some(StepFile::One(s)) => out.rcpt = vec![step(s)?],
+        Some(StepFile::Many(v)) if v.is_empty() => return Err("`rcpt` list is empty".into()),
+        Some(StepFile::Many(v)) => {
+            out.rcpt = v.iter().map(|s| step(s)).collect::<Result<_, _>>()?
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
