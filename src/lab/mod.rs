@@ -1,0 +1,158 @@
+//! Lab stage: the private network + mount + UTS namespace everything runs in.
+//!
+//! [`enter`] moves the calling process (which must still be single-threaded)
+//! into fresh namespaces: only a loopback interface, a private `/etc/resolv.conf`
+//! naming the fake DNS, and the target's host name. Nothing is left behind on
+//! the host: the namespaces, the bind mount and every address vanish with the
+//! last process inside them, and no `ip netns` name or file under /etc is made.
+
+pub mod sniff;
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Where the fake DNS listens inside the lab (glibc's resolver takes no port: 53).
+pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 53);
+/// Where the target listens inside the lab.
+pub const TARGET_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+/// The target's host name (UTS namespace) and `myhostname`.
+pub const TARGET_HOSTNAME: &str = "mta.target.test";
+
+/// Why the lab could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(
+        "mtaspec run needs root: it creates a private network, mount and UTS namespace, \
+         binds ports 25 and 53 inside it and starts the target there; run it as root \
+         (e.g. `sudo mtaspec run`)"
+    )]
+    NotRoot,
+    #[error("the lab must be set up before any thread is started (this is a bug in mtaspec)")]
+    Threaded,
+    #[error("cannot create the lab namespaces (unshare): {0}; is this a container without CAP_SYS_ADMIN? run with --privileged or on the host")]
+    Unshare(#[source] nix::Error),
+    #[error("cannot set up the lab: {what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LabError {
+    fn setup(what: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        LabError::Setup {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The lab's private files; the namespaces themselves belong to the process.
+#[derive(Debug)]
+pub struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// The lab's private folder (target config and queues live below it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Check what the lab needs before anything else is done.
+pub fn preflight() -> Result<(), LabError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(LabError::NotRoot);
+    }
+    Ok(())
+}
+
+/// Move this process into a fresh lab. Call before starting any thread.
+pub fn enter() -> Result<Lab, LabError> {
+    preflight()?;
+    if thread_count() > 1 {
+        return Err(LabError::Threaded);
+    }
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+        .map_err(LabError::Unshare)?;
+    // Keep every mount made from now on inside this namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| LabError::setup("make mounts private", e))?;
+    loopback_up().map_err(|e| LabError::setup("bring up the loopback interface", e))?;
+    nix::unistd::sethostname(TARGET_HOSTNAME)
+        .map_err(|e| LabError::setup("set the lab's host name", e))?;
+
+    let dir = tempfile::Builder::new()
+        .prefix("mtaspec-lab-")
+        .tempdir()
+        .map_err(|e| LabError::setup("create the lab folder", e))?;
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("# mtaspec lab: only the fake DNS\nnameserver {DNS_ADDR}\noptions timeout:2 attempts:2\n"),
+    )
+    .map_err(|e| LabError::setup("write the lab's resolv.conf", e))?;
+    let etc = resolv_target();
+    mount(
+        Some(resolv.as_path()),
+        etc.as_path(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| LabError::setup(format!("bind-mount the lab's resolv.conf over {}", etc.display()), e))?;
+    Ok(Lab { dir })
+}
+
+/// `/etc/resolv.conf`, or the file it links to (a bind mount follows links).
+fn resolv_target() -> PathBuf {
+    std::fs::canonicalize("/etc/resolv.conf").unwrap_or_else(|_| PathBuf::from("/etc/resolv.conf"))
+}
+
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// `ip link set lo up`, through the ioctl the `ip` tool uses.
+fn loopback_up() -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: plain socket + ioctl calls on a zeroed, correctly sized ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        if r == 0 {
+            ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}

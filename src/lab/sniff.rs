@@ -1,0 +1,162 @@
+//! Lab stage: every TCP connection attempt on the lab's loopback, seen as its SYN.
+//!
+//! A refused connection never reaches a fake host, so the hosts alone cannot
+//! tell that the target tried them. A packet socket on `lo` sees the SYN of
+//! every attempt, refused or not; only the namespace's own traffic is visible.
+
+use nix::libc;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Instant;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::broadcast;
+
+/// A TCP connection attempt (first SYN of a 4-tuple).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectAttempt {
+    pub at: Instant,
+    pub from: SocketAddrV4,
+    pub to: SocketAddrV4,
+}
+
+/// Parse an IPv4 packet; return (source, destination) when it is a TCP SYN
+/// without ACK. Total: any byte string gives a value or `None`.
+pub fn parse_syn(pkt: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    let first = *pkt.first()?;
+    if first >> 4 != 4 || *pkt.get(9)? != 6 {
+        return None;
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    let ip = |o: usize| -> Option<Ipv4Addr> {
+        let b = pkt.get(o..o + 4)?;
+        Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    };
+    let tcp = pkt.get(ihl..ihl + 14)?;
+    let flags = tcp[13];
+    if flags & 0x02 == 0 || flags & 0x10 != 0 {
+        return None;
+    }
+    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    Some((
+        SocketAddrV4::new(ip(12)?, sport),
+        SocketAddrV4::new(ip(16)?, dport),
+    ))
+}
+
+/// Start watching; attempts are broadcast until the returned task is aborted.
+pub fn start(
+    tx: broadcast::Sender<ConnectAttempt>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let proto = (libc::ETH_P_IP as u16).to_be();
+    // SAFETY: socket(2) with constant arguments; the fd is owned at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            i32::from(proto),
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh, valid descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: if_nametoindex takes a NUL-terminated string; bind gets a sockaddr_ll of the right size.
+    unsafe {
+        let index = libc::if_nametoindex(c"lo".as_ptr());
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = index as i32;
+        if libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let afd = AsyncFd::new(fd)?;
+    Ok(tokio::spawn(async move {
+        let mut buf = [0u8; 256];
+        loop {
+            let Ok(mut guard) = afd.readable().await else {
+                return;
+            };
+            loop {
+                // SAFETY: recvfrom into a local buffer and sockaddr_ll of the sizes given.
+                let (n, pkttype) = unsafe {
+                    let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                    let n = libc::recvfrom(
+                        afd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_TRUNC,
+                        &mut sll as *mut _ as *mut libc::sockaddr,
+                        &mut len,
+                    );
+                    (n, sll.sll_pkttype)
+                };
+                if n < 0 {
+                    guard.clear_ready();
+                    break;
+                }
+                // Loopback shows each packet twice (outgoing, then incoming): keep one.
+                if pkttype == libc::PACKET_OUTGOING as u8 {
+                    continue;
+                }
+                let len = (n as usize).min(buf.len());
+                if let Some((from, to)) = parse_syn(&buf[..len]) {
+                    let _ = tx.send(ConnectAttempt {
+                        at: Instant::now(),
+                        from,
+                        to,
+                    });
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(flags: u8) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[127, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[127, 10, 0, 2]);
+        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&25u16.to_be_bytes());
+        p[33] = flags;
+        p
+    }
+
+    #[test]
+    fn finds_syns_only() {
+        let (from, to) = parse_syn(&packet(0x02)).unwrap();
+        assert_eq!(from, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(to, "127.10.0.2:25".parse().unwrap());
+        assert_eq!(parse_syn(&packet(0x12)), None, "SYN+ACK is an answer");
+        assert_eq!(parse_syn(&packet(0x10)), None);
+        let mut udp = packet(0x02);
+        udp[9] = 17;
+        assert_eq!(parse_syn(&udp), None);
+    }
+
+    #[test]
+    fn short_or_odd_packets_are_ignored() {
+        for n in 0..40 {
+            let _ = parse_syn(&packet(0x02)[..n]);
+        }
+        let mut p = packet(0x02);
+        p[0] = 0x4f; // header length past the end
+        assert_eq!(parse_syn(&p), None);
+        assert_eq!(parse_syn(&[0x60; 60]), None, "IPv6 is not read");
+    }
+}
