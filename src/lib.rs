@@ -1,1 +1,4 @@
 //! mtaspec: black-box conformance harness for SMTP servers.
+
+pub mod rfc;
+pub mod smtp;

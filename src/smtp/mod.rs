@@ -1,0 +1,3 @@
+//! SMTP protocol parsing: replies and enhanced status codes.
+
+pub mod reply;
