@@ -1,4 +1,5 @@
 //! mtaspec: black-box conformance harness for SMTP servers.
 
+pub mod dsn;
 pub mod rfc;
 pub mod smtp;
