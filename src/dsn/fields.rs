@@ -343,7 +343,6 @@ fn starts_new_recipient(r: &Recipient, name: &str, last: &str) -> bool {
         "original-recipient" => {
             r.original_recipient.is_some()
                 || (r.final_recipient.is_some() && !last.eq_ignore_ascii_case("final-recipient"))
-                || (r.final_recipient.is_none() && r.status.is_some())
         }
         "final-recipient" => r.final_recipient.is_some(),
         "action" => r.action.is_some(),

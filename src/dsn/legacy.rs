@@ -173,7 +173,7 @@ fn is_role(addr: &str) -> bool {
 /// Whether a line is "an address on its own": optional quoting and bullets,
 /// the address (maybe in angle brackets), then nothing or a short tail such
 /// as `:`, ` (expanded from ...)`, ` on <date>`, `... reason`.
-fn line_address(line: &str) -> Option<String> {
+fn line_address(line: &str) -> Option<(String, bool)> {
     let t = line.trim_start_matches(['>', ' ', '\t', '*', '-', '"', '\'']);
     let t = t.trim_end();
     if t.is_empty() {
@@ -227,7 +227,8 @@ fn line_address(line: &str) -> Option<String> {
     if sentence {
         return None;
     }
-    Some(a.clone())
+    let listed = bracket || tail.starts_with(':');
+    Some((a.clone(), listed))
 }
 
 /// The first SMTP reply in `text`: a code 200..=599 at the start of a line
@@ -319,6 +320,7 @@ fn recipient(addr: &str, section: &str) -> Recipient {
             kind: Some("rfc822".into()),
             value: addr.to_string(),
         }),
+        text_address: Some(addr.to_string()),
         text_reply: reply,
         text_status: status,
         ..Default::default()
@@ -349,16 +351,19 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
         .find(|(sig, _)| lower_head.contains(sig) || subject.contains(sig) || from.contains(sig))
         .map(|(_, f)| *f);
 
-    // The bounce's own parties are never the failed recipients.
-    let mut own: Vec<String> = Vec::new();
-    for a in msg.from().into_iter().chain(msg.to()) {
-        for addr in a.iter() {
-            if let Some(s) = addr.address() {
-                own.push(s.to_ascii_lowercase());
-            }
-        }
-    }
-    let excluded = |a: &str| is_role(a) || own.iter().any(|o| o.eq_ignore_ascii_case(a));
+    // The bounce's own parties are rarely the failed recipients.
+    let addrs_of = |h: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+        h.into_iter()
+            .flat_map(|a| a.iter())
+            .filter_map(|a| a.address())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    };
+    let own_from = addrs_of(msg.from());
+    let own_to = addrs_of(msg.to());
+    let is_from = |a: &str| own_from.iter().any(|o| o.eq_ignore_ascii_case(a));
+    let is_to = |a: &str| own_to.iter().any(|o| o.eq_ignore_ascii_case(a));
+    let excluded = |a: &str| is_role(a) || is_from(a) || is_to(a);
 
     let cut = cut_point(prose);
     let text = &prose[..cut];
@@ -377,8 +382,10 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
                 expanded_from.push(a);
             }
         }
-        if let Some(a) = line_address(line) {
-            if !excluded(&a) {
+        if let Some((a, listed)) = line_address(line) {
+            // A listed entry (`<addr>:`) names a failed recipient even when
+            // it is a role account or the bounce's addressee.
+            if !is_from(&a) && (listed || !excluded(&a)) {
                 push_unique(&mut strong, start, a);
             }
             continue;
@@ -392,7 +399,19 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
         }
     }
     strong.retain(|(_, a)| !expanded_from.iter().any(|x| x.eq_ignore_ascii_case(a)));
-    let mut chosen = if !strong.is_empty() {
+    // Exim and Gmail name the failed recipients in a header field.
+    let mut failed_hdr: Vec<(usize, String)> = Vec::new();
+    for raw in msg.header_values("X-Failed-Recipients") {
+        if let Some(t) = raw.as_text() {
+            for (_, _, a) in addresses(t) {
+                let pos = text.find(&a).unwrap_or(text.len());
+                push_unique(&mut failed_hdr, pos, a);
+            }
+        }
+    }
+    let mut chosen = if !failed_hdr.is_empty() {
+        failed_hdr
+    } else if !strong.is_empty() {
         strong
     } else if !rcpt.is_empty() {
         rcpt
@@ -404,6 +423,13 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
             }
         }
         any
+    };
+    let inline_to;
+    let returned_to = if returned_to.is_empty() {
+        inline_to = inline_returned_to(&prose[cut..]);
+        &inline_to[..]
+    } else {
+        returned_to
     };
     if chosen.is_empty() {
         for a in returned_to {
@@ -443,6 +469,36 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
     Found { recipients, format }
 }
 
+/// To/Cc of a returned header block that follows the prose inline.
+fn inline_returned_to(rest: &str) -> Vec<String> {
+    let mut offset = 0;
+    let mut start = None;
+    for line in rest.split('\n') {
+        if is_header_line(line) {
+            start = Some(offset);
+            break;
+        }
+        offset += line.len() + 1;
+        if offset > 4096 {
+            break;
+        }
+    }
+    let Some(start) = start else {
+        return Vec::new();
+    };
+    let Some(m) = mail_parser::MessageParser::default().parse_headers(&rest.as_bytes()[start..])
+    else {
+        return Vec::new();
+    };
+    m.to()
+        .into_iter()
+        .chain(m.cc())
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address())
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,21 +512,19 @@ mod tests {
 
     #[test]
     fn address_lines() {
+        let la = |l: &str| line_address(l).map(|x| x.0);
+        assert_eq!(la("<a@example.com>:").as_deref(), Some("a@example.com"));
         assert_eq!(
-            line_address("<a@example.com>:").as_deref(),
-            Some("a@example.com")
+            line_address("  a@example.com"),
+            Some(("a@example.com".into(), false))
         );
         assert_eq!(
-            line_address("  a@example.com").as_deref(),
-            Some("a@example.com")
-        );
-        assert_eq!(
-            line_address("<r@x.example> (expanded from <k@example.org>): user").as_deref(),
+            la("<r@x.example> (expanded from <k@example.org>): user").as_deref(),
             Some("r@x.example")
         );
-        assert_eq!(line_address("Please contact a@example.com for help"), None);
+        assert_eq!(la("Please contact a@example.com for help"), None);
         assert_eq!(
-            line_address("> bbbsss@example.com").as_deref(),
+            la("> bbbsss@example.com").as_deref(),
             Some("bbbsss@example.com")
         );
     }

@@ -135,6 +135,25 @@ impl TypedValue {
     }
 }
 
+/// Whether `s` looks like `local@domain` (no spaces, both parts present,
+/// domain made of letters, digits, dots and hyphens or an address literal).
+pub(crate) fn is_mailbox(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && !local.starts_with(['/', '|'])
+        && !local
+            .chars()
+            .any(|c| c.is_whitespace() || c == '<' || c == '>');
+    let domain_ok = !domain.is_empty()
+        && (domain.starts_with('[') && domain.ends_with(']')
+            || domain
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '.' || c == '-'));
+    local_ok && domain_ok
+}
+
 /// The `Action` field (RFC 3464 §2.3.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "value", content = "raw")]
@@ -263,18 +282,75 @@ pub struct Recipient {
     /// 3464 reports see `diagnostic_code.reply`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text_reply: Option<Reply>,
+    /// The recipient address as read from the bounce's prose, when the
+    /// fields carry no usable mailbox (legacy bounces, or a Final-Recipient
+    /// such as a file path or `@domain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_address: Option<String>,
     /// An enhanced status code found in a legacy bounce's text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text_status: Option<EnhancedStatus>,
 }
 
 impl Recipient {
-    /// The recipient address: Final-Recipient, else Original-Recipient.
+    /// The recipient's mailbox: Final-Recipient if it is a mailbox, else
+    /// Original-Recipient, else a mailbox inside either value (a pipe or
+    /// alias expansion), else the address read from prose, else the raw
+    /// Final-Recipient value.
     pub fn address(&self) -> Option<String> {
-        self.final_recipient
-            .as_ref()
-            .or(self.original_recipient.as_ref())
+        let fields = [&self.final_recipient, &self.original_recipient];
+        for t in fields.iter().copied().flatten() {
+            let a = t.address();
+            if is_mailbox(&a) {
+                return Some(a);
+            }
+        }
+        for t in fields.iter().copied().flatten() {
+            if let Some(a) = t.value.split_whitespace().find(|w| is_mailbox(w)) {
+                return Some(a.to_string());
+            }
+        }
+        if let Some(a) = &self.text_address {
+            return Some(a.clone());
+        }
+        fields
+            .iter()
+            .copied()
+            .flatten()
+            .next()
             .map(TypedValue::address)
+    }
+
+    /// Every address known for this recipient: Final-Recipient,
+    /// Original-Recipient and the one read from prose, deduplicated.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |a: String| {
+            if !a.is_empty() && !out.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
+                out.push(a);
+            }
+        };
+        if let Some(a) = self.address() {
+            push(a);
+        }
+        for t in [&self.final_recipient, &self.original_recipient]
+            .into_iter()
+            .flatten()
+        {
+            let a = t.address();
+            if is_mailbox(&a) {
+                push(a);
+            }
+        }
+        if let Some(a) = &self.text_address {
+            push(a.clone());
+        }
+        out
+    }
+
+    /// Whether neither address field holds a mailbox.
+    pub(crate) fn lacks_mailbox(&self) -> bool {
+        !self.address().is_some_and(|a| is_mailbox(&a))
     }
 
     /// The remote reply: from an smtp Diagnostic-Code, else from the text.

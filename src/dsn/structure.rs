@@ -204,8 +204,16 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
     if st.reports.iter().all(|r| r.depth > 0) {
         // No status part in the bounce itself: maybe the MIME structure is
         // broken and the fields sit in raw text.
+        // Decoded prose first (fields inside a quoted-printable text part),
+        // then the raw body (fields behind broken boundaries).
+        let prose = st.prose.join("\n");
         let body = input.get(root.offset_body as usize..).unwrap_or(&[]);
-        let text = String::from_utf8_lossy(body);
+        let raw = String::from_utf8_lossy(body);
+        let text: Cow<'_, str> = if find_status_block(&prose).is_some() {
+            Cow::Owned(prose)
+        } else {
+            raw
+        };
         if let Some(start) = find_status_block(&text) {
             let mut w = Vec::new();
             let (per_message, recipients) = parse_status_body(&text[start..], limits, &mut w)?;
@@ -232,6 +240,38 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
             WarningKind::NestedStatusPart,
             "a returned message carries its own delivery-status part",
         ));
+    }
+
+    // Recipients whose fields carry no mailbox: read the address from prose.
+    let prose_needed = st
+        .reports
+        .iter()
+        .filter(|r| r.depth == 0)
+        .flat_map(|r| r.recipients.iter())
+        .filter(|r| r.lacks_mailbox())
+        .count();
+    if prose_needed > 0 {
+        let prose = st.prose.join("\n");
+        let returned_to = returned_recipients(&msg);
+        let found = legacy::extract(&prose, &returned_to, &msg);
+        if found.recipients.len() == prose_needed {
+            let mut it = found.recipients.into_iter();
+            for r in st
+                .reports
+                .iter_mut()
+                .filter(|r| r.depth == 0)
+                .flat_map(|r| r.recipients.iter_mut())
+                .filter(|r| r.lacks_mailbox())
+            {
+                if let Some(f) = it.next() {
+                    r.text_address = f.text_address;
+                }
+            }
+            st.warnings.push(Warning::new(
+                WarningKind::Heuristic,
+                "recipient address read from the human-readable text (fields carry no mailbox)",
+            ));
+        }
     }
 
     let has_recipients = st

@@ -81,6 +81,28 @@ fn pct(ok: usize, total: usize) -> f64 {
     }
 }
 
+/// Whether the recipients found are exactly the expected set. The tables
+/// name a recipient either by its Final-Recipient (sisimai) or by its
+/// Original-Recipient (flufl), so a recipient matches through any address
+/// the parser knows for it; every expected address must be matched and
+/// every recipient found must match one.
+fn same_recipients(d: &Dsn, want: &BTreeSet<String>) -> bool {
+    let rcpts: Vec<Vec<String>> = d
+        .recipients()
+        .map(|r| {
+            r.addresses()
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect()
+        })
+        .collect();
+    !rcpts.is_empty()
+        && want
+            .iter()
+            .all(|w| rcpts.iter().any(|r| r.iter().any(|a| a == w)))
+        && rcpts.iter().all(|r| r.iter().any(|a| want.contains(a)))
+}
+
 fn found_set(d: &Dsn) -> BTreeSet<String> {
     d.recipients()
         .filter_map(|r| r.address())
@@ -244,7 +266,9 @@ fn recipients_and_status_classes() {
             continue; // feedback reports, not bounces
         }
         let got = parsed[sample].as_ref().map(found_set).unwrap_or_default();
-        let good = &got == set;
+        let good = parsed[sample]
+            .as_ref()
+            .is_some_and(|d| same_recipients(d, set));
         if !good {
             misses.push(format!("{sample} [{fclass}] want {set:?} got {got:?}"));
         }
@@ -269,10 +293,9 @@ fn recipients_and_status_classes() {
             fl_skipped += 1;
             continue;
         }
-        let got = parse_file(&root.join("flufl").join(&r["sample"]))
-            .map(|d| found_set(&d))
-            .unwrap_or_default();
-        let good = got == set;
+        let d = parse_file(&root.join("flufl").join(&r["sample"]));
+        let got = d.as_ref().map(found_set).unwrap_or_default();
+        let good = d.as_ref().is_some_and(|d| same_recipients(d, &set));
         if !good {
             misses.push(format!(
                 "flufl/{} [{}] want {set:?} got {got:?}",
@@ -301,7 +324,7 @@ fn recipients_and_status_classes() {
         let addr = r["recipient"].trim().to_ascii_lowercase();
         let got = parsed[sample].as_ref().and_then(|d| {
             d.recipients()
-                .find(|x| x.address().map(|a| a.to_ascii_lowercase()) == Some(addr.clone()))
+                .find(|x| x.addresses().iter().any(|a| a.eq_ignore_ascii_case(&addr)))
                 .and_then(|x| x.class())
         });
         let good = got == Some(st.class);
@@ -359,7 +382,7 @@ fn recipients_and_status_classes() {
         cls_legacy.total,
         cls_legacy.pct()
     );
-    for m in misses.iter().take(60) {
+    for m in misses.iter().take(200) {
         println!("  miss: {m}");
     }
     let all_ds = Tally {
@@ -407,15 +430,27 @@ fn projection(d: &Dsn) -> String {
 #[test]
 fn line_ending_twins_agree() {
     let Some(root) = corpus_root() else { return };
+    let sis = root.join("sisimai");
     let mut n = 0;
     let mut bad = Vec::new();
     for dir in ["dos", "mac"] {
-        let Ok(entries) = std::fs::read_dir(root.join("sisimai").join(dir)) else {
+        let Ok(entries) = std::fs::read_dir(sis.join(dir)) else {
             continue;
         };
         for e in entries.flatten() {
             let name = e.file_name();
-            let orig = root.join("sisimai/bsd").join(&name);
+            // Compare with the LF original; the few CRLF/CR files without
+            // one (renamed upstream) are compared with each other.
+            let mut orig = sis.join("bsd").join(&name);
+            if !orig.is_file() {
+                if dir == "mac" {
+                    continue;
+                }
+                orig = sis.join("mac").join(&name);
+                if !orig.is_file() {
+                    continue;
+                }
+            }
             let (Some(a), Some(b)) = (parse_file(&orig), parse_file(&e.path())) else {
                 bad.push(format!("{dir}/{}: unreadable", name.to_string_lossy()));
                 continue;
