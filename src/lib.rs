@@ -4,8 +4,12 @@
 //! [`world`] turns a plan into fake DNS zones and scripted fake hosts; the
 //! [`target`] (Postfix, started in the private [`lab`]) delivers what the
 //! [`client`] injects; [`run`] observes and judges each expectation; [`report`]
-//! writes the console summary and JUnit XML.
+//! writes the console summary and JUnit XML. [`dsn`] and [`smtp`] read what
+//! peers send.
 
+pub mod dsn;
+pub mod lab;
 pub mod rfc;
 pub mod smtp;
 pub mod suite;
+pub mod target;

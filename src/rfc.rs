@@ -1,10 +1,14 @@
-//! RFC references: the strength of a rule (MUST / SHOULD / MAY / practice).
+//! Requirement levels: RFC 2119 strengths attached to conformance rules.
 
-use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// How binding a rule is: RFC 2119 keywords, or common operational practice.
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// How strongly a specification demands a behaviour.
+///
+/// `Must`, `Should` and `May` are the RFC 2119 keywords; `Practice` marks
+/// widely expected behaviour that no RFC mandates (interoperability advice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Strength {
     Must,
@@ -13,41 +17,115 @@ pub enum Strength {
     Practice,
 }
 
-impl fmt::Display for Strength {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Strength {
+    /// Canonical spelling: `MUST`, `SHOULD`, `MAY`, `practice`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Strength::Must => "MUST",
             Strength::Should => "SHOULD",
             Strength::May => "MAY",
             Strength::Practice => "practice",
-        })
+        }
     }
 }
 
+impl fmt::Display for Strength {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for a string that is not a known strength.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown requirement strength {0:?} (expected MUST, SHOULD, MAY or practice)")]
+pub struct ParseStrengthError(pub String);
+
 impl FromStr for Strength {
-    type Err = String;
+    type Err = ParseStrengthError;
+
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "must" => Ok(Strength::Must),
-            "should" => Ok(Strength::Should),
-            "may" => Ok(Strength::May),
-            "practice" => Ok(Strength::Practice),
-            _ => Err(format!(
-                "unknown strength `{s}`: expected MUST, SHOULD, MAY or practice"
-            )),
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("must") {
+            Ok(Strength::Must)
+        } else if t.eq_ignore_ascii_case("should") {
+            Ok(Strength::Should)
+        } else if t.eq_ignore_ascii_case("may") {
+            Ok(Strength::May)
+        } else if t.eq_ignore_ascii_case("practice") {
+            Ok(Strength::Practice)
+        } else {
+            Err(ParseStrengthError(s.to_string()))
         }
     }
 }
 
 impl Serialize for Strength {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for Strength {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A reference to the specification text a rule comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RuleRef {
+    /// Document and section, e.g. `RFC 3464 §2.3.3`.
+    pub section: String,
+    pub strength: Strength,
+}
+
+impl RuleRef {
+    pub fn new(section: impl Into<String>, strength: Strength) -> Self {
+        RuleRef {
+            section: section.into(),
+            strength,
+        }
+    }
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.section, self.strength)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_and_parse_round_trip() {
+        for s in [
+            Strength::Must,
+            Strength::Should,
+            Strength::May,
+            Strength::Practice,
+        ] {
+            assert_eq!(s.to_string().parse::<Strength>(), Ok(s));
+        }
+        assert_eq!("must".parse::<Strength>(), Ok(Strength::Must));
+        assert_eq!("PRACTICE".parse::<Strength>(), Ok(Strength::Practice));
+        assert!("required".parse::<Strength>().is_err());
+    }
+
+    #[test]
+    fn serde_spelling() {
+        assert_eq!(serde_json::to_string(&Strength::Must).unwrap(), "\"MUST\"");
+        assert_eq!(
+            serde_json::to_string(&Strength::Practice).unwrap(),
+            "\"practice\""
+        );
+        let s: Strength = serde_json::from_str("\"Should\"").unwrap();
+        assert_eq!(s, Strength::Should);
+        let r = RuleRef::new("RFC 3464 §2.3.3", Strength::Must);
+        let j = serde_json::to_string(&r).unwrap();
+        assert_eq!(j, r#"{"section":"RFC 3464 §2.3.3","strength":"MUST"}"#);
+        assert_eq!(serde_json::from_str::<RuleRef>(&j).unwrap(), r);
     }
 }

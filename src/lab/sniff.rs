@@ -78,7 +78,8 @@ pub fn start(
             return Err(std::io::Error::last_os_error());
         }
     }
-    let afd = AsyncFd::new(fd)?;
+    // SAFETY: the AsyncFd owns the descriptor and deregisters it before closing.
+    let afd = unsafe { AsyncFd::register(fd)? };
     Ok(tokio::spawn(async move {
         let mut buf = [0u8; 256];
         loop {

@@ -348,7 +348,7 @@ impl Validator<'_> {
             .strength
             .get_ref()
             .parse()
-            .map_err(|e: String| self.error(raw.strength.span(), e))?;
+            .map_err(|e: crate::rfc::ParseStrengthError| self.error(raw.strength.span(), e.to_string()))?;
         for (field, value) in [
             ("title", &raw.title),
             ("rule", &raw.rule),

@@ -119,7 +119,7 @@ fn bad_steps_and_strengths_are_refused() {
     assert!(msg.contains("write `NNN text`"), "{msg}");
     let (line, msg) = err(&GOOD.replace("\"MUST\"", "\"OUGHT\""));
     assert_eq!(line, 5);
-    assert!(msg.contains("unknown strength"), "{msg}");
+    assert!(msg.contains("unknown requirement strength"), "{msg}");
 }
 
 #[test]

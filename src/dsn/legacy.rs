@@ -1,0 +1,548 @@
+//! DSN parsing: legacy plain-text bounces (qmail, Exim, Postfix, Sendmail prose).
+//!
+//! These bounces carry no RFC 3464 fields. The reader cuts the prose at the
+//! start of the returned message, then looks for recipient addresses in the
+//! layouts MTAs use (an address alone on a line, `<addr>:` as qmail writes,
+//! `RCPT TO:<addr>` in transcripts) and for the remote server's reply near
+//! each address. When nothing better is found, any address in the prose
+//! (other than the bounce's own parties) is taken, and as a last resort the
+//! recipients of the returned message.
+
+use mail_parser::Message;
+
+use super::{Recipient, TypedValue};
+use crate::smtp::reply::{parse_diagnostic, EnhancedStatus, Reply};
+
+pub(crate) struct Found {
+    pub recipients: Vec<Recipient>,
+    pub format: Option<&'static str>,
+}
+
+/// Known first sentences of legacy bounces, lowercase.
+const SIGNATURES: &[(&str, &str)] = &[
+    ("this is the qmail-send program", "qmail"),
+    (
+        "this message was created automatically by mail delivery software",
+        "exim",
+    ),
+    ("this is the mail system at host", "postfix"),
+    (
+        "the following addresses had permanent fatal errors",
+        "sendmail",
+    ),
+    ("----- transcript of session follows -----", "sendmail"),
+    ("delivery to the following recipient failed", "gmail"),
+    ("delivery to the following recipients failed", "gmail"),
+    ("sorry, we were unable to deliver your message", "yahoo"),
+    ("did not reach the following recipient", "exchange"),
+    ("delivery has failed to these recipients", "exchange"),
+    ("your message did not reach some or all", "exchange"),
+    ("failure notice", "failure-notice"),
+    ("undelivered mail returned to sender", "postfix"),
+    ("mail delivery subsystem", "sendmail"),
+];
+
+/// Lines (lowercase, trimmed) that start the returned message.
+const CUT_MARKERS: &[&str] = &[
+    "--- below this line is a copy of the message",
+    "------ this is a copy of the message",
+    "------ this is a copy of your message",
+    "----- original message -----",
+    "--- original message follows",
+    "original message follows",
+    "----- original message follows",
+    "------ original message ------",
+    "-----original message-----",
+    "--- original message",
+    "----- the original message",
+    "---------- original message",
+    "the original message was",
+    "--- message header follows",
+    "----- the header of the original message",
+    "----- message header follows",
+    "------ message header follows",
+    "unsent message below",
+    "--- the header of the original message is following",
+    "the header of the original message",
+    "content-type: message/rfc822",
+    "content-type: text/rfc822-headers",
+    "----- returned message follows",
+    "------- returned message",
+    "--- returned message",
+];
+
+const HEADER_NAMES: &[&str] = &[
+    "return-path:",
+    "received:",
+    "message-id:",
+    "dkim-signature:",
+    "from:",
+    "to:",
+    "subject:",
+    "date:",
+    "mime-version:",
+    "content-type:",
+    "delivered-to:",
+    "reply-to:",
+    "x-",
+];
+
+fn starts_ci(s: &str, p: &str) -> bool {
+    s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+}
+
+fn is_header_line(l: &str) -> bool {
+    HEADER_NAMES.iter().any(|h| starts_ci(l, h)) && l.contains(':')
+}
+
+/// Byte offset where the returned message starts, or the text length.
+fn cut_point(text: &str) -> usize {
+    let mut offset = 0;
+    let mut prev_header: Option<usize> = None;
+    for line in text.split('\n') {
+        let start = offset;
+        offset += line.len() + 1;
+        let t = line.trim();
+        if t.len() >= 12 {
+            let lower = t.to_ascii_lowercase();
+            let lower = lower.trim_start_matches(['>', ' ', '|']);
+            if CUT_MARKERS.iter().any(|m| lower.starts_with(m)) {
+                return start;
+            }
+        }
+        // Two header lines in a row: the returned header has begun.
+        if !line.starts_with([' ', '\t']) && is_header_line(line) {
+            if let Some(p) = prev_header {
+                return p;
+            }
+            prev_header = Some(start);
+        } else if !(line.starts_with([' ', '\t']) && prev_header.is_some()) {
+            prev_header = None;
+        }
+    }
+    text.len()
+}
+
+fn is_local_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&c)
+}
+
+fn is_domain_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'.' || c == b'-'
+}
+
+/// Addresses in `s` with their byte ranges.
+fn addresses(s: &str) -> Vec<(usize, usize, String)> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(p) = b[i..].iter().position(|&c| c == b'@') {
+        let at = i + p;
+        let mut l = at;
+        while l > 0 && is_local_char(b[l - 1]) {
+            l -= 1;
+        }
+        let mut r = at + 1;
+        while r < b.len() && is_domain_char(b[r]) {
+            r += 1;
+        }
+        // Trim trailing dots/hyphens from the domain and leading dots from the local part.
+        while r > at + 1 && matches!(b[r - 1], b'.' | b'-') {
+            r -= 1;
+        }
+        while l < at && matches!(b[l], b'.' | b'\'' | b'`') {
+            l += 1;
+        }
+        let domain = &s[at + 1..r];
+        if l < at && !domain.is_empty() && domain.contains('.') {
+            out.push((l, r, s[l..r].to_string()));
+        }
+        i = r.max(at + 1);
+    }
+    out
+}
+
+fn is_role(addr: &str) -> bool {
+    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
+    matches!(
+        local.as_str(),
+        "mailer-daemon" | "postmaster" | "mail-daemon" | "maildaemon" | "daemon"
+    )
+}
+
+/// Whether a line is "an address on its own": optional quoting and bullets,
+/// the address (maybe in angle brackets), then nothing or a short tail such
+/// as `:`, ` (expanded from ...)`, ` on <date>`, `... reason`.
+fn line_address(line: &str) -> Option<(String, bool)> {
+    let t = line.trim_start_matches(['>', ' ', '\t', '*', '-', '"', '\'']);
+    let t = t.trim_end();
+    if t.is_empty() {
+        return None;
+    }
+    let mut rest = t;
+    let bracket = rest.starts_with('<');
+    if bracket {
+        rest = &rest[1..];
+    }
+    let addrs = addresses(rest);
+    let (s, e, a) = addrs.first()?;
+    if *s != 0 {
+        // Allow `Recipient address: x@y` / `Failed address: x@y` style labels.
+        let before = rest[..*s].trim().to_ascii_lowercase();
+        let labelled = before.ends_with("address:")
+            || before.ends_with("recipient:")
+            || before.ends_with("address(es):")
+            || before == "to:"
+            || before.ends_with("user:")
+            || before.ends_with("failed:")
+            || before.ends_with("unknown user:")
+            || before.ends_with("mailbox:");
+        if !labelled || before.starts_with("to:") && before.len() > 3 {
+            return None;
+        }
+    }
+    let mut tail = &rest[*e..];
+    if bracket || tail.starts_with('>') {
+        tail = tail.strip_prefix('>').unwrap_or(tail);
+    }
+    let tail = tail.trim_start_matches(['"', '\'']);
+    let ok = tail.is_empty()
+        || tail.starts_with(':')
+        || tail.starts_with(',')
+        || tail.starts_with(' ')
+        || tail.starts_with('.')
+        || tail.starts_with(';')
+        || tail.starts_with('\t');
+    if !ok {
+        return None;
+    }
+    // A long sentence starting with an address is not an address line,
+    // except for the `addr: reason` and `addr (expanded from ...)` forms.
+    let tl = tail.trim_start();
+    let sentence = tl.len() > 60
+        && !tail.starts_with(':')
+        && !tl.starts_with('(')
+        && !tl.starts_with("...")
+        && !starts_ci(tl, "on ");
+    if sentence {
+        return None;
+    }
+    let listed = bracket || tail.starts_with(':');
+    Some((a.clone(), listed))
+}
+
+/// The first SMTP reply in `text`: a code 200..=599 at the start of a line
+/// or after `said:`, `:`, `<<<`, `reason:` or whitespace, followed by space
+/// or `-`.
+fn find_reply(text: &str) -> Option<Reply> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i + 3 <= b.len() {
+        let c = b[i];
+        if (b'2'..=b'5').contains(&c)
+            && b[i + 1].is_ascii_digit()
+            && b[i + 2].is_ascii_digit()
+            && (i == 0
+                || matches!(
+                    b[i - 1],
+                    b' ' | b'\t' | b'\n' | b':' | b'(' | b'\'' | b'"' | b'<' | b'>'
+                ))
+            && matches!(b.get(i + 3), Some(b' ') | Some(b'-'))
+        {
+            // Not a part of a date, IP address or size: next must be text or a status.
+            let after = text.get(i + 4..).unwrap_or("");
+            let next = after.chars().next().unwrap_or(' ');
+            let prev_word = text[..i].split_whitespace().last().unwrap_or("");
+            let looks_number_list =
+                prev_word.ends_with(',') || prev_word.eq_ignore_ascii_case("port");
+            if (next.is_alphabetic()
+                || next.is_ascii_digit()
+                || next == '<'
+                || next == '\''
+                || next == '"'
+                || next == '['
+                || next == '#')
+                && !looks_number_list
+                && !after.starts_with("bytes")
+            {
+                let end = text[i..].find('\n').map(|e| i + e).unwrap_or(text.len());
+                let line = &text[i..end];
+                if let Some(r) = parse_diagnostic(line) {
+                    if r.enhanced().is_some() || line_has_reply_context(&text[..i]) {
+                        return Some(r);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether the text just before a code suggests an SMTP reply follows.
+fn line_has_reply_context(before: &str) -> bool {
+    let line_start = before.rfind('\n').map(|p| p + 1).unwrap_or(0);
+    let prefix = before[line_start..].trim().to_ascii_lowercase();
+    prefix.is_empty()
+        || prefix.ends_with("said:")
+        || prefix.ends_with("said")
+        || prefix.ends_with(':')
+        || prefix.ends_with("<<<")
+        || prefix.ends_with("(reason:")
+        || prefix.ends_with("reason:")
+        || prefix.ends_with("error:")
+        || prefix.ends_with("response:")
+        || prefix.ends_with("'")
+}
+
+/// A standalone enhanced status such as `(#5.1.1)` or `5.1.1` in `text`.
+fn find_status(text: &str) -> Option<EnhancedStatus> {
+    for w in text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '#') {
+        let w = w.trim_matches(|c: char| !c.is_ascii_digit());
+        if w.len() >= 5 && w.as_bytes().get(1) == Some(&b'.') {
+            if let Ok(s) = w.parse::<EnhancedStatus>() {
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+fn recipient(addr: &str, section: &str) -> Recipient {
+    let reply = find_reply(section);
+    let status = reply
+        .as_ref()
+        .and_then(Reply::enhanced)
+        .or_else(|| find_status(section));
+    Recipient {
+        final_recipient: Some(TypedValue {
+            raw: format!("rfc822; {addr}"),
+            kind: Some("rfc822".into()),
+            value: addr.to_string(),
+        }),
+        text_address: Some(addr.to_string()),
+        text_reply: reply,
+        text_status: status,
+        ..Default::default()
+    }
+}
+
+fn push_unique(list: &mut Vec<(usize, String)>, pos: usize, a: String) {
+    if !list.iter().any(|(_, x)| x.eq_ignore_ascii_case(&a)) {
+        list.push((pos, a));
+    }
+}
+
+/// Reads recipients from bounce prose.
+pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) -> Found {
+    let lower_head: String = prose
+        .get(..prose.len().min(4096))
+        .unwrap_or(prose)
+        .to_ascii_lowercase();
+    let subject = msg.subject().unwrap_or("").to_ascii_lowercase();
+    let from = msg
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.name())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let format = SIGNATURES
+        .iter()
+        .find(|(sig, _)| lower_head.contains(sig) || subject.contains(sig) || from.contains(sig))
+        .map(|(_, f)| *f);
+
+    // The bounce's own parties are rarely the failed recipients.
+    let addrs_of = |h: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+        h.into_iter()
+            .flat_map(|a| a.iter())
+            .filter_map(|a| a.address())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    };
+    let own_from = addrs_of(msg.from());
+    let own_to = addrs_of(msg.to());
+    let is_from = |a: &str| own_from.iter().any(|o| o.eq_ignore_ascii_case(a));
+    let is_to = |a: &str| own_to.iter().any(|o| o.eq_ignore_ascii_case(a));
+    let excluded = |a: &str| is_role(a) || is_from(a) || is_to(a);
+
+    let cut = cut_point(prose);
+    let text = &prose[..cut];
+
+    // Pass 1: addresses on their own line; pass 2: RCPT TO in transcripts.
+    let mut strong: Vec<(usize, String)> = Vec::new();
+    let mut rcpt: Vec<(usize, String)> = Vec::new();
+    let mut expanded_from: Vec<String> = Vec::new();
+    let mut offset = 0;
+    for line in text.split('\n') {
+        let start = offset;
+        offset += line.len() + 1;
+        let lower = line.to_ascii_lowercase();
+        if let Some(p) = lower.find("expanded from") {
+            for (_, _, a) in addresses(&line[p..]) {
+                expanded_from.push(a);
+            }
+        }
+        if let Some((a, listed)) = line_address(line) {
+            // A listed entry (`<addr>:`) names a failed recipient even when
+            // it is a role account or the bounce's addressee.
+            if !is_from(&a) && (listed || !excluded(&a)) {
+                push_unique(&mut strong, start, a);
+            }
+            continue;
+        }
+        if let Some(p) = lower.find("rcpt to:") {
+            if let Some((_, _, a)) = addresses(&line[p..]).into_iter().next() {
+                if !excluded(&a) {
+                    push_unique(&mut rcpt, start, a);
+                }
+            }
+        }
+    }
+    strong.retain(|(_, a)| !expanded_from.iter().any(|x| x.eq_ignore_ascii_case(a)));
+    // Exim and Gmail name the failed recipients in a header field.
+    let mut failed_hdr: Vec<(usize, String)> = Vec::new();
+    for raw in msg.header_values("X-Failed-Recipients") {
+        if let Some(t) = raw.as_text() {
+            for (_, _, a) in addresses(t) {
+                let pos = text.find(&a).unwrap_or(text.len());
+                push_unique(&mut failed_hdr, pos, a);
+            }
+        }
+    }
+    let mut chosen = if !failed_hdr.is_empty() {
+        failed_hdr
+    } else if !strong.is_empty() {
+        strong
+    } else if !rcpt.is_empty() {
+        rcpt
+    } else {
+        let mut any = Vec::new();
+        for (s, _, a) in addresses(text) {
+            if !excluded(&a) && !expanded_from.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
+                push_unique(&mut any, s, a);
+            }
+        }
+        any
+    };
+    let inline_to;
+    let returned_to = if returned_to.is_empty() {
+        inline_to = inline_returned_to(&prose[cut..]);
+        &inline_to[..]
+    } else {
+        returned_to
+    };
+    if chosen.is_empty() {
+        for a in returned_to {
+            if !excluded(a) {
+                push_unique(&mut chosen, text.len(), a.clone());
+            }
+        }
+    }
+    chosen.sort_by_key(|(p, _)| *p);
+
+    let mut recipients = Vec::with_capacity(chosen.len());
+    for (k, (pos, addr)) in chosen.iter().enumerate() {
+        let end = chosen
+            .get(k + 1)
+            .map(|(p, _)| *p)
+            .filter(|p| *p > *pos)
+            .unwrap_or(text.len());
+        let start = (*pos).min(text.len());
+        let mut section = text.get(start..end).unwrap_or("");
+        if find_reply(section).is_none() && k + 1 == chosen.len() {
+            section = text.get(start..).unwrap_or("");
+        }
+        let mut r = recipient(addr, section);
+        if r.text_reply.is_none() {
+            // The reply may precede the address or be shared by all.
+            r.text_reply = find_reply(text);
+            if r.text_status.is_none() {
+                r.text_status = r
+                    .text_reply
+                    .as_ref()
+                    .and_then(Reply::enhanced)
+                    .or_else(|| find_status(text));
+            }
+        }
+        recipients.push(r);
+    }
+    Found { recipients, format }
+}
+
+/// To/Cc of a returned header block that follows the prose inline.
+fn inline_returned_to(rest: &str) -> Vec<String> {
+    let mut offset = 0;
+    let mut start = None;
+    for line in rest.split('\n') {
+        if is_header_line(line) {
+            start = Some(offset);
+            break;
+        }
+        offset += line.len() + 1;
+        if offset > 4096 {
+            break;
+        }
+    }
+    let Some(start) = start else {
+        return Vec::new();
+    };
+    let Some(m) = mail_parser::MessageParser::default().parse_headers(&rest.as_bytes()[start..])
+    else {
+        return Vec::new();
+    };
+    m.to()
+        .into_iter()
+        .chain(m.cc())
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_scan() {
+        let a = addresses("to <a.b@example.com>, c@d.org. and x@localhost");
+        let v: Vec<_> = a.into_iter().map(|x| x.2).collect();
+        assert_eq!(v, ["a.b@example.com", "c@d.org"]);
+    }
+
+    #[test]
+    fn address_lines() {
+        let la = |l: &str| line_address(l).map(|x| x.0);
+        assert_eq!(la("<a@example.com>:").as_deref(), Some("a@example.com"));
+        assert_eq!(
+            line_address("  a@example.com"),
+            Some(("a@example.com".into(), false))
+        );
+        assert_eq!(
+            la("<r@x.example> (expanded from <k@example.org>): user").as_deref(),
+            Some("r@x.example")
+        );
+        assert_eq!(la("Please contact a@example.com for help"), None);
+        assert_eq!(
+            la("> bbbsss@example.com").as_deref(),
+            Some("bbbsss@example.com")
+        );
+    }
+
+    #[test]
+    fn replies() {
+        let r = find_reply("remote host 192.0.2.32 said: 550 Unknown user k@example\n").unwrap();
+        assert_eq!(r.code, 550);
+        let r = find_reply("    host mx [192.0.2.20]: 550 5.7.0 <s@example.jp>... no\n").unwrap();
+        assert_eq!(r.enhanced().unwrap().to_string(), "5.7.0");
+        assert!(find_reply("Received 250 messages today").is_none());
+    }
+
+    #[test]
+    fn cut() {
+        let t = "Hi.\n<a@b.c>:\nno\n--- Below this line is a copy of the message.\nTo: x@y.z\n";
+        assert_eq!(&t[..cut_point(t)], "Hi.\n<a@b.c>:\nno\n");
+        let t = "text\nReturn-Path: <x@y.z>\nReceived: from a\n  by b\n";
+        assert_eq!(&t[..cut_point(t)], "text\n");
+    }
+}

@@ -1,0 +1,165 @@
+use super::*;
+use crate::rfc::Strength;
+
+const DSN: &str = "From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\r\n\
+To: sender@example.com\r\n\
+Subject: Undelivered Mail Returned to Sender\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status;\r\n\
+\tboundary=\"B1\"\r\n\
+\r\n\
+--B1\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+Your message could not be delivered.\r\n\
+\r\n\
+--B1\r\n\
+Content-Type: message/delivery-status\r\n\
+\r\n\
+Reporting-MTA: dns; mx.example.org\r\n\
+Original-Envelope-Id: ENV1\r\n\
+Arrival-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\
+\r\n\
+Original-Recipient: rfc822;a@example.net\r\n\
+Final-Recipient: rfc822; a@example.net\r\n\
+Action: failed\r\n\
+Status: 5.1.1\r\n\
+Remote-MTA: dns; mx.example.net\r\n\
+Diagnostic-Code: smtp; 550-5.1.1 no such\r\n\
+\x20   550 5.1.1 user\r\n\
+\r\n\
+--B1\r\n\
+Content-Type: text/rfc822-headers\r\n\
+\r\n\
+Message-ID: <m1@example.com>\r\n\
+Subject: hello\r\n\
+\r\n\
+--B1--\r\n";
+
+#[test]
+fn parses_a_well_formed_report() {
+    let d = parse(DSN.as_bytes()).unwrap();
+    assert_eq!(d.content_type, "multipart/report");
+    assert_eq!(d.report_type.as_deref(), Some("delivery-status"));
+    assert!(!d.legacy);
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    let pm = d.per_message().unwrap();
+    assert_eq!(pm.reporting_mta.as_ref().unwrap().value, "mx.example.org");
+    assert_eq!(pm.original_envelope_id.as_deref(), Some("ENV1"));
+    let r: Vec<_> = d.recipients().collect();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].address().as_deref(), Some("a@example.net"));
+    assert_eq!(r[0].class(), Some(5));
+    let reply = r[0].reply().unwrap();
+    assert_eq!(reply.lines, ["5.1.1 no such", "5.1.1 user"]);
+    let ret = d.returned.as_ref().unwrap();
+    assert_eq!(ret.kind, ReturnedKind::HeadersOnly);
+    assert_eq!(ret.subject.as_deref(), Some("hello"));
+    assert!(check(&d).is_empty(), "{:?}", check(&d));
+    let text = render_text(&d);
+    assert!(text.contains("Recipient 1: a@example.net"), "{text}");
+    let json = serde_json::to_string(&d).unwrap();
+    assert!(json.contains("\"report_type\":\"delivery-status\""));
+}
+
+#[test]
+fn line_ending_twins_agree() {
+    let lf = DSN.replace("\r\n", "\n");
+    let cr = DSN.replace("\r\n", "\r");
+    let a = parse(DSN.as_bytes()).unwrap();
+    let b = parse(lf.as_bytes()).unwrap();
+    let c = parse(cr.as_bytes()).unwrap();
+    assert_eq!(a.reports, b.reports);
+    assert_eq!(a.reports, c.reports);
+    assert!(c.has_warning(WarningKind::LineEndings));
+}
+
+#[test]
+fn findings_cite_sections() {
+    let bad = DSN
+        .replace("Action: failed", "Action: bounced")
+        .replace("Status: 5.1.1", "Status: 5.01.1")
+        .replace("Reporting-MTA: dns; mx.example.org\r\n", "")
+        .replace("report-type=delivery-status;", "");
+    let d = parse(bad.as_bytes()).unwrap();
+    let fs = check(&d);
+    let has = |rule: &str, section: &str, s: Strength| {
+        fs.iter()
+            .any(|f| f.rule == rule && f.section == section && f.strength == s)
+    };
+    assert!(
+        has("dsn.report-type.missing", "RFC 6522 §3", Strength::Must),
+        "{fs:?}"
+    );
+    assert!(has(
+        "dsn.reporting-mta.missing",
+        "RFC 3464 §2.2.2",
+        Strength::Must
+    ));
+    assert!(has("dsn.action.invalid", "RFC 3464 §2.3.3", Strength::Must));
+    assert!(has(
+        "dsn.status.malformed",
+        "RFC 3464 §2.3.4",
+        Strength::Must
+    ));
+
+    let delayed = DSN.replace("Action: failed", "Action: delayed");
+    let fs = check(&parse(delayed.as_bytes()).unwrap());
+    assert!(fs.iter().any(|f| f.rule == "dsn.status.class-vs-action"));
+
+    let queued = DSN.replace(
+        "Your message could not be delivered.",
+        "Your message is delayed; we will keep trying.",
+    );
+    let fs = check(&parse(queued.as_bytes()).unwrap());
+    assert!(fs
+        .iter()
+        .any(|f| f.rule == "dsn.action.failed-but-queued" && f.strength == Strength::Should));
+}
+
+#[test]
+fn legacy_qmail() {
+    let msg = "From: MAILER-DAEMON@mx.example.jp\n\
+To: sender@example.jp\n\
+Subject: failure notice\n\
+\n\
+Hi. This is the qmail-send program at mx.example.jp.\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\n\
+\n\
+<user@example.net>:\n\
+192.0.2.1 does not like recipient.\n\
+Remote host said: 550 5.1.1 <user@example.net>... User unknown\n\
+Giving up on 192.0.2.1.\n\
+\n\
+--- Below this line is a copy of the message.\n\
+\n\
+Return-Path: <sender@example.jp>\n\
+To: user@example.net\n\
+\n\
+hello\n";
+    let d = parse(msg.as_bytes()).unwrap();
+    assert!(d.legacy);
+    assert_eq!(d.legacy_format.as_deref(), Some("qmail"));
+    let r: Vec<_> = d.recipients().collect();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].address().as_deref(), Some("user@example.net"));
+    assert_eq!(r[0].reply().unwrap().code, 550);
+    assert_eq!(r[0].class(), Some(5));
+}
+
+#[test]
+fn limits_and_garbage() {
+    let lim = DsnLimits {
+        max_size: 100,
+        ..DsnLimits::default()
+    };
+    assert_eq!(
+        parse_with(&[b'a'; 101], &lim),
+        Err(DsnError::TooLarge {
+            size: 101,
+            limit: 100
+        })
+    );
+    assert_eq!(parse(b""), Err(DsnError::Unreadable));
+}
