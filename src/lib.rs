@@ -10,6 +10,8 @@
 pub mod dsn;
 pub mod lab;
 pub mod rfc;
+pub mod run;
 pub mod smtp;
 pub mod suite;
 pub mod target;
+pub mod world;

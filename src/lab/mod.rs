@@ -110,7 +110,12 @@ pub fn enter() -> Result<Lab, LabError> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|e| LabError::setup(format!("bind-mount the lab's resolv.conf over {}", etc.display()), e))?;
+    .map_err(|e| {
+        LabError::setup(
+            format!("bind-mount the lab's resolv.conf over {}", etc.display()),
+            e,
+        )
+    })?;
     Ok(Lab { dir })
 }
 

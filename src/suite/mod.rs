@@ -344,11 +344,13 @@ impl Validator<'_> {
             .and_then(|p| p.file_name())
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "default".into());
-        let strength: Strength = raw
-            .strength
-            .get_ref()
-            .parse()
-            .map_err(|e: crate::rfc::ParseStrengthError| self.error(raw.strength.span(), e.to_string()))?;
+        let strength: Strength =
+            raw.strength
+                .get_ref()
+                .parse()
+                .map_err(|e: crate::rfc::ParseStrengthError| {
+                    self.error(raw.strength.span(), e.to_string())
+                })?;
         for (field, value) in [
             ("title", &raw.title),
             ("rule", &raw.rule),

@@ -11,7 +11,9 @@ pub enum TargetError {
     NotInstalled { tool: &'static str, path: PathBuf },
     #[error("setting `{key}` would break the lab: {why}")]
     Forbidden { key: String, why: &'static str },
-    #[error("bad --set `{0}`: write KEY=VALUE in main.cf syntax, e.g. --set maximal_queue_lifetime=10s")]
+    #[error(
+        "bad --set `{0}`: write KEY=VALUE in main.cf syntax, e.g. --set maximal_queue_lifetime=10s"
+    )]
     BadSetting(String),
     #[error("--postfix-config {path}: {what}")]
     UserConfig { path: PathBuf, what: String },
@@ -24,7 +26,11 @@ pub enum TargetError {
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
     #[error("the target did not start listening on {addr} within {secs} s; its log:\n{log}")]
-    NotReady { addr: String, secs: u64, log: String },
+    NotReady {
+        addr: String,
+        secs: u64,
+        log: String,
+    },
 }
 
 impl TargetError {

@@ -251,8 +251,11 @@ impl Postfix {
                     });
                 }
             }
-            if let Ok(Ok(mut s)) =
-                tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await
+            if let Ok(Ok(mut s)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
             {
                 let mut buf = [0u8; 3];
                 if let Ok(Ok(_)) =
@@ -344,7 +347,9 @@ fn forbid(key: &str) -> Result<(), TargetError> {
 
 fn run(cmd: &mut Command) -> Result<String, TargetError> {
     let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| TargetError::io(format!("run {shown}"), e))?;
+    let out = cmd
+        .output()
+        .map_err(|e| TargetError::io(format!("run {shown}"), e))?;
     if !out.status.success() {
         return Err(TargetError::Command {
             command: shown,

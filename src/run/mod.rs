@@ -1,0 +1,3 @@
+//! Run stage: build each scenario's world, inject, observe and judge.
+
+pub mod observe;
