@@ -7,6 +7,7 @@
 //! writes the console summary and JUnit XML. [`dsn`] and [`smtp`] read what
 //! peers send.
 
+pub mod client;
 pub mod dsn;
 pub mod lab;
 pub mod rfc;

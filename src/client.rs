@@ -1,0 +1,201 @@
+//! Inject stage: the scripted SMTP client that hands the scenario's messages to the target.
+//!
+//! Messages are composed with lettre (well-formed by construction); the SMTP
+//! dialogue is our own, so that a 4xx/5xx from the target is recorded as an
+//! observation rather than turned into an error, and every reply is read
+//! with bounds and a timeout.
+
+use crate::run::observe::{Injection, Line, Recorder};
+use crate::smtp::reply::{parse_reply, Reply, ReplyLimits};
+use crate::suite::MessageSpec;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Longest the client waits for one reply.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The message as the envelope and the bytes to send (already scoped).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub from: String,
+    pub to: Vec<String>,
+    pub mail_params: Vec<String>,
+    pub rcpt_params: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+/// Compose the message: `received` Received: headers, the user's headers,
+/// then lettre's From/To/Subject/Date/Message-ID and body.
+pub fn compose(spec: &MessageSpec, from: &str, to: &[String]) -> Result<Outgoing, String> {
+    use lettre::message::{header::ContentType, Mailbox, Message};
+    let parse = |a: &str| -> Result<Mailbox, String> {
+        a.parse().map_err(|e| format!("address `{a}`: {e}"))
+    };
+    let mut b = Message::builder()
+        .subject(spec.subject.clone())
+        .header(ContentType::TEXT_PLAIN);
+    b = if from.is_empty() {
+        b.from(parse("mailer-daemon@client.test")?)
+    } else {
+        b.from(parse(from)?)
+    };
+    for t in to {
+        b = b.to(parse(t)?);
+    }
+    let msg = b.body(spec.body.clone()).map_err(|e| e.to_string())?;
+    let mut data = Vec::new();
+    for i in 0..spec.received {
+        data.extend_from_slice(
+            format!(
+                "Received: from hop{i}.client.test (hop{i}.client.test [127.0.0.9])\r\n\tby hop{n}.client.test with ESMTP id H{i}; Mon, 23 Nov 2026 00:00:00 +0000\r\n",
+                n = i + 1
+            )
+            .as_bytes(),
+        );
+    }
+    for h in &spec.headers {
+        data.extend_from_slice(h.trim_end().as_bytes());
+        data.extend_from_slice(b"\r\n");
+    }
+    data.extend_from_slice(&msg.formatted());
+    Ok(Outgoing {
+        from: from.to_string(),
+        to: to.to_vec(),
+        mail_params: spec.mail_params.clone(),
+        rcpt_params: spec.rcpt_params.clone(),
+        data,
+    })
+}
+
+/// SMTP connection with a bounded reply reader and a transcript.
+struct Conn<'a> {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    rec: &'a Recorder,
+    transcript: Vec<Line>,
+}
+
+impl Conn<'_> {
+    fn log(&mut self, from_peer: bool, text: &str) {
+        self.transcript.push(Line {
+            at: self.rec.now(),
+            from_peer,
+            text: text.to_string(),
+        });
+    }
+
+    async fn reply(&mut self) -> Result<Reply, String> {
+        let limits = ReplyLimits::default();
+        loop {
+            match parse_reply(&self.buf, &limits) {
+                Ok(Some((reply, used))) => {
+                    self.buf.drain(..used);
+                    for l in reply.to_wire().lines() {
+                        self.log(true, l);
+                    }
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("bad reply from the target: {e}")),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| format!("no reply within {} s", REPLY_TIMEOUT.as_secs()))?
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("the target closed the connection".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> Result<Reply, String> {
+        self.log(false, line);
+        self.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        self.reply().await
+    }
+}
+
+/// Inject one message; the outcome is an observation, never an error.
+pub async fn inject(target: SocketAddr, msg: &Outgoing, index: usize, rec: &Recorder) -> Injection {
+    let at = rec.now();
+    let mut accepted = false;
+    let mut transcript = Vec::new();
+    let error = match TcpStream::connect(target).await {
+        Err(e) => Some(format!("cannot connect to the target at {target}: {e}")),
+        Ok(stream) => {
+            let mut c = Conn {
+                stream,
+                buf: Vec::new(),
+                rec,
+                transcript: Vec::new(),
+            };
+            let r = dialogue(&mut c, msg).await;
+            transcript = std::mem::take(&mut c.transcript);
+            match r {
+                Ok(ok) => {
+                    accepted = ok;
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        }
+    };
+    Injection {
+        message: index,
+        at,
+        accepted,
+        transcript,
+        error,
+    }
+}
+
+async fn dialogue(c: &mut Conn<'_>, msg: &Outgoing) -> Result<bool, String> {
+    if c.reply().await?.class() != 2 {
+        return Ok(false);
+    }
+    if c.send("EHLO client.test").await?.class() != 2 {
+        return Ok(false);
+    }
+    let with = |head: String, params: &[String]| {
+        std::iter::once(head).chain(params.iter().cloned()).collect::<Vec<_>>().join(" ")
+    };
+    if c.send(&with(format!("MAIL FROM:<{}>", msg.from), &msg.mail_params)).await?.class() != 2 {
+        let _ = c.send("QUIT").await;
+        return Ok(false);
+    }
+    let mut any = false;
+    for t in &msg.to {
+        any |= c.send(&with(format!("RCPT TO:<{t}>"), &msg.rcpt_params)).await?.class() == 2;
+    }
+    if !any {
+        let _ = c.send("QUIT").await;
+        return Ok(false);
+    }
+    if c.send("DATA").await?.class() != 3 {
+        let _ = c.send("QUIT").await;
+        return Ok(false);
+    }
+    let mut wire = Vec::with_capacity(msg.data.len() + 16);
+    for line in msg.data.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            wire.push(b'.');
+        }
+        wire.extend_from_slice(line);
+    }
+    if !wire.ends_with(b"\r\n") {
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b".\r\n");
+    c.log(false, &format!("[message: {} octets]", msg.data.len()));
+    c.stream.write_all(&wire).await.map_err(|e| format!("write: {e}"))?;
+    let ok = c.reply().await?.class() == 2;
+    let _ = c.send("QUIT").await;
+    Ok(ok)
+}
