@@ -43,6 +43,8 @@ mod zone;
 
 pub use error::DnsError;
 pub use log::{Outcome, QueryLogEntry, Transport, LOG_CAPACITY};
-pub use server::{DnsHandle, FakeDns, MAX_TCP_CONNECTIONS, TCP_IDLE_TIMEOUT, TIMEOUT_FAULT_HOLD};
+#[allow(deprecated)]
+pub use server::MAX_TCP_CONNECTIONS;
+pub use server::{DnsHandle, FakeDns, TCP_IDLE_TIMEOUT, TIMEOUT_FAULT_HOLD};
 pub use store::MAX_TXT_LEN;
 pub use zone::{Fault, FaultRule, QType, Record, RecordData, Zone, DEFAULT_TTL};
