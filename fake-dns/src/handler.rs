@@ -1,51 +1,91 @@
-//! Transport-independent request handling: decode, resolve, encode, log.
+//! Request handling behind hickory-server: resolve, apply faults, build the response, log.
 
+use std::iter;
 use std::net::SocketAddr;
-use std::sync::{PoisonError, RwLock};
+use std::slice;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
-use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::DNSClass;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncoder};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 
 use crate::log::{Event, Outcome, QueryLog, Transport};
 use crate::names;
+use crate::server::TIMEOUT_FAULT_HOLD;
 use crate::store::{Resolution, ZoneSet};
 use crate::zone::{Fault, QType};
 
 /// Largest query accepted; real queries are a few hundred bytes at most.
-pub(crate) const MAX_QUERY_LEN: usize = 4096;
-/// A DNS header is twelve bytes; anything shorter is noise.
-pub(crate) const HEADER_LEN: usize = 12;
+const MAX_QUERY_LEN: usize = 4096;
+/// hickory-server reads UDP datagrams into a buffer of this size and silently
+/// cuts longer ones, so a datagram that fills it may have been cut.
+const UDP_RECEIVE_BUFFER: usize = hickory_server::net::udp::MAX_RECEIVE_BUFFER_SIZE;
 /// Queries carrying more records than this in any section are refused as
-/// malformed, which also bounds decoder allocations.
-const MAX_SECTION_RECORDS: u16 = 8;
+/// malformed.
+const MAX_SECTION_RECORDS: usize = 8;
 /// UDP size every client supports (RFC 1035).
 const MIN_UDP_PAYLOAD: u16 = 512;
-/// Upper bound on the client-advertised EDNS size we honour.
-const MAX_UDP_PAYLOAD: u16 = 4096;
-/// EDNS size we advertise in responses (DNS flag day 2020).
+/// EDNS size we advertise in responses, and the largest UDP response we send
+/// (DNS flag day 2020).
 const ADVERTISED_PAYLOAD: u16 = 1232;
-/// A TCP message cannot be longer than its 16-bit length prefix.
-const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
 
-/// What the transport should do after a message was handled.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Reply {
-    /// Send these bytes (without TCP length prefix).
-    Send(Vec<u8>),
-    /// Send nothing and, on TCP, hold the connection silently.
-    Silent,
-    /// Send nothing and carry on.
-    Ignore,
-}
-
-/// State shared between the handle and the network tasks.
+/// State shared between the handle and the request handler.
 pub(crate) struct Shared {
     pub(crate) zones: RwLock<ZoneSet>,
     pub(crate) log: QueryLog,
 }
 
-/// What gets written to the query log for one message.
+/// The [`RequestHandler`] hickory-server calls for every request it decoded.
+pub(crate) struct FakeDnsHandler {
+    shared: Arc<Shared>,
+    /// How long a TCP request hit by the `Timeout` fault is held.
+    timeout_hold: Duration,
+}
+
+impl FakeDnsHandler {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            timeout_hold: TIMEOUT_FAULT_HOLD,
+        }
+    }
+}
+
+/// What to do with one request.
+enum Plan {
+    /// Send nothing.
+    Ignore,
+    /// Send nothing: the `Timeout` fault.
+    Silent,
+    /// A question-less error response built from the request header.
+    Error(ResponseCode),
+    /// A full response.
+    Respond(Reply),
+}
+
+/// A response before encoding; the question section comes from the request.
+struct Reply {
+    metadata: Metadata,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    edns: Option<Edns>,
+}
+
+/// The concrete [`MessageResponse`] a [`Reply`] turns into.
+type ReplyMessage<'q> = MessageResponse<
+    'q,
+    'q,
+    slice::Iter<'q, Record>,
+    slice::Iter<'q, Record>,
+    iter::Empty<&'q Record>,
+    iter::Empty<&'q Record>,
+>;
+
+/// What gets written to the query log for one request.
 struct Noted {
     name: String,
     qtype: String,
@@ -64,24 +104,87 @@ impl Noted {
     }
 }
 
+#[async_trait::async_trait]
+impl RequestHandler for FakeDnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let transport = if request.protocol().is_datagram() {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
+        let (plan, mut noted) = self.shared.plan(request, transport);
+        // Log before sending, so a client that has its answer finds the entry.
+        match plan {
+            Plan::Ignore => {
+                self.shared.note(transport, request.src(), noted);
+                unsent(request)
+            }
+            Plan::Silent => {
+                self.shared.note(transport, request.src(), noted);
+                if transport == Transport::Tcp {
+                    // hickory-server handles the messages of one connection
+                    // in order, so holding this request keeps the whole
+                    // connection silent.
+                    T::delay_for(self.timeout_hold).await;
+                }
+                unsent(request)
+            }
+            Plan::Error(rcode) => {
+                self.shared.note(transport, request.src(), noted);
+                let Ok(no_queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+                    return unsent(request);
+                };
+                let response = MessageResponseBuilder::new(&no_queries, None)
+                    .error_msg(&request.metadata, rcode);
+                response_handle
+                    .send_response(response)
+                    .await
+                    .unwrap_or_else(|_| unsent(request))
+            }
+            Plan::Respond(reply) => {
+                let reply = reply.fit(&request.queries, size_limit(request, transport));
+                noted.outcome = reply.outcome();
+                self.shared.note(transport, request.src(), noted);
+                response_handle
+                    .send_response(reply.message(&request.queries))
+                    .await
+                    .unwrap_or_else(|_| unsent(request))
+            }
+        }
+    }
+}
+
+/// What a request that got no response reports to hickory-server.
+fn unsent(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
+}
+
+/// Largest response for this request: the client's EDNS size on UDP (at
+/// least 512, at most what we advertise), the 16-bit frame limit on TCP.
+fn size_limit(request: &Request, transport: Transport) -> u16 {
+    match transport {
+        Transport::Udp => request
+            .max_payload()
+            .clamp(MIN_UDP_PAYLOAD, ADVERTISED_PAYLOAD),
+        Transport::Tcp => u16::MAX,
+    }
+}
+
 impl Shared {
     pub(crate) fn new() -> Self {
         Self {
             zones: RwLock::new(ZoneSet::default()),
             log: QueryLog::new(),
         }
-    }
-
-    /// Handles one raw message and logs it.
-    pub(crate) fn handle(&self, bytes: &[u8], transport: Transport, peer: SocketAddr) -> Reply {
-        let (reply, noted) = self.answer(bytes, transport);
-        self.note(transport, peer, noted);
-        reply
-    }
-
-    /// Logs a message the transport discarded before handling (bad TCP length).
-    pub(crate) fn note_malformed(&self, transport: Transport, peer: SocketAddr) {
-        self.note(transport, peer, Noted::malformed());
     }
 
     fn note(&self, transport: Transport, peer: SocketAddr, noted: Noted) {
@@ -95,51 +198,36 @@ impl Shared {
         });
     }
 
-    fn answer(&self, bytes: &[u8], transport: Transport) -> (Reply, Noted) {
-        if bytes.len() < HEADER_LEN || bytes.len() > MAX_QUERY_LEN {
-            return (Reply::Ignore, Noted::malformed());
+    /// Decides the response to one request. For [`Plan::Respond`] the
+    /// outcome is settled once the reply is fitted to the transport.
+    fn plan(&self, request: &Request, transport: Transport) -> (Plan, Noted) {
+        let len = request.as_slice().len();
+        if len > MAX_QUERY_LEN || (transport == Transport::Udp && len >= UDP_RECEIVE_BUFFER) {
+            return (Plan::Ignore, Noted::malformed());
         }
-        let Ok(header) = Header::read(&mut BinDecoder::new(bytes)) else {
-            return (Reply::Ignore, Noted::malformed());
-        };
-        let meta = header.metadata;
+        let meta = &request.metadata;
         if meta.message_type == MessageType::Response {
             // Never answer responses: that would allow reflection loops.
-            return (Reply::Ignore, Noted::malformed());
+            // (hickory-server already drops them; this guards the handler.)
+            return (Plan::Ignore, Noted::malformed());
         }
         if meta.op_code != OpCode::Query {
-            let reply = error_reply(&meta, ResponseCode::NotImp);
             let noted = Noted {
                 outcome: Outcome::NotImplemented,
                 ..Noted::malformed()
             };
-            return (reply, noted);
+            return (Plan::Error(ResponseCode::NotImp), noted);
         }
-        let counts = header.counts;
-        if counts.queries != 1
-            || counts.answers > MAX_SECTION_RECORDS
-            || counts.authorities > MAX_SECTION_RECORDS
-            || counts.additionals > MAX_SECTION_RECORDS
-        {
-            return (
-                error_reply(&meta, ResponseCode::FormErr),
-                Noted::malformed(),
-            );
-        }
-        let request = match Message::from_vec(bytes) {
-            Ok(request) => request,
-            Err(_) => {
-                return (
-                    error_reply(&meta, ResponseCode::FormErr),
-                    Noted::malformed(),
-                )
+        let too_many = |records: &[Record]| records.len() > MAX_SECTION_RECORDS;
+        let query = match request.queries.queries() {
+            [query]
+                if !too_many(&request.answers)
+                    && !too_many(&request.authorities)
+                    && !too_many(&request.additionals) =>
+            {
+                query.original()
             }
-        };
-        let Some(query) = request.queries.first() else {
-            return (
-                error_reply(&meta, ResponseCode::FormErr),
-                Noted::malformed(),
-            );
+            _ => return (Plan::Error(ResponseCode::FormErr), Noted::malformed()),
         };
 
         let qname = names::normalize(query.name());
@@ -150,7 +238,7 @@ impl Shared {
             outcome: Outcome::Malformed,
             fault: None,
         };
-        let mut response = response_skeleton(&request);
+        let mut reply = Reply::to(request);
 
         let resolution = if query.query_class() == DNSClass::IN {
             self.zones
@@ -162,24 +250,24 @@ impl Shared {
         };
         match resolution {
             Resolution::NotAuthoritative => {
-                response.metadata.response_code = ResponseCode::Refused;
+                reply.metadata.response_code = ResponseCode::Refused;
             }
             Resolution::Fault(fault) => {
                 noted.fault = Some(fault);
                 match fault {
                     Fault::Timeout => {
                         noted.outcome = Outcome::Dropped;
-                        return (Reply::Silent, noted);
+                        return (Plan::Silent, noted);
                     }
                     Fault::NxDomain => {
-                        response.metadata.authoritative = true;
-                        response.metadata.response_code = ResponseCode::NXDomain;
+                        reply.metadata.authoritative = true;
+                        reply.metadata.response_code = ResponseCode::NXDomain;
                     }
-                    Fault::ServFail => response.metadata.response_code = ResponseCode::ServFail,
-                    Fault::Refused => response.metadata.response_code = ResponseCode::Refused,
+                    Fault::ServFail => reply.metadata.response_code = ResponseCode::ServFail,
+                    Fault::Refused => reply.metadata.response_code = ResponseCode::Refused,
                     Fault::Truncate => {
-                        response.metadata.authoritative = true;
-                        response.metadata.truncation = true;
+                        reply.metadata.authoritative = true;
+                        reply.metadata.truncation = true;
                     }
                 }
             }
@@ -190,110 +278,133 @@ impl Shared {
                 fault,
             } => {
                 noted.fault = fault;
-                response.metadata.authoritative = true;
-                response.metadata.response_code = rcode;
-                response.answers = answers;
-                response.authorities = authorities;
+                reply.metadata.authoritative = true;
+                reply.metadata.response_code = rcode;
+                reply.answers = answers;
+                reply.authorities = authorities;
             }
         }
-
-        let limit = match transport {
-            Transport::Udp => usize::from(
-                request
-                    .max_payload()
-                    .clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD),
-            ),
-            Transport::Tcp => MAX_TCP_MESSAGE,
-        };
-        let (reply, sent) = encode(response, limit);
-        noted.outcome = sent.map_or(Outcome::Dropped, |m| outcome_of(&m));
-        (reply, noted)
+        (Plan::Respond(reply), noted)
     }
 }
 
-/// Response header and question copied from the request; RA stays clear.
-fn response_skeleton(request: &Message) -> Message {
-    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
-    response.metadata = Metadata::response_from_request(&request.metadata);
-    response.add_queries(request.queries.iter().cloned());
-    if request.edns.is_some() {
-        let mut edns = Edns::new();
-        edns.set_max_payload(ADVERTISED_PAYLOAD);
-        response.set_edns(edns);
+impl Reply {
+    /// An empty response to `request`: header flags copied, RA clear, and an
+    /// OPT record when the request had one.
+    fn to(request: &Request) -> Self {
+        let edns = request.edns.as_ref().map(|_| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(ADVERTISED_PAYLOAD);
+            edns
+        });
+        Self {
+            metadata: Metadata::response_from_request(&request.metadata),
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            edns,
+        }
     }
-    response
-}
 
-/// A question-less error response built from the request header alone.
-fn error_reply(request: &Metadata, rcode: ResponseCode) -> Reply {
-    let mut response = Message::error_msg(request.id, request.op_code, rcode);
-    response.metadata.recursion_desired = request.recursion_desired;
-    response.metadata.checking_disabled = request.checking_disabled;
-    match response.to_vec() {
-        Ok(bytes) => Reply::Send(bytes),
-        Err(_) => Reply::Ignore,
+    fn message<'q>(&'q self, queries: &'q Queries) -> ReplyMessage<'q> {
+        MessageResponseBuilder::new(queries, self.edns.as_ref()).build(
+            self.metadata,
+            &self.answers,
+            &self.authorities,
+            iter::empty(),
+            iter::empty(),
+        )
     }
-}
 
-/// Encodes a response, falling back to an empty TC=1 copy when it exceeds
-/// `limit` and to SERVFAIL when it cannot be encoded at all. Returns the
-/// message actually sent, for logging.
-fn encode(response: Message, limit: usize) -> (Reply, Option<Message>) {
-    match response.to_vec() {
-        Ok(bytes) if bytes.len() <= limit => return (Reply::Send(bytes), Some(response)),
-        Ok(_) => {
-            let truncated = response.truncate();
-            if let Ok(bytes) = truncated.to_vec() {
-                return (Reply::Send(bytes), Some(truncated));
+    /// Makes the reply fit `limit` bytes: unchanged when it does, else an
+    /// empty TC=1 copy, and a bare SERVFAIL when it cannot be encoded at all.
+    fn fit(self, queries: &Queries, limit: u16) -> Self {
+        let mut buffer = Vec::with_capacity(usize::from(limit.min(4096)));
+        let mut encoder = BinEncoder::new(&mut buffer);
+        encoder.set_max_size(limit);
+        match self.message(queries).destructive_emit(&mut encoder) {
+            Ok(info) if info.truncation == self.metadata.truncation => self,
+            Ok(_) => {
+                let mut metadata = self.metadata;
+                metadata.truncation = true;
+                Self {
+                    metadata,
+                    answers: Vec::new(),
+                    authorities: Vec::new(),
+                    edns: self.edns,
+                }
+            }
+            Err(_) => {
+                let mut metadata = self.metadata;
+                metadata.authoritative = false;
+                metadata.response_code = ResponseCode::ServFail;
+                Self {
+                    metadata,
+                    answers: Vec::new(),
+                    authorities: Vec::new(),
+                    edns: None,
+                }
             }
         }
-        Err(_) => {}
     }
-    let mut failure = Message::error_msg(
-        response.metadata.id,
-        response.metadata.op_code,
-        ResponseCode::ServFail,
-    );
-    failure.add_queries(response.queries.iter().cloned());
-    match failure.to_vec() {
-        Ok(bytes) => (Reply::Send(bytes), Some(failure)),
-        Err(_) => (Reply::Ignore, None),
-    }
-}
 
-fn outcome_of(sent: &Message) -> Outcome {
-    if sent.metadata.truncation {
-        return Outcome::Truncated;
-    }
-    match sent.metadata.response_code {
-        ResponseCode::NoError if sent.answers.is_empty() => Outcome::NoData,
-        ResponseCode::NoError => Outcome::Answered {
-            count: sent.answers.len(),
-        },
-        ResponseCode::NXDomain => Outcome::NxDomain,
-        ResponseCode::Refused => Outcome::Refused,
-        ResponseCode::FormErr => Outcome::Malformed,
-        ResponseCode::NotImp => Outcome::NotImplemented,
-        _ => Outcome::ServFail,
+    fn outcome(&self) -> Outcome {
+        if self.metadata.truncation {
+            return Outcome::Truncated;
+        }
+        match self.metadata.response_code {
+            ResponseCode::NoError if self.answers.is_empty() => Outcome::NoData,
+            ResponseCode::NoError => Outcome::Answered {
+                count: self.answers.len(),
+            },
+            ResponseCode::NXDomain => Outcome::NxDomain,
+            ResponseCode::Refused => Outcome::Refused,
+            ResponseCode::FormErr => Outcome::Malformed,
+            ResponseCode::NotImp => Outcome::NotImplemented,
+            _ => Outcome::ServFail,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
+    use std::sync::Mutex;
 
-    use hickory_proto::op::Query;
+    use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::{Name, RData, RecordType};
+    use hickory_server::net::runtime::TokioTime;
+    use hickory_server::net::xfer::Protocol;
+    use hickory_server::net::NetError;
 
     use super::*;
     use crate::store::CompiledZone;
-    use crate::zone::{FaultRule, Record, Zone};
+    use crate::zone::{FaultRule, Record as ZoneRecord, Zone};
 
-    fn peer() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 40000))
+    /// A response handler that keeps what it was asked to send.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    #[async_trait::async_trait]
+    impl ResponseHandler for Capture {
+        async fn send_response<'a>(
+            &mut self,
+            response: MessageResponse<
+                '_,
+                'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+            >,
+        ) -> Result<ResponseInfo, NetError> {
+            let mut bytes = Vec::new();
+            let info = response.destructive_emit(&mut BinEncoder::new(&mut bytes))?;
+            self.0.lock().expect("not poisoned").push(bytes);
+            Ok(info)
+        }
     }
 
-    fn shared_with(zone: Zone) -> Shared {
+    fn handler_with(zone: Zone) -> FakeDnsHandler {
         let shared = Shared::new();
         shared
             .zones
@@ -301,7 +412,7 @@ mod tests {
             .expect("fresh lock")
             .insert(CompiledZone::compile(&zone).expect("valid zone"))
             .expect("unique");
-        shared
+        FakeDnsHandler::new(Arc::new(shared))
     }
 
     fn query(name: &str, qtype: RecordType) -> Vec<u8> {
@@ -311,24 +422,44 @@ mod tests {
         msg.to_vec().expect("encodes")
     }
 
-    fn sent(reply: Reply) -> Message {
-        match reply {
-            Reply::Send(bytes) => Message::from_vec(&bytes).expect("decodes"),
-            other => panic!("expected a reply, got {other:?}"),
-        }
+    /// Runs one raw message through the handler; returns the decoded
+    /// response, if one was sent.
+    async fn ask(handler: &FakeDnsHandler, bytes: &[u8], protocol: Protocol) -> Option<Message> {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let request = Request::from_bytes(bytes.to_vec(), peer, protocol).expect("decodable");
+        let capture = Capture::default();
+        handler
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        let sent = capture.0.lock().expect("not poisoned").clone();
+        assert!(sent.len() <= 1, "at most one response per request");
+        sent.first()
+            .map(|bytes| Message::from_vec(bytes).expect("response decodes"))
     }
 
-    #[test]
-    fn answers_are_authoritative_and_never_recursive() {
-        let shared = shared_with(
+    fn outcomes(handler: &FakeDnsHandler) -> Vec<Outcome> {
+        handler
+            .shared
+            .log
+            .snapshot()
+            .iter()
+            .map(|e| e.outcome)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn answers_are_authoritative_and_never_recursive() {
+        let handler = handler_with(
             Zone::new("example.test")
-                .with_record(Record::a("example.test", Ipv4Addr::new(192, 0, 2, 9))),
+                .with_record(ZoneRecord::a("example.test", Ipv4Addr::new(192, 0, 2, 9))),
         );
-        let response = sent(shared.handle(
+        let response = ask(
+            &handler,
             &query("Example.TEST.", RecordType::A),
-            Transport::Udp,
-            peer(),
-        ));
+            Protocol::Udp,
+        )
+        .await
+        .expect("answered");
         assert!(response.metadata.authoritative);
         assert!(!response.metadata.recursion_available);
         assert!(response.metadata.recursion_desired);
@@ -336,54 +467,54 @@ mod tests {
             response.answers[0].data,
             RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(192, 0, 2, 9)))
         );
-        let log = shared.log.snapshot();
+        let log = handler.shared.log.snapshot();
         assert_eq!(log[0].name, "example.test");
         assert_eq!(log[0].qtype, "A");
         assert_eq!(log[0].outcome, Outcome::Answered { count: 1 });
     }
 
-    #[test]
-    fn hostile_inputs_are_logged_and_never_answered_wrongly() {
-        let shared = shared_with(Zone::new("example.test"));
-        assert_eq!(shared.handle(&[], Transport::Udp, peer()), Reply::Ignore);
-        assert_eq!(
-            shared.handle(&[0xff; 11], Transport::Udp, peer()),
-            Reply::Ignore
-        );
-        assert_eq!(
-            shared.handle(&vec![0u8; MAX_QUERY_LEN + 1], Transport::Udp, peer()),
-            Reply::Ignore
-        );
-        // A header claiming 65535 questions followed by garbage.
-        let mut many = vec![0x12, 0x34, 0x01, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
-        many.extend_from_slice(&[0xc0, 0x0c, 0xc0, 0x0c]);
-        let response = sent(shared.handle(&many, Transport::Udp, peer()));
+    #[tokio::test]
+    async fn decodable_but_unusable_requests_are_logged_and_never_answered_wrongly() {
+        let handler = handler_with(Zone::new("example.test"));
+        // A UDP datagram filling hickory-server's receive buffer may have
+        // been cut: ignored.
+        let full = vec![0u8; UDP_RECEIVE_BUFFER];
+        assert!(ask(&handler, &full, Protocol::Udp).await.is_none());
+        // Longer than any real query, over TCP: ignored.
+        let mut long = query("example.test.", RecordType::A);
+        long.resize(MAX_QUERY_LEN + 1, 0);
+        assert!(ask(&handler, &long, Protocol::Tcp).await.is_none());
+        // No question at all: FORMERR without a question section.
+        let empty = [0x12, 0x34, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
+        let response = ask(&handler, &empty, Protocol::Udp).await.expect("formerr");
         assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(response.metadata.id, 0x1234);
-        // One question whose name is a compression-pointer loop.
-        let looped = [
-            0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0, 1, 0, 1,
-        ];
-        let response = sent(shared.handle(&looped, Transport::Udp, peer()));
+        assert!(response.metadata.recursion_desired);
+        // Two questions: FORMERR.
+        let mut two = Message::query();
+        for name in ["a.example.test.", "b.example.test."] {
+            two.add_query(Query::query(
+                Name::from_ascii(name).expect("valid"),
+                RecordType::A,
+            ));
+        }
+        let two = two.to_vec().expect("encodes");
+        let response = ask(&handler, &two, Protocol::Udp).await.expect("formerr");
         assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+        assert!(response.queries.is_empty());
         // A response message must not be answered.
         let mut as_response = query("example.test.", RecordType::A);
         as_response[2] |= 0x80;
-        assert_eq!(
-            shared.handle(&as_response, Transport::Udp, peer()),
-            Reply::Ignore
-        );
+        assert!(ask(&handler, &as_response, Protocol::Udp).await.is_none());
         // Unknown opcode → NOTIMP.
         let mut status = query("example.test.", RecordType::A);
         status[2] = (status[2] & 0x87) | (2 << 3);
-        let response = sent(shared.handle(&status, Transport::Tcp, peer()));
+        let response = ask(&handler, &status, Protocol::Tcp).await.expect("notimp");
         assert_eq!(response.metadata.response_code, ResponseCode::NotImp);
 
-        let outcomes: Vec<Outcome> = shared.log.snapshot().iter().map(|e| e.outcome).collect();
         assert_eq!(
-            outcomes,
+            outcomes(&handler),
             vec![
-                Outcome::Malformed,
                 Outcome::Malformed,
                 Outcome::Malformed,
                 Outcome::Malformed,
@@ -394,9 +525,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn non_internet_class_is_refused() {
-        let shared = shared_with(Zone::new("example.test"));
+    #[tokio::test]
+    async fn non_internet_class_is_refused() {
+        let handler = handler_with(Zone::new("example.test"));
         let mut msg = Message::query();
         let mut q = Query::query(
             Name::from_ascii("example.test.").expect("valid"),
@@ -404,45 +535,128 @@ mod tests {
         );
         q.set_query_class(DNSClass::CH);
         msg.add_query(q);
-        let response = sent(shared.handle(&msg.to_vec().expect("encodes"), Transport::Udp, peer()));
+        let response = ask(&handler, &msg.to_vec().expect("encodes"), Protocol::Udp)
+            .await
+            .expect("refused");
         assert_eq!(response.metadata.response_code, ResponseCode::Refused);
         assert!(!response.metadata.authoritative);
+        assert_eq!(response.queries.len(), 1);
     }
 
-    #[test]
-    fn oversized_udp_answers_are_truncated_but_tcp_is_not() {
+    #[tokio::test]
+    async fn oversized_udp_answers_are_truncated_but_tcp_is_not() {
         let mut zone = Zone::new("example.test");
         for i in 0..40u8 {
-            zone.records
-                .push(Record::a("big.example.test", Ipv4Addr::new(10, 0, 0, i)));
+            zone.records.push(ZoneRecord::a(
+                "big.example.test",
+                Ipv4Addr::new(10, 0, 0, i),
+            ));
         }
-        let shared = shared_with(zone);
+        let handler = handler_with(zone);
         let q = query("big.example.test.", RecordType::A);
-        let udp = sent(shared.handle(&q, Transport::Udp, peer()));
+        let udp = ask(&handler, &q, Protocol::Udp).await.expect("udp reply");
         assert!(udp.metadata.truncation);
         assert!(udp.answers.is_empty());
-        let tcp = sent(shared.handle(&q, Transport::Tcp, peer()));
+        assert_eq!(udp.queries.len(), 1);
+        let tcp = ask(&handler, &q, Protocol::Tcp).await.expect("tcp reply");
         assert!(!tcp.metadata.truncation);
         assert_eq!(tcp.answers.len(), 40);
-        let log = shared.log.snapshot();
-        assert_eq!(log[0].outcome, Outcome::Truncated);
-        assert_eq!(log[1].outcome, Outcome::Answered { count: 40 });
+        assert_eq!(
+            outcomes(&handler),
+            vec![Outcome::Truncated, Outcome::Answered { count: 40 }]
+        );
     }
 
-    #[test]
-    fn timeout_fault_is_silent_and_logged() {
-        let shared = shared_with(
+    #[tokio::test]
+    async fn udp_answers_stay_within_the_advertised_size() {
+        let mut zone = Zone::new("example.test");
+        // 16 bytes per record: 60 records make about 1000 bytes, 90 about 1500.
+        for i in 0..90u8 {
+            let addr = Ipv4Addr::new(10, 0, 1, i);
+            zone.records.push(ZoneRecord::a("big.example.test", addr));
+            if i < 60 {
+                zone.records.push(ZoneRecord::a("mid.example.test", addr));
+            }
+        }
+        let handler = handler_with(zone);
+        let with_edns = |name: &str, size: u16| {
+            let mut msg = Message::query();
+            msg.add_query(Query::query(
+                Name::from_ascii(name).expect("valid"),
+                RecordType::A,
+            ));
+            let mut edns = Edns::new();
+            edns.set_max_payload(size);
+            msg.set_edns(edns);
+            msg.to_vec().expect("encodes")
+        };
+        let mid = ask(
+            &handler,
+            &with_edns("mid.example.test.", 4096),
+            Protocol::Udp,
+        )
+        .await
+        .expect("reply");
+        assert!(!mid.metadata.truncation);
+        assert_eq!(mid.answers.len(), 60);
+        assert_eq!(
+            mid.edns.as_ref().map(Edns::max_payload),
+            Some(ADVERTISED_PAYLOAD)
+        );
+        let small = ask(
+            &handler,
+            &with_edns("mid.example.test.", 600),
+            Protocol::Udp,
+        )
+        .await
+        .expect("reply");
+        assert!(small.metadata.truncation);
+        assert!(small.answers.is_empty());
+        let big = ask(
+            &handler,
+            &with_edns("big.example.test.", 4096),
+            Protocol::Udp,
+        )
+        .await
+        .expect("reply");
+        assert!(big.metadata.truncation);
+        assert!(big.answers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn timeout_fault_is_silent_and_logged() {
+        let handler = handler_with(
             Zone::new("example.test").with_fault(FaultRule::all("example.test", Fault::Timeout)),
         );
-        let reply = shared.handle(
+        let reply = ask(
+            &handler,
             &query("example.test.", RecordType::MX),
-            Transport::Udp,
-            peer(),
-        );
-        assert_eq!(reply, Reply::Silent);
-        let log = shared.log.snapshot();
+            Protocol::Udp,
+        )
+        .await;
+        assert!(reply.is_none());
+        let log = handler.shared.log.snapshot();
         assert_eq!(log[0].outcome, Outcome::Dropped);
         assert_eq!(log[0].fault, Some(Fault::Timeout));
         assert_eq!(log[0].qtype, "MX");
+    }
+
+    #[tokio::test]
+    async fn timeout_fault_holds_a_tcp_request() {
+        let hold = Duration::from_millis(50);
+        let mut handler = handler_with(
+            Zone::new("example.test").with_fault(FaultRule::all("example.test", Fault::Timeout)),
+        );
+        handler.timeout_hold = hold;
+        let start = std::time::Instant::now();
+        let reply = ask(
+            &handler,
+            &query("example.test.", RecordType::MX),
+            Protocol::Tcp,
+        )
+        .await;
+        assert!(reply.is_none());
+        assert!(start.elapsed() >= hold);
+        assert_eq!(outcomes(&handler), vec![Outcome::Dropped]);
     }
 }

@@ -55,8 +55,9 @@ pub enum Outcome {
     Dropped,
     /// A UDP answer with the TC bit set and no records.
     Truncated,
-    /// Not a parseable single-question query: answered FORMERR when the
-    /// header was readable, otherwise ignored.
+    /// A decoded message that is not a usable single-question query:
+    /// answered FORMERR, or dropped when oversized. Messages hickory-server
+    /// rejects before decoding them never reach the log.
     Malformed,
     /// An opcode other than QUERY: answered NOTIMP.
     NotImplemented,

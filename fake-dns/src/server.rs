@@ -1,28 +1,34 @@
-//! Network side: UDP and TCP listeners on one address, and the control handle.
+//! Network side: hickory-server's UDP and TCP transports on one address, and the control handle.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{broadcast, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{timeout, Instant};
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::error::DnsError;
-use crate::handler::{Reply, Shared, HEADER_LEN, MAX_QUERY_LEN};
-use crate::log::{QueryLogEntry, Transport};
+use crate::handler::{FakeDnsHandler, Shared};
+use crate::log::QueryLogEntry;
 use crate::names;
 use crate::store::CompiledZone;
 use crate::zone::Zone;
 
-/// Concurrent TCP connections; further ones are closed on accept.
+/// Formerly the cap on concurrent TCP connections. hickory-server, which
+/// runs the transports, has no such cap, so this limit is not enforced.
+#[deprecated(note = "hickory-server does not cap TCP connections; this limit is not enforced")]
 pub const MAX_TCP_CONNECTIONS: usize = 256;
-/// A TCP connection idle for this long (between or inside messages) is closed.
+/// A TCP connection that completes no message for this long is closed
+/// (hickory-server's per-connection request timeout).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a TCP connection hit by the `Timeout` fault is held open at most.
+/// How long a TCP connection hit by the `Timeout` fault stays silent: the
+/// request is held this long without an answer, and hickory-server reads no
+/// further message from that connection meanwhile.
 pub const TIMEOUT_FAULT_HOLD: Duration = Duration::from_secs(30);
+/// Responses hickory-server may queue per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 32;
 /// Attempts to find a port free for both UDP and TCP when binding port 0.
 const BIND_ATTEMPTS: usize = 16;
 
@@ -41,14 +47,13 @@ impl FakeDns {
         let (udp, tcp) = bind_pair(udp_and_tcp_addr).await?;
         let local_addr = udp.local_addr()?;
         let shared = Arc::new(Shared::new());
-        let tasks = vec![
-            tokio::spawn(serve_udp(udp, Arc::clone(&shared))),
-            tokio::spawn(serve_tcp(tcp, Arc::clone(&shared))),
-        ];
+        let mut server = Server::new(FakeDnsHandler::new(Arc::clone(&shared)));
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         Ok(DnsHandle {
             shared,
             local_addr,
-            tasks,
+            server: Some(server),
         })
     }
 }
@@ -58,7 +63,8 @@ impl FakeDns {
 pub struct DnsHandle {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+    /// `None` only once [`DnsHandle::shutdown`] has taken it.
+    server: Option<Server<FakeDnsHandler>>,
 }
 
 impl std::fmt::Debug for DnsHandle {
@@ -170,18 +176,20 @@ impl DnsHandle {
     /// Stops both listeners and every open connection, and waits until the
     /// listening sockets are closed.
     pub async fn shutdown(mut self) {
-        for task in std::mem::take(&mut self.tasks) {
-            task.abort();
-            // The only possible error is the cancellation just requested.
-            let _ = task.await;
+        if let Some(mut server) = self.server.take() {
+            // An error only reports a transport task that had already
+            // failed; every task has ended either way.
+            let _ = server.shutdown_gracefully().await;
         }
     }
 }
 
 impl Drop for DnsHandle {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        if let Some(server) = self.server.take() {
+            // Cancelling tells the transport tasks to stop; dropping the
+            // server aborts whatever is still running.
+            server.shutdown_token().cancel();
         }
     }
 }
@@ -212,116 +220,4 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsErro
     }
     Err(last_error
         .unwrap_or_else(|| DnsError::Io(std::io::Error::other("no bind attempt was made"))))
-}
-
-async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
-    // Large enough for any datagram, so oversized ones are seen whole and
-    // rejected rather than silently cut.
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(_) => {
-                // ICMP errors from earlier sends surface here; back off a
-                // little so a persistent error cannot spin the task.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
-        };
-        let Some(datagram) = buf.get(..len) else {
-            continue;
-        };
-        if let Reply::Send(bytes) = shared.handle(datagram, Transport::Udp, peer) {
-            // A client that went away is not our problem.
-            let _ = socket.send_to(&bytes, peer).await;
-        }
-    }
-}
-
-async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    // Dropping the set (when this task is aborted) aborts every connection.
-    let mut connections = JoinSet::new();
-    loop {
-        let accepted = listener.accept().await;
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(_) => {
-                // Typically EMFILE; wait for descriptors to free up.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
-        let shared = Arc::clone(&shared);
-        connections.spawn(async move {
-            serve_connection(stream, peer, &shared).await;
-            drop(slot);
-        });
-    }
-}
-
-/// Serves length-prefixed messages until the peer closes, idles out, or
-/// sends something unframeable.
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    loop {
-        let mut prefix = [0u8; 2];
-        if !matches!(
-            timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut prefix)).await,
-            Ok(Ok(_))
-        ) {
-            return;
-        }
-        let len = usize::from(u16::from_be_bytes(prefix));
-        if !(HEADER_LEN..=MAX_QUERY_LEN).contains(&len) {
-            shared.note_malformed(Transport::Tcp, peer);
-            return;
-        }
-        let mut body = vec![0u8; len];
-        if !matches!(
-            timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut body)).await,
-            Ok(Ok(_))
-        ) {
-            return;
-        }
-        match shared.handle(&body, Transport::Tcp, peer) {
-            Reply::Send(bytes) => {
-                let Ok(len) = u16::try_from(bytes.len()) else {
-                    return;
-                };
-                let mut framed = Vec::with_capacity(bytes.len() + 2);
-                framed.extend_from_slice(&len.to_be_bytes());
-                framed.extend_from_slice(&bytes);
-                if !matches!(
-                    timeout(TCP_IDLE_TIMEOUT, stream.write_all(&framed)).await,
-                    Ok(Ok(()))
-                ) {
-                    return;
-                }
-            }
-            Reply::Ignore => {}
-            Reply::Silent => {
-                hold_silently(&mut stream).await;
-                return;
-            }
-        }
-    }
-}
-
-/// Keeps the connection open without answering, discarding input, until the
-/// peer closes it or [`TIMEOUT_FAULT_HOLD`] passes.
-async fn hold_silently(stream: &mut TcpStream) {
-    let mut sink = [0u8; 512];
-    let _ = timeout(TIMEOUT_FAULT_HOLD, async {
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
 }

@@ -388,6 +388,11 @@ async fn timeout_fault_never_answers_on_udp_or_tcp() {
         read.is_err(),
         "tcp connection must stay open and silent: {read:?}"
     );
+    // The held connection answers nothing else either.
+    let (_, other) = query_bytes("mx1.example.test.", RecordType::A, false);
+    tcp_send(&mut stream, &other).await;
+    let read = timeout(SILENCE_WAIT, stream.read(&mut probe)).await;
+    assert!(read.is_err(), "held connection answered: {read:?}");
     drop(stream);
 
     // Other types at the same name and other clients are unaffected.
@@ -564,14 +569,15 @@ async fn subscribers_see_live_events() {
 }
 
 #[tokio::test]
-async fn malformed_input_is_logged_and_the_server_keeps_answering() {
+async fn malformed_input_never_stops_the_server() {
     let dns = start().await;
     dns.add_zone(mail_zone()).expect("zone loads");
     let addr = dns.local_addr();
 
-    // Too short for a header: no reply at all.
+    // Too short for a header: hickory-server drops it before the handler.
     assert!(udp_raw(addr, b"\x01\x02\x03", SILENCE_WAIT).await.is_none());
-    // Header claiming one question, followed by garbage: FORMERR.
+    // Header claiming one question, followed by garbage: hickory-server
+    // answers FORMERR itself.
     let garbage = [
         0xbe, 0xef, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3f, 0x61,
     ];
@@ -579,41 +585,57 @@ async fn malformed_input_is_logged_and_the_server_keeps_answering() {
     let formerr = Message::from_vec(&reply).expect("decodes");
     assert_eq!(formerr.metadata.id, 0xbeef);
     assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
-    // Oversized datagram: dropped.
+    // A DNS response sent to the server is never answered.
+    let (_, mut as_response) = query_bytes("mx1.example.test.", RecordType::A, false);
+    as_response[2] |= 0x80;
+    assert!(udp_raw(addr, &as_response, SILENCE_WAIT).await.is_none());
+    // Oversized datagram: cut to hickory-server's receive buffer, then
+    // dropped and logged by the handler.
     assert!(udp_raw(addr, &vec![0u8; 9000], SILENCE_WAIT)
         .await
         .is_none());
+    // A query without a question reaches the handler: FORMERR, logged.
+    let no_question = [0x12, 0x34, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
+    let reply = udp_raw(addr, &no_question, ANSWER_WAIT)
+        .await
+        .expect("formerr");
+    let formerr = Message::from_vec(&reply).expect("decodes");
+    assert_eq!(formerr.metadata.id, 0x1234);
+    assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
 
-    // TCP: a frame length below the header size closes the connection.
+    // TCP: a frame too short for a header is dropped without an answer and
+    // the connection stays usable.
     let mut stream = TcpStream::connect(addr).await.expect("tcp connects");
     stream
         .write_all(&[0x00, 0x02, 0xff, 0xff])
         .await
         .expect("sent");
-    let mut buf = [0u8; 16];
-    let closed = timeout(ANSWER_WAIT, stream.read(&mut buf)).await;
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    assert!(tcp_recv(&mut stream, SILENCE_WAIT).await.is_none());
+    // A frame with a readable header and a garbage body: FORMERR.
+    tcp_send(&mut stream, &garbage).await;
+    let formerr = tcp_recv(&mut stream, ANSWER_WAIT).await.expect("formerr");
+    assert_eq!(formerr.metadata.id, 0xbeef);
+    assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
+    let (id, bytes) = query_bytes("mx1.example.test.", RecordType::A, false);
+    tcp_send(&mut stream, &bytes).await;
+    let ok = tcp_recv(&mut stream, ANSWER_WAIT).await.expect("answer");
+    assert_eq!(ok.metadata.id, id);
+    assert_eq!(ok.answers.len(), 2);
 
     let ok = udp_query(addr, "mx1.example.test.", RecordType::A).await;
     assert_eq!(ok.answers.len(), 2);
     let ok = tcp_query(addr, "mx1.example.test.", RecordType::A).await;
     assert_eq!(ok.answers.len(), 2);
 
+    // Only what hickory-server passes on to the handler is logged.
     let malformed: Vec<Transport> = dns
         .queries()
         .iter()
         .filter(|e| e.outcome == Outcome::Malformed)
         .map(|e| e.transport)
         .collect();
-    assert_eq!(
-        malformed,
-        vec![
-            Transport::Udp,
-            Transport::Udp,
-            Transport::Udp,
-            Transport::Tcp
-        ]
-    );
+    assert_eq!(malformed, vec![Transport::Udp, Transport::Udp]);
+    assert_eq!(dns.queries().len(), 5);
 }
 
 #[tokio::test]
@@ -639,8 +661,22 @@ async fn several_tcp_queries_share_one_connection() {
 #[tokio::test]
 async fn shutdown_and_drop_release_the_port() {
     let dns = start().await;
+    dns.add_zone(mail_zone().with_fault(FaultRule::all("example.test", Fault::Timeout)))
+        .expect("zone loads");
     let addr = dns.local_addr();
-    dns.shutdown().await;
+    // A connection held by the Timeout fault does not delay shutdown.
+    let mut held = TcpStream::connect(addr).await.expect("tcp connects");
+    let (_, bytes) = query_bytes("example.test.", RecordType::MX, false);
+    tcp_send(&mut held, &bytes).await;
+    dns.wait_for_query(ANSWER_WAIT, |e| e.outcome == Outcome::Dropped)
+        .await
+        .expect("query reached the server");
+    timeout(ANSWER_WAIT, dns.shutdown())
+        .await
+        .expect("shutdown does not wait for held connections");
+    let mut buf = [0u8; 16];
+    let closed = timeout(ANSWER_WAIT, held.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     TcpListener::bind(addr)
         .await
         .expect("tcp port free after shutdown");
