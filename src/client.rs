@@ -164,15 +164,26 @@ async fn dialogue(c: &mut Conn<'_>, msg: &Outgoing) -> Result<bool, String> {
         return Ok(false);
     }
     let with = |head: String, params: &[String]| {
-        std::iter::once(head).chain(params.iter().cloned()).collect::<Vec<_>>().join(" ")
+        std::iter::once(head)
+            .chain(params.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
     };
-    if c.send(&with(format!("MAIL FROM:<{}>", msg.from), &msg.mail_params)).await?.class() != 2 {
+    if c.send(&with(format!("MAIL FROM:<{}>", msg.from), &msg.mail_params))
+        .await?
+        .class()
+        != 2
+    {
         let _ = c.send("QUIT").await;
         return Ok(false);
     }
     let mut any = false;
     for t in &msg.to {
-        any |= c.send(&with(format!("RCPT TO:<{t}>"), &msg.rcpt_params)).await?.class() == 2;
+        any |= c
+            .send(&with(format!("RCPT TO:<{t}>"), &msg.rcpt_params))
+            .await?
+            .class()
+            == 2;
     }
     if !any {
         let _ = c.send("QUIT").await;
@@ -194,7 +205,10 @@ async fn dialogue(c: &mut Conn<'_>, msg: &Outgoing) -> Result<bool, String> {
     }
     wire.extend_from_slice(b".\r\n");
     c.log(false, &format!("[message: {} octets]", msg.data.len()));
-    c.stream.write_all(&wire).await.map_err(|e| format!("write: {e}"))?;
+    c.stream
+        .write_all(&wire)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let ok = c.reply().await?.class() == 2;
     let _ = c.send("QUIT").await;
     Ok(ok)

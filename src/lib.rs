@@ -7,9 +7,11 @@
 //! writes the console summary and JUnit XML. [`dsn`] and [`smtp`] read what
 //! peers send.
 
+pub mod cli;
 pub mod client;
 pub mod dsn;
 pub mod lab;
+pub mod report;
 pub mod rfc;
 pub mod run;
 pub mod smtp;

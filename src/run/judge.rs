@@ -27,7 +27,13 @@ pub fn is_negative(e: &Expect) -> bool {
 
 /// Decide `e`; with `last`, nothing more will be observed, so pending becomes final.
 pub fn decide(e: &Expect, sc: &Scenario, scope: &Scope, o: &Observations, last: bool) -> Decision {
-    let pending_or = |why: String| if last { Decision::Fail(why) } else { Decision::Pending };
+    let pending_or = |why: String| {
+        if last {
+            Decision::Fail(why)
+        } else {
+            Decision::Pending
+        }
+    };
     match e {
         Expect::Delivered { host, rcpt } => {
             let want: Vec<String> = rcpt.iter().map(|r| scope.address(r).to_ascii_lowercase()).collect();
@@ -41,11 +47,23 @@ pub fn decide(e: &Expect, sc: &Scenario, scope: &Scope, o: &Observations, last: 
                     d.at.as_secs_f64()
                 ))
             } else {
-                pending_or(format!(
+                let why = format!(
                     "expected delivery via {host} for {}; observed: {}",
                     rcpt.join(", "),
                     scope.unscope(&summary(o))
-                ))
+                );
+                // Once a recipient was taken by another host, the target has
+                // handed it over and will not deliver it again.
+                let elsewhere = |r: &String| {
+                    o.sessions.iter().filter(|s| s.host != *host).flat_map(|s| &s.deliveries).any(|d| {
+                        !d.mail_from.is_empty() && d.rcpts.iter().any(|x| x.eq_ignore_ascii_case(r))
+                    })
+                };
+                if want.iter().any(|r| !have(r) && elsewhere(r)) {
+                    Decision::Fail(why)
+                } else {
+                    pending_or(why)
+                }
             }
         }
         Expect::Contacted(h) => match first_contact(o, h) {
@@ -185,8 +203,18 @@ fn dsns_to<'a>(o: &'a Observations, to: &str) -> Vec<&'a Delivery> {
 
 /// Seconds at which `host` was first contacted (SYN seen, or a session opened).
 fn first_contact(o: &Observations, host: &str) -> Option<f64> {
-    let syn = o.connects.iter().filter(|c| c.host == host).map(|c| c.at).min();
-    let ses = o.sessions.iter().filter(|s| s.host == host).map(|s| s.at).min();
+    let syn = o
+        .connects
+        .iter()
+        .filter(|c| c.host == host)
+        .map(|c| c.at)
+        .min();
+    let ses = o
+        .sessions
+        .iter()
+        .filter(|s| s.host == host)
+        .map(|s| s.at)
+        .min();
     syn.into_iter().chain(ses).min().map(|d| d.as_secs_f64())
 }
 
@@ -217,9 +245,14 @@ pub fn summary(o: &Observations) -> String {
             .collect();
         let who = if h == SENDER_MX { "sender's MX" } else { h };
         if delivered.is_empty() {
-            parts.push(format!("{who}: {n} connection attempt(s), nothing accepted"));
+            parts.push(format!(
+                "{who}: {n} connection attempt(s), nothing accepted"
+            ));
         } else {
-            parts.push(format!("{who}: {n} connection attempt(s), accepted {}", delivered.join(", ")));
+            parts.push(format!(
+                "{who}: {n} connection attempt(s), accepted {}",
+                delivered.join(", ")
+            ));
         }
     }
     if parts.is_empty() {

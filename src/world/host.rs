@@ -83,7 +83,11 @@ async fn serve(listener: TcpListener, spec: Arc<HostSpec>, rec: Recorder) {
                 idx,
             };
             let _ = session(stream, &spec, n, &log).await;
-            rec.update(|o| o.sessions[idx].closed = true);
+            rec.update(|o| {
+                if let Some(s) = o.sessions.get_mut(idx) {
+                    s.closed = true;
+                }
+            });
         });
     }
 }
@@ -106,11 +110,13 @@ impl SessionLog {
         }
         let at = self.rec.now();
         self.rec.update(|o| {
-            o.sessions[self.idx].transcript.push(Line {
-                at,
-                from_peer,
-                text,
-            })
+            if let Some(s) = o.sessions.get_mut(self.idx) {
+                s.transcript.push(Line {
+                    at,
+                    from_peer,
+                    text,
+                });
+            }
         });
     }
 }
@@ -286,7 +292,11 @@ async fn session(
                             rcpts: rcpts.clone(),
                             data,
                         };
-                        log.rec.update(|o| o.sessions[log.idx].deliveries.push(d));
+                        log.rec.update(|o| {
+                            if let Some(s) = o.sessions.get_mut(log.idx) {
+                                s.deliveries.push(d);
+                            }
+                        });
                     }
                     mail_from = None;
                     rcpts.clear();

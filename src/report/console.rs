@@ -1,0 +1,135 @@
+//! Report stage: readable console output — progress while scenarios run, a summary table at the end.
+
+use super::{Event, Status};
+use crate::run::judge::Decision;
+use crate::run::ScenarioResult;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Prints progress lines to standard error as events arrive.
+pub struct Progress {
+    total: usize,
+    done: AtomicUsize,
+    verbose: bool,
+}
+
+impl Progress {
+    pub fn new(total: usize, verbose: bool) -> Progress {
+        Progress {
+            total,
+            done: AtomicUsize::new(0),
+            verbose,
+        }
+    }
+
+    pub fn on(&self, e: Event) {
+        let mut err = std::io::stderr().lock();
+        match e {
+            Event::Started { id } => {
+                if self.verbose {
+                    let _ = writeln!(err, "         start {id}");
+                }
+            }
+            Event::Finished(r) => {
+                let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+                let st = Status::of(r);
+                let _ = writeln!(
+                    err,
+                    "[{n:>3}/{}] {:<9} {} ({:.1} s)",
+                    self.total,
+                    st.label(),
+                    r.id,
+                    r.duration.as_secs_f64()
+                );
+                if st != Status::Pass {
+                    let _ = write!(err, "{}", failure_text(r));
+                }
+            }
+        }
+    }
+}
+
+/// The rule, each verdict that did not pass, and the fix hint.
+pub fn failure_text(r: &ScenarioResult) -> String {
+    let mut t = String::new();
+    t.push_str(&format!("          {}\n", r.title));
+    t.push_str(&format!(
+        "          rule ({} {}): {}\n",
+        r.rfc, r.strength, r.rule
+    ));
+    if let Some(e) = &r.error {
+        t.push_str(&format!("          error: {e}\n"));
+    }
+    for v in &r.verdicts {
+        match &v.decision {
+            Decision::Fail(why) => t.push_str(&format!("          ✗ {}: {why}\n", v.expect)),
+            Decision::Pending => t.push_str(&format!("          ? {}: undecided\n", v.expect)),
+            Decision::Pass(_) => t.push_str(&format!("          ✓ {}\n", v.expect)),
+        }
+    }
+    t
+}
+
+/// The summary table: per suite pass / fail / deviation / error and wall time.
+pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) -> String {
+    #[derive(Default)]
+    struct Row {
+        pass: usize,
+        fail: usize,
+        dev: usize,
+        err: usize,
+        longest: Duration,
+    }
+    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
+    for r in results {
+        let row = rows.entry(&r.suite).or_default();
+        match Status::of(r) {
+            Status::Pass => row.pass += 1,
+            Status::Fail => row.fail += 1,
+            Status::Deviation => row.dev += 1,
+            Status::Error => row.err += 1,
+        }
+        row.longest = row.longest.max(r.duration);
+    }
+    let mut t = format!(
+        "\n{:<20} {:>5} {:>5} {:>9} {:>5} {:>12}\n",
+        "suite", "pass", "fail", "deviation", "error", "longest (s)"
+    );
+    let mut tot = Row::default();
+    for (suite, r) in &rows {
+        t.push_str(&format!(
+            "{:<20} {:>5} {:>5} {:>9} {:>5} {:>12.1}\n",
+            suite,
+            r.pass,
+            r.fail,
+            r.dev,
+            r.err,
+            r.longest.as_secs_f64()
+        ));
+        tot.pass += r.pass;
+        tot.fail += r.fail;
+        tot.dev += r.dev;
+        tot.err += r.err;
+        tot.longest = tot.longest.max(r.longest);
+    }
+    t.push_str(&format!(
+        "{:<20} {:>5} {:>5} {:>9} {:>5} {:>12.1}\n",
+        "total",
+        tot.pass,
+        tot.fail,
+        tot.dev,
+        tot.err,
+        tot.longest.as_secs_f64()
+    ));
+    t.push_str(&format!(
+        "\n{} passed, {} failed ({} scenarios; wall time {:.1} s, lab start-up {:.1} s)\n",
+        tot.pass,
+        tot.fail + tot.dev + tot.err,
+        results.len(),
+        wall.as_secs_f64(),
+        startup.as_secs_f64()
+    ));
+    t
+}

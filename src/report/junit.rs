@@ -1,0 +1,82 @@
+//! Report stage: JUnit XML (quick-junit) — one testsuite per suite folder, one testcase per scenario.
+
+use super::{observations_text, Status};
+use crate::run::judge::Decision;
+use crate::run::ScenarioResult;
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Build the report. `target` names the MTA under test (a property of every case).
+pub fn report(results: &[ScenarioResult], target: &str, wall: Duration) -> Report {
+    let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
+    for r in results {
+        let suite = suites.entry(&r.suite).or_insert_with(|| {
+            let mut s = TestSuite::new(r.suite.clone());
+            s.add_property(Property::new("target", target));
+            s
+        });
+        let status = match Status::of(r) {
+            Status::Pass => TestCaseStatus::success(),
+            Status::Error => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                s.set_message(r.error.clone().unwrap_or_default());
+                s.set_type("harness error");
+                s
+            }
+            st @ (Status::Fail | Status::Deviation) => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                let fails: Vec<String> = r
+                    .verdicts
+                    .iter()
+                    .filter_map(|v| match &v.decision {
+                        Decision::Fail(why) => Some(why.clone()),
+                        Decision::Pending => Some(format!("{}: undecided", v.expect)),
+                        Decision::Pass(_) => None,
+                    })
+                    .collect();
+                s.set_message(format!("{} {}: {}", r.rfc, r.strength, fails.join("; ")));
+                s.set_type(if st == Status::Fail {
+                    "MUST violated"
+                } else {
+                    "deviation"
+                });
+                s.set_description(super::console::failure_text(r));
+                s
+            }
+        };
+        let mut case = TestCase::new(r.id.clone(), status);
+        case.set_classname(r.suite.clone());
+        case.set_time(r.duration);
+        case.add_property(Property::new("rfc", r.rfc.clone()));
+        case.add_property(Property::new("strength", r.strength.to_string()));
+        case.add_property(Property::new("rule", r.rule.clone()));
+        case.add_property(Property::new("target", target));
+        case.add_property(Property::new("scenario-file", r.file.clone()));
+        let mut out = String::new();
+        for v in &r.verdicts {
+            let (mark, text) = match &v.decision {
+                Decision::Pass(t) => ("pass", t.as_str()),
+                Decision::Fail(t) => ("fail", t.as_str()),
+                Decision::Pending => ("undecided", ""),
+            };
+            out.push_str(&format!("[{mark}] {}: {text}\n", v.expect));
+        }
+        out.push_str(&observations_text(r));
+        case.set_system_out_lossy(out);
+        suite.add_test_case(case);
+    }
+    let mut report = Report::new("mtaspec");
+    report.set_time(wall);
+    report.add_test_suites(suites.into_values());
+    report
+}
+
+/// Write the report to `path`.
+pub fn write(report: &Report, path: &Path) -> std::io::Result<()> {
+    let xml = report
+        .to_string()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    std::fs::write(path, xml)
+}

@@ -1,0 +1,114 @@
+//! Report stage: one event stream feeding the console and the JUnit writer.
+
+pub mod console;
+pub mod junit;
+
+use crate::run::ScenarioResult;
+
+/// What a run tells its reporters as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Started { id: String },
+    Finished(&'a ScenarioResult),
+}
+
+/// How a scenario's outcome is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    /// A MUST-level rule was broken.
+    Fail,
+    /// A SHOULD, MAY or practice-level rule was not followed.
+    Deviation,
+    /// The harness could not run the scenario.
+    Error,
+}
+
+impl Status {
+    pub fn of(r: &ScenarioResult) -> Status {
+        if r.error.is_some() {
+            Status::Error
+        } else if r.passed() {
+            Status::Pass
+        } else if r.strength == crate::rfc::Strength::Must {
+            Status::Fail
+        } else {
+            Status::Deviation
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Deviation => "DEVIATION",
+            Status::Error => "ERROR",
+        }
+    }
+}
+
+/// Transcripts, DNS queries and client dialogue of a scenario, as text.
+pub fn observations_text(r: &ScenarioResult) -> String {
+    use std::fmt::Write;
+    let o = &r.observations;
+    let unscope = |s: &str| s.replace(&format!(".{}.test", r.scope), ".test");
+    let mut t = String::new();
+    for i in &o.injections {
+        let _ = writeln!(
+            t,
+            "== client → target, message {} at {:.3} s",
+            i.message + 1,
+            i.at.as_secs_f64()
+        );
+        for l in &i.transcript {
+            let _ = writeln!(
+                t,
+                "{:8.3} {} {}",
+                l.at.as_secs_f64(),
+                if l.from_peer { "S:" } else { "C:" },
+                unscope(&l.text)
+            );
+        }
+        if let Some(e) = &i.error {
+            let _ = writeln!(t, "         error: {e}");
+        }
+    }
+    if !o.connects.is_empty() {
+        let _ = writeln!(t, "== connection attempts (SYN)");
+        for c in &o.connects {
+            let _ = writeln!(t, "{:8.3} → {}", c.at.as_secs_f64(), c.host);
+        }
+    }
+    for s in &o.sessions {
+        let _ = writeln!(
+            t,
+            "== {} attempt {} at {:.3} s",
+            s.host,
+            s.attempt + 1,
+            s.at.as_secs_f64()
+        );
+        for l in &s.transcript {
+            let _ = writeln!(
+                t,
+                "{:8.3} {} {}",
+                l.at.as_secs_f64(),
+                if l.from_peer { "C:" } else { "S:" },
+                unscope(&l.text)
+            );
+        }
+    }
+    if !o.dns.is_empty() {
+        let _ = writeln!(t, "== DNS queries");
+        for q in &o.dns {
+            let _ = writeln!(
+                t,
+                "{:8.3} {} {} → {}",
+                q.at.as_secs_f64(),
+                unscope(&q.name),
+                q.qtype,
+                q.outcome
+            );
+        }
+    }
+    t
+}
