@@ -79,7 +79,9 @@ pub fn decide(e: &Expect, sc: &Scenario, scope: &Scope, o: &Observations, last: 
             None => Decision::Pending,
         },
         Expect::Order(hosts) => {
-            let times: Vec<Option<f64>> = hosts.iter().map(|h| first_contact(o, h)).collect();
+            // Order comes from the SYNs alone: the watcher sees them in the
+            // kernel's order, while sessions are recorded by other tasks.
+            let times: Vec<Option<f64>> = hosts.iter().map(|h| first_syn(o, h)).collect();
             // A later host contacted while an earlier one was not (yet) is out of order.
             for (i, t) in times.iter().enumerate() {
                 if let Some(t) = t {
@@ -199,6 +201,16 @@ fn dsns_to<'a>(o: &'a Observations, to: &str) -> Vec<&'a Delivery> {
         .flat_map(|s| s.deliveries.iter())
         .filter(|d| d.mail_from.is_empty() && d.rcpts.iter().any(|r| r.eq_ignore_ascii_case(to)))
         .collect()
+}
+
+/// Seconds at which the first SYN to `host` was seen.
+fn first_syn(o: &Observations, host: &str) -> Option<f64> {
+    o.connects
+        .iter()
+        .filter(|c| c.host == host)
+        .map(|c| c.at)
+        .min()
+        .map(|d| d.as_secs_f64())
 }
 
 /// Seconds at which `host` was first contacted (SYN seen, or a session opened).

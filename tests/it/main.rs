@@ -1,4 +1,3 @@
-//! Integration tests: parsers measured against third-party corpora and generated input.
+//! Integration tests: the real binary, the real lab, the real Postfix.
 
-mod dsn_corpus;
-mod dsn_props;
+mod lab;

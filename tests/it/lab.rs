@@ -1,0 +1,310 @@
+//! End-to-end: `mtaspec run` against the lab Postfix — verdicts, JUnit, exit status, teardown.
+//!
+//! These tests need root and Debian's postfix (scripts/setup installs it).
+//! Without them they fail with that message; set MTASPEC_SKIP_LAB_TESTS=1 to
+//! skip them explicitly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SCENARIO: &str = "suites/mx-fallback/0001-refused-connection.toml";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `false` when the lab tests are explicitly skipped; panics when they cannot run.
+fn lab_available() -> bool {
+    if std::env::var_os("MTASPEC_SKIP_LAB_TESTS").is_some() {
+        eprintln!("skipped: MTASPEC_SKIP_LAB_TESTS is set");
+        return false;
+    }
+    assert!(
+        nix_is_root(),
+        "the lab tests need root (namespaces, ports 25/53); run as root or set MTASPEC_SKIP_LAB_TESTS=1"
+    );
+    assert!(
+        Path::new("/usr/sbin/postfix").exists(),
+        "the lab tests need Debian's postfix: run scripts/setup as root, or set MTASPEC_SKIP_LAB_TESTS=1"
+    );
+    true
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn mtaspec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtaspec"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run mtaspec")
+}
+
+/// Processes whose command line mentions an mtaspec lab folder (Postfix started by a run).
+fn lab_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("mtaspec-lab-") {
+                found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn lab_dirs() -> Vec<PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mtaspec-lab-"))
+        })
+        .collect()
+}
+
+// The lab tests run one at a time: they compare what is left on the machine.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn passing_scenario_gives_exit_0_and_junit() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let dirs_before = lab_dirs();
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let out = mtaspec(&["run", SCENARIO, "--junit", junit.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("PASS      mx-fallback/0001-refused-connection"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(
+        xml.contains(
+            r#"<testsuite name="mx-fallback" tests="1" skipped="0" errors="0" failures="0">"#
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<testcase name="mx-fallback/0001-refused-connection""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<property name="rfc" value="RFC 5321 §5.1"/>"#),
+        "{xml}"
+    );
+    // Transcripts and the connection attempts are in system-out.
+    assert!(xml.contains("== connection attempts (SYN)"), "{xml}");
+    assert!(xml.contains("S: 250 2.0.0 queued"), "{xml}");
+
+    assert_eq!(
+        lab_processes(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+    assert_eq!(lab_dirs(), dirs_before, "lab folders left behind");
+}
+
+#[test]
+fn wrong_expectation_gives_a_failing_verdict_and_exit_1() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("mx-fallback");
+    std::fs::create_dir(&suite).unwrap();
+    let text = std::fs::read_to_string(root().join(SCENARIO)).unwrap();
+    assert!(text.contains(r#"delivered = { host = "mx20" }"#));
+    let file = suite.join("0001-refused-connection.toml");
+    std::fs::write(
+        &file,
+        text.replace(
+            r#"delivered = { host = "mx20" }"#,
+            r#"delivered = { host = "mx10" }"#,
+        ),
+    )
+    .unwrap();
+    let junit = dir.path().join("out.xml");
+    let begin = Instant::now();
+    let out = mtaspec(&[
+        "run",
+        file.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("expected delivery via mx10 for bob@dest.test; observed: mx10: 1 connection attempt(s), nothing accepted; mx20: 1 connection attempt(s), accepted a message for bob@dest.test"),
+        "{stderr}"
+    );
+    // Decided as soon as the message went elsewhere, not at the deadline.
+    assert!(
+        begin.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        begin.elapsed()
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"failures="1""#), "{xml}");
+    assert!(xml.contains(r#"type="MUST violated""#), "{xml}");
+    assert_eq!(
+        lab_processes(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+}
+
+#[test]
+fn interrupted_run_tears_the_lab_down() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // A scenario that would wait for its whole deadline: a host that stalls.
+    let text = std::fs::read_to_string(root().join(SCENARIO))
+        .unwrap()
+        .replace("deadline = \"20s\"", "deadline = \"60s\"")
+        .replace(
+            "[hosts.mx20]\nname = \"mx20.dest.test\"",
+            "[hosts.mx20]\nname = \"mx20.dest.test\"\nattempt = [{ connect = \"stall\" }]",
+        );
+    let file = dir.path().join("0001-stall.toml");
+    std::fs::write(&file, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtaspec"))
+        .args(["run", file.to_str().unwrap()])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the lab is up and the scenario runs, then interrupt.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("lab ready") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the lab never became ready");
+    assert!(!lab_processes().is_empty(), "postfix is not running");
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: lab torn down"), "{err}");
+    assert_eq!(
+        lab_processes(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+}
+
+#[test]
+fn bad_settings_and_files_are_harness_errors() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let out = mtaspec(&["run", SCENARIO, "--set", "relayhost=[127.0.0.9]"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("setting `relayhost` would break the lab"),
+        "{err}"
+    );
+
+    let out = mtaspec(&["run", SCENARIO, "--set", "no_such_parameter_x=1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no_such_parameter_x"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("0001-bad.toml");
+    std::fs::write(
+        &bad,
+        "title = \"t\"\nrule = \"r\"\nrfc = \"x\"\nstrength = \"OFTEN\"\n",
+    )
+    .unwrap();
+    let out = mtaspec(&["run", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("0001-bad.toml:4:12: unknown requirement strength"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_root_the_run_stops_at_once_and_says_why() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    // Drop to the nobody user for this one run.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_mtaspec"),
+            "run",
+            SCENARIO,
+        ])
+        .current_dir(root())
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("mtaspec run needs root"), "{err}");
+}
+
+#[test]
+fn list_shows_the_scenarios() {
+    let out = mtaspec(&["list"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("mx-fallback/0001-refused-connection"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("RFC 5321 §5.1"), "{stdout}");
+}
