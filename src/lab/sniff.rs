@@ -106,7 +106,7 @@ pub fn start(
                     break;
                 }
                 // Loopback shows each packet twice (outgoing, then incoming): keep one.
-                if pkttype == libc::PACKET_OUTGOING as u8 {
+                if pkttype == libc::PACKET_OUTGOING {
                     continue;
                 }
                 let len = (n as usize).min(buf.len());
