@@ -308,3 +308,58 @@ fn list_shows_the_scenarios() {
     );
     assert!(stdout.contains("RFC 5321 §5.1"), "{stdout}");
 }
+
+#[test]
+fn user_postfix_config_is_used_and_checked() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    // A production-like master.cf (chrooted services) and main.cf.
+    let master = std::fs::read_to_string(root().join("src/target/postfix/master.cf"))
+        .unwrap()
+        .replace(" n       -       n ", " n       -       y ");
+    std::fs::write(conf.join("master.cf"), master).unwrap();
+    std::fs::write(
+        conf.join("main.cf"),
+        "compatibility_level = 3.6\nsmtpd_banner = $myhostname ESMTP production-banner\n\
+         mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject\n",
+    )
+    .unwrap();
+    let junit = dir.path().join("out.xml");
+    let out = mtaspec(&[
+        "run",
+        SCENARIO,
+        "--postfix-config",
+        conf.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("S: 220 mta.target.test ESMTP production-banner"),
+        "{xml}"
+    );
+
+    // A setting that would take mail around the scenario is refused, naming the file.
+    let mut main = std::fs::read_to_string(conf.join("main.cf")).unwrap();
+    main.push_str("relayhost = [127.0.0.9]:25\n");
+    std::fs::write(conf.join("main.cf"), main).unwrap();
+    let out = mtaspec(&["run", SCENARIO, "--postfix-config", conf.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("main.cf: setting `relayhost` would break the lab"),
+        "{err}"
+    );
+    assert_eq!(
+        lab_processes(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+}
