@@ -83,8 +83,6 @@ mod zone;
 
 pub use error::DnsError;
 pub use log::{Outcome, QueryLogEntry, Transport, LOG_CAPACITY};
-#[allow(deprecated)]
-pub use server::MAX_TCP_CONNECTIONS;
 pub use server::{DnsHandle, FakeDns, TCP_IDLE_TIMEOUT, TIMEOUT_FAULT_HOLD};
 pub use store::MAX_TXT_LEN;
 pub use zone::{Fault, FaultRule, QType, Record, RecordData, Zone, DEFAULT_TTL};

@@ -16,10 +16,6 @@ use crate::names;
 use crate::store::CompiledZone;
 use crate::zone::Zone;
 
-/// Formerly the cap on concurrent TCP connections. hickory-server, which
-/// runs the transports, has no such cap, so this limit is not enforced.
-#[deprecated(note = "hickory-server does not cap TCP connections; this limit is not enforced")]
-pub const MAX_TCP_CONNECTIONS: usize = 256;
 /// A TCP connection that completes no message for this long is closed
 /// (hickory-server's per-connection request timeout).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
