@@ -63,9 +63,16 @@ pub struct RunArgs {
     /// Use the main.cf and master.cf in DIR (mtaspec adds only what the lab needs).
     #[arg(long, value_name = "DIR")]
     pub postfix_config: Option<PathBuf>,
-    /// Count SHOULD / practice deviations as failures.
+    /// Count SHOULD / practice deviations (and known deviations no longer seen) as failures.
     #[arg(long)]
     pub strict: bool,
+    /// Known deviations of the target: scenario id patterns → reason (default:
+    /// known-deviations/postfix.toml in the suite folder).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_known")]
+    pub known: Option<PathBuf>,
+    /// Ignore the known-deviations file: report every deviation as such.
+    #[arg(long)]
+    pub no_known: bool,
     /// Print each scenario's start and full observations of failures.
     #[arg(long, short)]
     pub verbose: bool,
@@ -174,6 +181,21 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let known_path = if args.no_known {
+        None
+    } else {
+        args.known
+            .clone()
+            .or_else(|| suite::known::Known::find(&args.paths, "postfix"))
+    };
+    let known = match known_path.as_deref().map(suite::known::Known::load) {
+        None => suite::known::Known::default(),
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = match TargetOptions::parse_sets(&args.sets) {
         Ok(sets) => TargetOptions {
             sets,
@@ -211,7 +233,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         tokio::select! {
-            code = run_in_lab(&lab, &args, &opts, scenarios) => code,
+            code = run_in_lab(&lab, &args, &opts, &known, scenarios) => code,
             _ = tokio::signal::ctrl_c() => { eprintln!("interrupted: lab torn down"); ExitCode::from(130) }
             _ = term.recv() => { eprintln!("terminated: lab torn down"); ExitCode::from(143) }
         }
@@ -225,11 +247,24 @@ async fn run_in_lab(
     lab: &crate::lab::Lab,
     args: &RunArgs,
     opts: &TargetOptions,
+    known: &suite::known::Known,
     scenarios: Vec<suite::Scenario>,
 ) -> ExitCode {
     let begin = Instant::now();
-    eprintln!("starting the lab: fake DNS, connection watcher, postfix ...");
-    let services = match Services::start(lab, opts).await {
+    let groups = run::setting_groups(&scenarios).len();
+    eprintln!("starting the lab: fake DNS, connection watcher, {groups} postfix instance(s) ...");
+    if let Some(p) = &known.path {
+        let ids: Vec<&str> = scenarios.iter().map(|s| s.id.as_str()).collect();
+        eprintln!(
+            "known deviations: {} pattern(s) from {}",
+            known.len(),
+            p.display()
+        );
+        for pat in known.unmatched(&ids) {
+            eprintln!("warning: known deviation `{pat}` matches no scenario of this run");
+        }
+    }
+    let services = match Services::start(lab, opts, &scenarios).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -240,12 +275,20 @@ async fn run_in_lab(
     eprintln!(
         "lab ready in {:.1} s (postfix {:.1} s); running {} scenarios",
         startup.as_secs_f64(),
-        services.target.startup_time().as_secs_f64(),
+        services.target().startup_time().as_secs_f64(),
         scenarios.len()
     );
+    for (set, e) in &services.failed {
+        eprintln!("error: the instance for settings {set:?} did not start: {e}");
+    }
     let progress = console::Progress::new(scenarios.len(), args.verbose);
-    let results = run::run_all(&services, scenarios, &|e: Event| progress.on(e)).await;
-    let target_log = services.target.log_tail(40);
+    let results = run::run_all(&services, scenarios, known, &|e: Event| progress.on(e)).await;
+    let target_log = services
+        .instances
+        .iter()
+        .map(|i| format!("[{}]\n{}", i.target.smtp_addr().ip(), i.target.log_tail(40)))
+        .collect::<Vec<_>>()
+        .join("\n");
     services.stop().await;
     let wall = begin.elapsed();
 
@@ -272,7 +315,8 @@ async fn run_in_lab(
     if statuses.contains(&Status::Error) {
         ExitCode::from(2)
     } else if statuses.contains(&Status::Fail)
-        || (args.strict && statuses.contains(&Status::Deviation))
+        || (args.strict
+            && (statuses.contains(&Status::Deviation) || statuses.contains(&Status::NoLongerSeen)))
     {
         ExitCode::from(1)
     } else {

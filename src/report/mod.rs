@@ -22,6 +22,10 @@ pub enum Status {
     Deviation,
     /// The harness could not run the scenario.
     Error,
+    /// Failed, but listed as a known deviation of the target (does not fail the run).
+    Known,
+    /// Passed although listed as a known deviation: the list is out of date.
+    NoLongerSeen,
 }
 
 impl Status {
@@ -29,7 +33,13 @@ impl Status {
         if r.error.is_some() {
             Status::Error
         } else if r.passed() {
-            Status::Pass
+            if r.known.is_some() {
+                Status::NoLongerSeen
+            } else {
+                Status::Pass
+            }
+        } else if r.known.is_some() {
+            Status::Known
         } else if r.strength == crate::rfc::Strength::Must {
             Status::Fail
         } else {
@@ -43,6 +53,8 @@ impl Status {
             Status::Fail => "FAIL",
             Status::Deviation => "DEVIATION",
             Status::Error => "ERROR",
+            Status::Known => "KNOWN",
+            Status::NoLongerSeen => "PASS*",
         }
     }
 }

@@ -8,7 +8,7 @@
 use super::{TargetError, TargetOptions};
 use crate::lab;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +20,7 @@ const POSTFIX: &str = "/usr/sbin/postfix";
 /// Settings the lab needs; a user may not change them.
 const LAB_OWNED: &[(&str, &str)] = &[
     ("relayhost", "mtaspec needs the target to deliver straight to the scenario's MX hosts; a relayhost would send all mail to one place"),
-    ("inet_interfaces", "the target must listen on the lab address 127.0.0.1"),
+    ("inet_interfaces", "the target must listen on the lab address mtaspec gives each instance (127.0.0.1, 127.0.0.2, ...)"),
     ("inet_protocols", "the lab is IPv4 on loopback"),
     ("queue_directory", "the instance keeps its queue in the lab's private folder"),
     ("data_directory", "the instance keeps its data in the lab's private folder"),
@@ -35,14 +35,14 @@ const LAB_OWNED: &[(&str, &str)] = &[
 ];
 
 /// Settings the lab sets after the user's configuration (the user cannot change them).
-fn lab_settings(dir: &Path) -> Vec<(String, String)> {
+fn lab_settings(dir: &Path, listen: Ipv4Addr) -> Vec<(String, String)> {
     let d = dir.display();
     [
         ("queue_directory", format!("{d}/queue")),
         ("data_directory", format!("{d}/data")),
         ("maillog_file", format!("{d}/maillog")),
         ("maillog_file_prefixes", format!("{d}")),
-        ("inet_interfaces", lab::TARGET_ADDR.to_string()),
+        ("inet_interfaces", listen.to_string()),
         ("inet_protocols", "ipv4".into()),
         ("relayhost", String::new()),
         ("smtp_host_lookup", "dns".into()),
@@ -84,14 +84,23 @@ const MASTER_CF: &str = include_str!("postfix/master.cf");
 #[derive(Debug)]
 pub struct Postfix {
     dir: PathBuf,
+    listen: Ipv4Addr,
     master: Option<Child>,
     settings: BTreeMap<String, String>,
     started: Duration,
 }
 
 impl Postfix {
-    /// Write the instance's files, start `master`, and wait until it greets.
-    pub async fn start(lab_dir: &Path, opts: &TargetOptions) -> Result<Postfix, TargetError> {
+    /// Write the instance's files, start `master`, and wait until it greets on `listen`:25.
+    ///
+    /// `instance` names the instance's folder under the lab (`postfix`,
+    /// `postfix-1`, ...): every instance needs its own queue and address.
+    pub async fn start(
+        lab_dir: &Path,
+        opts: &TargetOptions,
+        instance: &str,
+        listen: Ipv4Addr,
+    ) -> Result<Postfix, TargetError> {
         let begin = Instant::now();
         for (tool, path) in [("postconf", POSTCONF), ("postfix", POSTFIX)] {
             if !Path::new(path).exists() {
@@ -104,7 +113,7 @@ impl Postfix {
         for (k, _) in &opts.sets {
             forbid(k)?;
         }
-        let dir = lab_dir.join("postfix");
+        let dir = lab_dir.join(instance);
         let conf = dir.join("conf");
         for sub in ["conf", "queue", "data"] {
             std::fs::create_dir_all(dir.join(sub))
@@ -164,7 +173,7 @@ impl Postfix {
         for (k, v) in &opts.sets {
             settings.insert(k.clone(), v.clone());
         }
-        for (k, v) in lab_settings(&dir) {
+        for (k, v) in lab_settings(&dir, listen) {
             settings.insert(k, v);
         }
         let mut cmd = Command::new(POSTCONF);
@@ -228,6 +237,7 @@ impl Postfix {
             .map_err(|e| TargetError::io(format!("start {}", master_bin.display()), e))?;
         let mut pf = Postfix {
             dir,
+            listen,
             master: Some(master),
             settings,
             started: Duration::ZERO,
@@ -281,7 +291,7 @@ impl Postfix {
 
     /// Where the target accepts mail.
     pub fn smtp_addr(&self) -> SocketAddr {
-        SocketAddr::from((lab::TARGET_ADDR, 25))
+        SocketAddr::from((self.listen, 25))
     }
 
     /// The effective settings mtaspec applied (for reports).
