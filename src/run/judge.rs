@@ -39,6 +39,17 @@ pub fn is_negative(e: &Expect) -> bool {
     )
 }
 
+/// `true` when `e` is still pending but can be decided once the scenario is
+/// quiet: a DSN expectation after a DSN that did not match has arrived (one
+/// more may follow, but only within the settle time).
+pub fn waits_for_quiet(e: &Expect, sc: &Scenario, scope: &Scope, o: &Observations) -> bool {
+    match e {
+        Expect::Dsn(d) => !dsns_to(o, &scope.address(&d.to)).is_empty(),
+        Expect::RefusedOrDsn { .. } => !dsns_to(o, &scope.address(&sc.messages[0].from)).is_empty(),
+        e => is_negative(e),
+    }
+}
+
 /// When a time-window expectation can be decided (since the scenario's start).
 pub fn window_end(e: &Expect) -> Option<Duration> {
     match e {
@@ -387,8 +398,9 @@ pub fn decide(e: &Expect, cx: &Ctx) -> Decision {
     }
 }
 
-/// Postfix stores retry times in whole seconds: a gap may look this much shorter than configured.
-pub const GRANULARITY: Duration = Duration::from_secs(1);
+/// Retry times are kept in whole seconds by some MTAs (Postfix stamps the queue
+/// file): a measured gap may differ from the configured one by this much.
+pub const GRANULARITY: Duration = Duration::from_millis(500);
 
 fn order(hosts: &[String], o: &Observations, scope: &Scope, last: bool) -> Decision {
     let times: Vec<Option<f64>> = hosts.iter().map(|h| first_contact(o, h)).collect();

@@ -10,7 +10,7 @@ use crate::suite::Scenario;
 use crate::target::postfix::Postfix;
 use crate::target::{TargetError, TargetOptions};
 use crate::world::{self, host::Host, Scope};
-use judge::{decide, is_negative, window_end, Ctx, Decision};
+use judge::{decide, waits_for_quiet, window_end, Ctx, Decision};
 use observe::{ConnectSeen, DnsQuery, Observations, Recorder};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -417,11 +417,13 @@ async fn judge_loop(
             }
             continue;
         }
-        let only_negatives = sc
-            .expects
-            .iter()
-            .zip(&decisions)
-            .all(|(e, d)| d.decided() || is_negative(e));
+        let only_negatives = {
+            let o = rec.lock();
+            sc.expects
+                .iter()
+                .zip(&decisions)
+                .all(|(e, d)| d.decided() || waits_for_quiet(e, sc, scope, &o))
+        };
         let wake = if only_negatives {
             (tokio::time::Instant::now() + sc.settle).min(deadline)
         } else {
