@@ -124,7 +124,18 @@ pub fn decide(e: &Expect, cx: &Ctx) -> Decision {
                                 && d.rcpts.iter().any(|x| x.eq_ignore_ascii_case(r))
                         })
                 };
-                if want.iter().any(|r| !have(r) && elsewhere(r)) {
+                // Nothing the target refused can be delivered.
+                let refused = !o.injections.is_empty()
+                    && o.injections.len() == sc.messages.len()
+                    && o.injections.iter().all(|i| !i.accepted);
+                if refused {
+                    let r = o.injections.first().map(last_reply).unwrap_or_default();
+                    Decision::Fail(format!(
+                        "expected delivery via {host} for {}; the target refused the message: {}",
+                        rcpt.join(", "),
+                        scope.unscope(&r)
+                    ))
+                } else if want.iter().any(|r| !have(r) && elsewhere(r)) {
                     Decision::Fail(why)
                 } else {
                     pending_or(why)
@@ -446,11 +457,20 @@ fn order(hosts: &[String], o: &Observations, scope: &Scope, last: bool) -> Decis
     }
 }
 
+/// The target's decisive answer to an injection: its first 4yz/5yz reply,
+/// else its reply to the end of data, else its last reply.
 fn last_reply(i: &super::observe::Injection) -> String {
-    i.transcript
-        .iter()
-        .rev()
-        .find(|l| l.from_peer)
+    let peer = || i.transcript.iter().filter(|l| l.from_peer);
+    peer()
+        .find(|l| l.text.starts_with(['4', '5']))
+        .or_else(|| {
+            let eod = i
+                .transcript
+                .iter()
+                .position(|l| !l.from_peer && l.text.starts_with("[message"))?;
+            i.transcript[eod..].iter().find(|l| l.from_peer)
+        })
+        .or_else(|| peer().last())
         .map(|l| l.text.clone())
         .unwrap_or_else(|| i.error.clone().unwrap_or_default())
 }

@@ -113,6 +113,19 @@ impl Postfix {
         for (k, _) in &opts.sets {
             forbid(k)?;
         }
+        // Postfix checks that inet_interfaces names an address of an interface:
+        // the lab's loopback answers all of 127/8 but lists only 127.0.0.1.
+        if !listen.is_loopback() {
+            return Err(TargetError::io(
+                format!("listen on {listen}"),
+                std::io::Error::other("instances listen on loopback addresses only"),
+            ));
+        }
+        if listen != Ipv4Addr::LOCALHOST {
+            let label = format!("lo:{}", listen.octets()[3]);
+            add_loopback_addr(&label, listen)
+                .map_err(|e| TargetError::io(format!("add {listen} to the lab's loopback"), e))?;
+        }
         let dir = lab_dir.join(instance);
         let conf = dir.join("conf");
         for sub in ["conf", "queue", "data"] {
@@ -208,7 +221,19 @@ impl Postfix {
                 "{key} (Postfix does not know this parameter)"
             )));
         }
-        run(Command::new(POSTFIX).arg("-c").arg(&conf).arg("check"))?;
+        run(Command::new(POSTFIX).arg("-c").arg(&conf).arg("check")).map_err(|e| match e {
+            // postfix check reports through the instance's log, not its output.
+            TargetError::Command { command, output } => {
+                let log = std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                TargetError::Command {
+                    command,
+                    output: format!("{output}{}", tail.join("\n")),
+                }
+            }
+            e => e,
+        })?;
 
         let daemon_dir = run(Command::new(POSTCONF)
             .arg("-c")
@@ -345,6 +370,48 @@ impl Drop for Postfix {
     }
 }
 
+/// `ip addr add ADDR/32 dev lo label LABEL`, through the ioctls `ifconfig` uses.
+/// An address already present is fine.
+fn add_loopback_addr(label: &str, addr: Ipv4Addr) -> std::io::Result<()> {
+    use nix::libc;
+    if label.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::other("interface label too long"));
+    }
+    let sockaddr = |a: Ipv4Addr| {
+        // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from(a).to_be();
+        // SAFETY: sockaddr_in and sockaddr have the same size on Linux and
+        // the kernel reads the family first.
+        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+    };
+    // SAFETY: a socket and two ioctls on a zeroed, correctly sized ifreq
+    // whose name is NUL-terminated (checked length above).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in label.bytes().enumerate() {
+            ifr.ifr_name[i] = b as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_addr = sockaddr(addr);
+        let mut r = libc::ioctl(fd, libc::SIOCSIFADDR, &ifr);
+        if r == 0 {
+            ifr.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::BROADCAST);
+            r = libc::ioctl(fd, libc::SIOCSIFNETMASK, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 && err.raw_os_error() != Some(libc::EEXIST) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 fn forbid(key: &str) -> Result<(), TargetError> {
     match LAB_OWNED.iter().find(|(k, _)| *k == key) {
         Some((k, why)) => Err(TargetError::Forbidden {
@@ -363,7 +430,11 @@ fn run(cmd: &mut Command) -> Result<String, TargetError> {
     if !out.status.success() {
         return Err(TargetError::Command {
             command: shown,
-            output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
