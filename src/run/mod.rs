@@ -164,9 +164,23 @@ impl Services {
             } else {
                 format!("postfix-{n}")
             };
-            async move { Postfix::start(lab.dir(), &o, &name, instance_addr(n)).await }
+            // Each start runs blocking commands (postconf, postfix check):
+            // its own task lets instances start side by side.
+            let dir = lab.dir().to_path_buf();
+            tokio::spawn(async move { Postfix::start(&dir, &o, &name, instance_addr(n)).await })
         });
-        let started = futures::future::join_all(starts).await;
+        let started: Vec<Result<Postfix, TargetError>> = futures::future::join_all(starts)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|e| {
+                    Err(TargetError::io(
+                        "start the target",
+                        std::io::Error::other(e.to_string()),
+                    ))
+                })
+            })
+            .collect();
         let mut instances = Vec::new();
         let mut failed = Vec::new();
         for (n, (set, r)) in groups.into_iter().zip(started).enumerate() {
