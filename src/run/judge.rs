@@ -470,7 +470,7 @@ fn last_reply(i: &super::observe::Injection) -> String {
                 .position(|l| !l.from_peer && l.text.starts_with("[message"))?;
             i.transcript[eod..].iter().find(|l| l.from_peer)
         })
-        .or_else(|| peer().last())
+        .or_else(|| peer().next_back())
         .map(|l| l.text.clone())
         .unwrap_or_else(|| i.error.clone().unwrap_or_default())
 }
@@ -622,7 +622,7 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
         }
     }
     if let Some(w) = &want.action {
-        if !act.as_deref().is_some_and(|a| a == w) {
+        if act.as_deref().is_none_or(|a| a != w) {
             bad.push(format!(
                 "Action {} (wanted {w})",
                 act.as_deref().unwrap_or("missing")

@@ -106,7 +106,7 @@ impl SessionLog {
                 cut -= 1;
             }
             text.truncate(cut);
-            text.push_str("…");
+            text.push('…');
         }
         let at = self.rec.now();
         self.rec.update(|o| {
