@@ -460,3 +460,6 @@ async fn judge_loop(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
