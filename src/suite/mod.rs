@@ -968,7 +968,9 @@ fn parse_record(line: &str) -> Result<DnsRecord, String> {
         "A" => RecordData::A(
             one("an IPv4 address or `target`")?
                 .parse()
-                .map_err(|_| format!("bad A record `{line}`: not an IPv4 address"))?,
+                .map_err(|_| {
+                    format!("bad A record `{line}`: write an IPv4 address or `target` (the target's own address)")
+                })?,
         ),
         "AAAA" => RecordData::Aaaa(
             one("an IPv6 address")?
