@@ -137,6 +137,17 @@ pub fn decide(e: &Expect, cx: &Ctx) -> Decision {
                     ))
                 } else if want.iter().any(|r| !have(r) && elsewhere(r)) {
                     Decision::Fail(why)
+                } else if let Some((r, at)) = want
+                    .iter()
+                    .filter(|r| !have(r))
+                    .find_map(|r| failed_dsn_for(o, sc, scope, r).map(|at| (r, at)))
+                {
+                    // The target gave the recipient up and told the sender so.
+                    Decision::Fail(format!(
+                        "{why}; the target returned {} as failed in a DSN at {:.3} s",
+                        scope.unscope(r),
+                        at.as_secs_f64()
+                    ))
                 } else {
                     pending_or(why)
                 }
@@ -814,6 +825,19 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
     } else {
         Err(format!("{desc} — differs: {}", bad.join(", ")))
     }
+}
+
+/// When a DSN to the first message's sender reports `rcpt` (scoped) as failed: its time.
+fn failed_dsn_for(o: &Observations, sc: &Scenario, scope: &Scope, rcpt: &str) -> Option<Duration> {
+    let sender = scope.address(&sc.messages.first()?.from);
+    dsns_to(o, &sender).into_iter().find_map(|d| {
+        let p = crate::dsn::parse(&d.data).ok()?;
+        let failed = p.recipients().any(|x| {
+            x.action.as_ref().and_then(|a| a.name()) == Some("failed")
+                && x.addresses().iter().any(|a| a.eq_ignore_ascii_case(rcpt))
+        });
+        failed.then_some(d.at)
+    })
 }
 
 fn deliveries<'a>(o: &'a Observations, host: &'a str) -> impl Iterator<Item = &'a Delivery> {
