@@ -352,6 +352,18 @@ pub fn decide(e: &Expect, cx: &Ctx) -> Decision {
                         min.as_ref().map(|t| t.to_string()).unwrap_or_default()
                     ));
                 }
+                // Rounding to whole seconds does not add up: n retries take
+                // at least n × min less one clock step in all.
+                let n = gaps.len() as u32;
+                let span: Duration = gaps.iter().sum();
+                if n > 1 && span + GRANULARITY < m * n {
+                    return Decision::Fail(format!(
+                        "{n} retries came within {:.3} s (mean gap {:.3} s), sooner than {n} × {} allows; {measured}",
+                        span.as_secs_f64(),
+                        span.as_secs_f64() / f64::from(n),
+                        min.as_ref().map(|t| t.to_string()).unwrap_or_default()
+                    ));
+                }
             }
             if let (Some(m), Some(g)) = (max_d, gaps.first()) {
                 if *g > m + GRANULARITY {
@@ -420,9 +432,11 @@ pub fn decide(e: &Expect, cx: &Ctx) -> Decision {
     }
 }
 
-/// Retry times are kept in whole seconds by some MTAs (Postfix stamps the queue
-/// file): a measured gap may differ from the configured one by this much.
-pub const GRANULARITY: Duration = Duration::from_millis(500);
+/// Retry times are kept in whole seconds by some MTAs (Postfix stamps the
+/// queue file's time with the next attempt): one measured gap may be up to a
+/// second shorter or longer than configured, though the sum of several gaps
+/// is off by at most this much too.
+pub const GRANULARITY: Duration = Duration::from_secs(1);
 
 fn order(hosts: &[String], o: &Observations, scope: &Scope, last: bool) -> Decision {
     let times: Vec<Option<f64>> = hosts.iter().map(|h| first_contact(o, h)).collect();

@@ -211,13 +211,34 @@ fn retry_gaps_are_checked_against_the_target_settings() {
     };
     assert!(text.contains("gaps 1.05, 1.05 s"), "{text}");
     assert!(text.contains("minimal_backoff_time = 1.0 s"), "{text}");
+    assert!(text.contains("allowance 1.0 s"), "{text}");
 
-    // A retry far sooner than minimal_backoff_time.
+    // One short gap is within the clock's rounding (Postfix keeps whole seconds)...
+    let mut rounded = Observations::default();
+    for t in [0.48, 1.77, 1.88, 2.94, 4.01] {
+        rounded.connects.push(syn("mx", t));
+    }
+    assert!(is_pass(&one(&sc, &rounded, 5.0, true)));
+    // ...but retries that keep coming too soon add up.
     let mut fast = Observations::default();
-    fast.connects.push(syn("mx", 0.1));
-    fast.connects.push(syn("mx", 0.2));
-    let why = fail_text(one(&sc, &fast, 0.3, false));
-    assert!(why.contains("sooner than minimal_backoff_time"), "{why}");
+    for t in [0.1, 0.3, 0.5] {
+        fast.connects.push(syn("mx", t));
+    }
+    let why = fail_text(one(&sc, &fast, 0.6, false));
+    assert!(
+        why.contains("2 retries came within 0.400 s") && why.contains("2 × minimal_backoff_time"),
+        "{why}"
+    );
+    // A single gap far below a long minimum fails on its own.
+    let long = scenario("[[expect]]\nretry_after = { host = \"mx\", min = \"10s\" }\n");
+    let mut two = Observations::default();
+    two.connects.push(syn("mx", 0.1));
+    two.connects.push(syn("mx", 2.1));
+    let why = fail_text(one(&long, &two, 2.2, false));
+    assert!(
+        why.contains("retry 1 came 2.000 s after the previous attempt, sooner than 10s"),
+        "{why}"
+    );
 
     // A first retry far later than maximal_backoff_time.
     let mut slow = Observations::default();
