@@ -253,6 +253,20 @@ async fn run_in_lab(
     let begin = Instant::now();
     let groups = run::setting_groups(&scenarios).len();
     eprintln!("starting the lab: fake DNS, connection watcher, {groups} postfix instance(s) ...");
+    for (k, v) in &opts.sets {
+        let over: Vec<&str> = scenarios
+            .iter()
+            .filter(|s| s.target_set.get(k).is_some_and(|x| x != v))
+            .map(|s| s.id.as_str())
+            .collect();
+        if !over.is_empty() {
+            eprintln!(
+                "note: --set {k}={v} is overridden by the [target] settings of {} scenario(s) that need their own value: {}",
+                over.len(),
+                over.join(", ")
+            );
+        }
+    }
     if let Some(p) = &known.path {
         let ids: Vec<&str> = scenarios.iter().map(|s| s.id.as_str()).collect();
         eprintln!(

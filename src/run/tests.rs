@@ -1,4 +1,4 @@
-//! Unit tests of the judge: each rule decided from hand-made observations.
+//! Judge stage (tests): each rule decided from hand-made observations.
 
 use super::judge::*;
 use super::observe::{ConnectSeen, Delivery, Injection, Line, Observations, Session};
