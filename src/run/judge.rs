@@ -784,6 +784,13 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
     if want.will_retry_until && rcpt.is_some_and(|r| r.will_retry_until.is_none()) {
         bad.push("no Will-Retry-Until".into());
     }
+    if want.auto_submitted {
+        match auto_submitted(&d.data) {
+            Some(v) if !v.eq_ignore_ascii_case("no") => {}
+            Some(v) => bad.push(format!("Auto-Submitted: {v} (wanted auto-replied)")),
+            None => bad.push("no Auto-Submitted header (wanted auto-replied)".into()),
+        }
+    }
     if !want.no_findings.is_empty() {
         let mut b = globset::GlobSetBuilder::new();
         for g in &want.no_findings {
@@ -839,6 +846,29 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
     } else {
         Err(format!("{desc} — differs: {}", bad.join(", ")))
     }
+}
+
+/// The value of the top-level `Auto-Submitted:` header (keyword only, no comment).
+pub fn auto_submitted(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let header = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    header.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("auto-submitted").then(|| {
+            let v = value.trim();
+            v.split(|c: char| c == ';' || c == '(' || c.is_whitespace())
+                .next()
+                .unwrap_or(v)
+                .to_string()
+        })
+    })
 }
 
 /// When a DSN to the first message's sender reports `rcpt` (scoped) as failed: its time.

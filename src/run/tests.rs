@@ -512,3 +512,26 @@ fn instances_get_distinct_addresses_and_groups_are_deduplicated() {
         Some("5s")
     );
 }
+
+#[test]
+fn auto_submitted_is_read_from_the_top_level_header_only() {
+    let dsn = postfix_dsn("5.1.1", "failed", "text/rfc822-headers");
+    assert_eq!(
+        auto_submitted(dsn.as_bytes()).as_deref(),
+        Some("auto-replied")
+    );
+    let without = dsn.replace("Auto-Submitted: auto-replied\r\n", "");
+    // The returned headers further down do not count.
+    let nested = without.replace(
+        "Subject: hello\r\n",
+        "Subject: hello\r\nAuto-Submitted: auto-generated\r\n",
+    );
+    assert_eq!(auto_submitted(nested.as_bytes()), None);
+    let sc = scenario("[[expect]]\ndsn = { auto_submitted = true }\n");
+    assert!(is_pass(&one(&sc, &dsn_obs(&dsn), 0.4, false)));
+    let why = fail_text(one(&sc, &dsn_obs(&nested), 5.0, true));
+    assert!(why.contains("no Auto-Submitted header"), "{why}");
+    let no = dsn.replace("Auto-Submitted: auto-replied", "Auto-Submitted: no");
+    let why = fail_text(one(&sc, &dsn_obs(&no), 5.0, true));
+    assert!(why.contains("Auto-Submitted: no"), "{why}");
+}

@@ -221,6 +221,8 @@ pub struct DsnFile {
     pub orcpt: Option<String>,
     /// `true`: the recipient group carries Will-Retry-Until.
     pub will_retry_until: Option<bool>,
+    /// `true`: the DSN's header has `Auto-Submitted:` with a value other than `no` (RFC 3834 §5).
+    pub auto_submitted: Option<bool>,
     /// Conformance findings (rule ids, globs allowed: "dsn.action.*") that must not occur.
     #[serde(default)]
     pub no_findings: Vec<String>,

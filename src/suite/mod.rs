@@ -267,6 +267,7 @@ pub struct DsnExpect {
     pub envid: Option<String>,
     pub orcpt: Option<String>,
     pub will_retry_until: bool,
+    pub auto_submitted: bool,
     pub no_findings: Vec<String>,
 }
 
@@ -326,6 +327,9 @@ impl Expect {
                 }
                 if d.will_retry_until {
                     parts.push("Will-Retry-Until".into());
+                }
+                if d.auto_submitted {
+                    parts.push("Auto-Submitted".into());
                 }
                 if !d.no_findings.is_empty() {
                     parts.push(format!("no finding {}", d.no_findings.join(", ")));
@@ -683,6 +687,7 @@ impl Validator<'_> {
                         (d.reporting_mta, "reporting_mta"),
                         (d.multipart_report, "multipart_report"),
                         (d.will_retry_until, "will_retry_until"),
+                        (d.auto_submitted, "auto_submitted"),
                     ] {
                         if flag == Some(false) {
                             return Err(bad(format!(
@@ -733,6 +738,7 @@ impl Validator<'_> {
                         envid: d.envid.clone(),
                         orcpt: d.orcpt.clone(),
                         will_retry_until: d.will_retry_until == Some(true),
+                        auto_submitted: d.auto_submitted == Some(true),
                         no_findings: d.no_findings.clone(),
                     })
                 }
