@@ -62,6 +62,15 @@ pub fn failure_text(r: &ScenarioResult) -> String {
     if let Some(e) = &r.error {
         t.push_str(&format!("          error: {e}\n"));
     }
+    match (Status::of(r), &r.known) {
+        (Status::Known, Some(why)) => {
+            t.push_str(&format!("          known deviation of the target: {why}\n"))
+        }
+        (Status::NoLongerSeen, Some(why)) => t.push_str(&format!(
+            "          known deviation no longer seen (remove it from the known-deviations file): {why}\n"
+        )),
+        _ => {}
+    }
     for v in &r.verdicts {
         match &v.decision {
             Decision::Fail(why) => t.push_str(&format!("          ✗ {}: {why}\n", v.expect)),
@@ -80,6 +89,8 @@ pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) ->
         fail: usize,
         dev: usize,
         err: usize,
+        known: usize,
+        gone: usize,
         longest: Duration,
     }
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
@@ -90,21 +101,27 @@ pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) ->
             Status::Fail => row.fail += 1,
             Status::Deviation => row.dev += 1,
             Status::Error => row.err += 1,
+            Status::Known => row.known += 1,
+            Status::NoLongerSeen => {
+                row.pass += 1;
+                row.gone += 1
+            }
         }
         row.longest = row.longest.max(r.duration);
     }
     let mut t = format!(
-        "\n{:<20} {:>5} {:>5} {:>9} {:>5} {:>12}\n",
-        "suite", "pass", "fail", "deviation", "error", "longest (s)"
+        "\n{:<20} {:>5} {:>5} {:>9} {:>5} {:>5} {:>12}\n",
+        "suite", "pass", "fail", "deviation", "known", "error", "longest (s)"
     );
     let mut tot = Row::default();
     for (suite, r) in &rows {
         t.push_str(&format!(
-            "{:<20} {:>5} {:>5} {:>9} {:>5} {:>12.1}\n",
+            "{:<20} {:>5} {:>5} {:>9} {:>5} {:>5} {:>12.1}\n",
             suite,
             r.pass,
             r.fail,
             r.dev,
+            r.known,
             r.err,
             r.longest.as_secs_f64()
         ));
@@ -112,21 +129,34 @@ pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) ->
         tot.fail += r.fail;
         tot.dev += r.dev;
         tot.err += r.err;
+        tot.known += r.known;
+        tot.gone += r.gone;
         tot.longest = tot.longest.max(r.longest);
     }
     t.push_str(&format!(
-        "{:<20} {:>5} {:>5} {:>9} {:>5} {:>12.1}\n",
+        "{:<20} {:>5} {:>5} {:>9} {:>5} {:>5} {:>12.1}\n",
         "total",
         tot.pass,
         tot.fail,
         tot.dev,
+        tot.known,
         tot.err,
         tot.longest.as_secs_f64()
     ));
+    if tot.gone > 0 {
+        t.push_str(&format!(
+            "\n{} known deviation(s) no longer seen (PASS*): update the known-deviations file\n",
+            tot.gone
+        ));
+    }
     t.push_str(&format!(
-        "\n{} passed, {} failed ({} scenarios; wall time {:.1} s, lab start-up {:.1} s)\n",
+        "\n{} passed, {} failed ({} MUST, {} deviations, {} errors), {} known deviations ({} scenarios; wall time {:.1} s, lab start-up {:.1} s)\n",
         tot.pass,
         tot.fail + tot.dev + tot.err,
+        tot.fail,
+        tot.dev,
+        tot.err,
+        tot.known,
         results.len(),
         wall.as_secs_f64(),
         startup.as_secs_f64()

@@ -1,4 +1,9 @@
 //! Report stage: JUnit XML (quick-junit) — one testsuite per suite folder, one testcase per scenario.
+//!
+//! A known deviation that was seen is written as `<skipped>` whose message
+//! gives the reason and what failed (CI stays green, the reason stays
+//! visible); a known deviation no longer seen is a success with the property
+//! `known-deviation = "no longer seen: REASON"`.
 
 use super::{observations_text, Status};
 use crate::run::judge::Decision;
@@ -18,7 +23,18 @@ pub fn report(results: &[ScenarioResult], target: &str, wall: Duration) -> Repor
             s
         });
         let status = match Status::of(r) {
-            Status::Pass => TestCaseStatus::success(),
+            Status::Pass | Status::NoLongerSeen => TestCaseStatus::success(),
+            Status::Known => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(format!(
+                    "known deviation: {}; {}",
+                    r.known.clone().unwrap_or_default(),
+                    failures(r).join("; ")
+                ));
+                s.set_type("known deviation");
+                s.set_description(super::console::failure_text(r));
+                s
+            }
             Status::Error => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 s.set_message(r.error.clone().unwrap_or_default());
@@ -27,15 +43,7 @@ pub fn report(results: &[ScenarioResult], target: &str, wall: Duration) -> Repor
             }
             st @ (Status::Fail | Status::Deviation) => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                let fails: Vec<String> = r
-                    .verdicts
-                    .iter()
-                    .filter_map(|v| match &v.decision {
-                        Decision::Fail(why) => Some(why.clone()),
-                        Decision::Pending => Some(format!("{}: undecided", v.expect)),
-                        Decision::Pass(_) => None,
-                    })
-                    .collect();
+                let fails = failures(r);
                 s.set_message(format!("{} {}: {}", r.rfc, r.strength, fails.join("; ")));
                 s.set_type(if st == Status::Fail {
                     "MUST violated"
@@ -54,6 +62,15 @@ pub fn report(results: &[ScenarioResult], target: &str, wall: Duration) -> Repor
         case.add_property(Property::new("rule", r.rule.clone()));
         case.add_property(Property::new("target", target));
         case.add_property(Property::new("scenario-file", r.file.clone()));
+        case.add_property(Property::new("target-instance", r.instance.clone()));
+        if let Some(why) = &r.known {
+            let v = if Status::of(r) == Status::NoLongerSeen {
+                format!("no longer seen: {why}")
+            } else {
+                why.clone()
+            };
+            case.add_property(Property::new("known-deviation", v));
+        }
         let mut out = String::new();
         for v in &r.verdicts {
             let (mark, text) = match &v.decision {
@@ -71,6 +88,17 @@ pub fn report(results: &[ScenarioResult], target: &str, wall: Duration) -> Repor
     report.set_time(wall);
     report.add_test_suites(suites.into_values());
     report
+}
+
+fn failures(r: &ScenarioResult) -> Vec<String> {
+    r.verdicts
+        .iter()
+        .filter_map(|v| match &v.decision {
+            Decision::Fail(why) => Some(why.clone()),
+            Decision::Pending => Some(format!("{}: undecided", v.expect)),
+            Decision::Pass(_) => None,
+        })
+        .collect()
 }
 
 /// Write the report to `path`.

@@ -22,6 +22,10 @@ pub enum Status {
     Deviation,
     /// The harness could not run the scenario.
     Error,
+    /// Failed, but listed as a known deviation of the target (does not fail the run).
+    Known,
+    /// Passed although listed as a known deviation: the list is out of date.
+    NoLongerSeen,
 }
 
 impl Status {
@@ -29,7 +33,13 @@ impl Status {
         if r.error.is_some() {
             Status::Error
         } else if r.passed() {
-            Status::Pass
+            if r.known.is_some() {
+                Status::NoLongerSeen
+            } else {
+                Status::Pass
+            }
+        } else if r.known.is_some() {
+            Status::Known
         } else if r.strength == crate::rfc::Strength::Must {
             Status::Fail
         } else {
@@ -43,6 +53,8 @@ impl Status {
             Status::Fail => "FAIL",
             Status::Deviation => "DEVIATION",
             Status::Error => "ERROR",
+            Status::Known => "KNOWN",
+            Status::NoLongerSeen => "PASS*",
         }
     }
 }
@@ -111,4 +123,98 @@ pub fn observations_text(r: &ScenarioResult) -> String {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rfc::Strength;
+    use crate::run::judge::Decision;
+    use crate::run::Verdict;
+
+    fn result(strength: Strength, pass: bool, known: Option<&str>) -> ScenarioResult {
+        let sc = crate::suite::parse_scenario(
+            std::path::Path::new("suites/loop-detection/0007-x.toml"),
+            "title = \"t\"\nrule = \"r\"\nrfc = \"RFC 5321 §6.3\"\nstrength = \"SHOULD\"\n[[message]]\nfrom = \"a@src.test\"\nto = [\"b@dest.test\"]\n[[expect]]\naccepted = false\n",
+        )
+        .unwrap();
+        let mut r = ScenarioResult::new(&sc, &crate::world::Scope::new(0));
+        r.strength = strength;
+        r.known = known.map(str::to_string);
+        r.verdicts.push(Verdict {
+            expect: "target refuses the message".into(),
+            decision: if pass {
+                Decision::Pass("554 5.4.0".into())
+            } else {
+                Decision::Fail("it answered 250".into())
+            },
+        });
+        r
+    }
+
+    #[test]
+    fn statuses_follow_strength_and_known_deviations() {
+        assert_eq!(
+            Status::of(&result(Strength::Must, true, None)),
+            Status::Pass
+        );
+        assert_eq!(
+            Status::of(&result(Strength::Must, false, None)),
+            Status::Fail
+        );
+        assert_eq!(
+            Status::of(&result(Strength::Should, false, None)),
+            Status::Deviation
+        );
+        assert_eq!(
+            Status::of(&result(Strength::Practice, false, None)),
+            Status::Deviation
+        );
+        assert_eq!(
+            Status::of(&result(Strength::Must, false, Some("why"))),
+            Status::Known
+        );
+        assert_eq!(
+            Status::of(&result(Strength::Should, true, Some("why"))),
+            Status::NoLongerSeen
+        );
+    }
+
+    #[test]
+    fn junit_skips_known_deviations_with_the_reason_and_flags_stale_ones() {
+        let results = [
+            result(Strength::Should, false, Some("Postfix says 5.4.0")),
+            result(Strength::Should, true, Some("Postfix says 5.4.0")),
+            result(Strength::Must, false, None),
+        ];
+        let xml = junit::report(&results, "postfix", std::time::Duration::from_secs(1))
+            .to_string()
+            .unwrap();
+        assert!(
+            xml.contains(
+                "<skipped message=\"known deviation: Postfix says 5.4.0; it answered 250\""
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("value=\"no longer seen: Postfix says 5.4.0\""),
+            "{xml}"
+        );
+        assert!(xml.contains("type=\"MUST violated\""), "{xml}");
+        let table = console::summary(
+            &results,
+            std::time::Duration::from_secs(1),
+            Default::default(),
+        );
+        assert!(
+            table.contains("1 known deviation(s) no longer seen"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "1 passed, 1 failed (1 MUST, 0 deviations, 0 errors), 1 known deviations"
+            ),
+            "{table}"
+        );
+    }
 }

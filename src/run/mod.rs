@@ -10,10 +10,11 @@ use crate::suite::Scenario;
 use crate::target::postfix::Postfix;
 use crate::target::{TargetError, TargetOptions};
 use crate::world::{self, host::Host, Scope};
-use judge::{decide, is_negative, Decision};
+use judge::{decide, waits_for_quiet, window_end, Ctx, Decision};
 use observe::{ConnectSeen, DnsQuery, Observations, Recorder};
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -31,6 +32,8 @@ pub enum RunError {
     Sniff(#[source] std::io::Error),
     #[error("target: {0}")]
     Target(#[from] TargetError),
+    #[error("{0} distinct [target] settings need as many target instances; at most 200 fit the lab's addresses")]
+    TooManyInstances(usize),
 }
 
 /// What one scenario came to.
@@ -50,6 +53,10 @@ pub struct ScenarioResult {
     pub observations: Observations,
     /// The scope label, to read transcripts.
     pub scope: String,
+    /// The address of the target instance that ran the scenario.
+    pub instance: String,
+    /// Set when the scenario is a known deviation of the target: the reason.
+    pub known: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +66,26 @@ pub struct Verdict {
 }
 
 impl ScenarioResult {
+    /// An empty result for `sc`, before it runs.
+    pub fn new(sc: &Scenario, scope: &Scope) -> ScenarioResult {
+        ScenarioResult {
+            id: sc.id.clone(),
+            suite: sc.suite.clone(),
+            title: sc.title.clone(),
+            rule: sc.rule.clone(),
+            rfc: sc.rfc.clone(),
+            strength: sc.strength,
+            file: sc.path.display().to_string(),
+            verdicts: Vec::new(),
+            error: None,
+            duration: Duration::ZERO,
+            observations: Observations::default(),
+            scope: scope.label.clone(),
+            instance: String::new(),
+            known: None,
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.error.is_none()
             && self
@@ -68,18 +95,55 @@ impl ScenarioResult {
     }
 }
 
+/// One running target instance and the scenario settings it was started with.
+pub struct Instance {
+    /// Scenario `[target] set` settings (empty for the default instance).
+    pub set: BTreeMap<String, String>,
+    pub target: Postfix,
+}
+
 /// The lab's shared services while a run lasts.
 pub struct Services {
     pub dns: fake_dns::DnsHandle,
     pub syns: broadcast::Sender<sniff::ConnectAttempt>,
-    pub target: Postfix,
+    /// One instance per distinct scenario settings; the first has none.
+    pub instances: Vec<Instance>,
+    /// Groups whose instance could not start: their scenarios report this error.
+    pub failed: Vec<(BTreeMap<String, String>, String)>,
     sniffer: tokio::task::JoinHandle<()>,
     pub startup: Duration,
 }
 
+/// Address of the `n`-th target instance: the lab's target address, then
+/// 127.0.2.1, 127.0.2.2, ... (clear of the DNS address and the fake hosts).
+pub fn instance_addr(n: usize) -> Ipv4Addr {
+    if n == 0 {
+        lab::TARGET_ADDR
+    } else {
+        Ipv4Addr::new(127, 0, 2, n.min(254) as u8)
+    }
+}
+
+/// The distinct scenario settings, the empty set (default instance) first.
+pub fn setting_groups(scenarios: &[Scenario]) -> Vec<BTreeMap<String, String>> {
+    let mut groups = vec![BTreeMap::new()];
+    for sc in scenarios {
+        if !groups.contains(&sc.target_set) {
+            groups.push(sc.target_set.clone());
+        }
+    }
+    groups
+}
+
 impl Services {
-    /// Start the fake DNS, the connection watcher and the target.
-    pub async fn start(lab: &Lab, opts: &TargetOptions) -> Result<Services, RunError> {
+    /// Start the fake DNS, the connection watcher and one target instance per
+    /// distinct scenario settings (all at once). The default instance must
+    /// start; an instance with scenario settings that fails only fails its scenarios.
+    pub async fn start(
+        lab: &Lab,
+        opts: &TargetOptions,
+        scenarios: &[Scenario],
+    ) -> Result<Services, RunError> {
         let begin = Instant::now();
         let addr = SocketAddr::from((lab::DNS_ADDR, 53));
         let dns = fake_dns::FakeDns::start(addr)
@@ -87,33 +151,101 @@ impl Services {
             .map_err(|source| RunError::Dns { addr, source })?;
         let (syns, _) = broadcast::channel(4096);
         let sniffer = sniff::start(syns.clone()).map_err(RunError::Sniff)?;
-        let target = Postfix::start(lab.dir(), opts).await?;
+        let groups = setting_groups(scenarios);
+        if groups.len() > 200 {
+            return Err(RunError::TooManyInstances(groups.len()));
+        }
+        let starts = groups.iter().enumerate().map(|(n, set)| {
+            let mut o = opts.clone();
+            o.sets
+                .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let name = if n == 0 {
+                "postfix".to_string()
+            } else {
+                format!("postfix-{n}")
+            };
+            // Each start runs blocking commands (postconf, postfix check):
+            // its own task lets instances start side by side.
+            let dir = lab.dir().to_path_buf();
+            tokio::spawn(async move { Postfix::start(&dir, &o, &name, instance_addr(n)).await })
+        });
+        let started: Vec<Result<Postfix, TargetError>> = futures::future::join_all(starts)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|e| {
+                    Err(TargetError::io(
+                        "start the target",
+                        std::io::Error::other(e.to_string()),
+                    ))
+                })
+            })
+            .collect();
+        let mut instances = Vec::new();
+        let mut failed = Vec::new();
+        for (n, (set, r)) in groups.into_iter().zip(started).enumerate() {
+            match r {
+                Ok(target) => instances.push(Instance { set, target }),
+                Err(e) if n == 0 => {
+                    sniffer.abort();
+                    dns.shutdown().await;
+                    return Err(RunError::Target(e));
+                }
+                Err(e) => failed.push((set, e.to_string())),
+            }
+        }
         Ok(Services {
             dns,
             syns,
-            target,
+            instances,
+            failed,
             sniffer,
             startup: begin.elapsed(),
         })
     }
 
+    /// The default instance (no scenario settings).
+    pub fn target(&self) -> &Postfix {
+        &self.instances[0].target
+    }
+
     pub async fn stop(self) {
         self.sniffer.abort();
-        self.target.stop().await;
+        for i in self.instances {
+            i.target.stop().await;
+        }
         self.dns.shutdown().await;
     }
 }
 
-/// Run all scenarios concurrently; `events` receives progress as it happens.
+/// Run all scenarios concurrently, each against the instance with its settings;
+/// `events` receives progress as it happens.
 pub async fn run_all(
     services: &Services,
     scenarios: Vec<Scenario>,
+    known: &crate::suite::known::Known,
     events: &(dyn Fn(Event) + Sync),
 ) -> Vec<ScenarioResult> {
     let services_ref = services;
     let futures = scenarios.into_iter().enumerate().map(|(i, sc)| async move {
         events(Event::Started { id: sc.id.clone() });
-        let r = run_one(services_ref, i, sc).await;
+        let mut r = match services_ref.instances.iter().find(|x| x.set == sc.target_set) {
+            Some(inst) => run_one(services_ref, &inst.target, i, sc).await,
+            None => {
+                let why = services_ref
+                    .failed
+                    .iter()
+                    .find(|(set, _)| *set == sc.target_set)
+                    .map(|(_, e)| e.clone())
+                    .unwrap_or_else(|| "no instance was started for these settings".into());
+                let mut r = ScenarioResult::new(&sc, &Scope::new(i));
+                r.error = Some(format!(
+                    "the target instance with this scenario's [target] settings could not start: {why}"
+                ));
+                r
+            }
+        };
+        r.known = known.reason(&r.id).map(str::to_string);
         events(Event::Finished(&r));
         r
     });
@@ -122,26 +254,23 @@ pub async fn run_all(
 }
 
 /// One scenario: world up, inject, judge on every event, world down.
-pub async fn run_one(services: &Services, index: usize, sc: Scenario) -> ScenarioResult {
+pub async fn run_one(
+    services: &Services,
+    target: &Postfix,
+    index: usize,
+    sc: Scenario,
+) -> ScenarioResult {
     let scope = Scope::new(index);
     let rec = Recorder::default();
-    let mut result = ScenarioResult {
-        id: sc.id.clone(),
-        suite: sc.suite.clone(),
-        title: sc.title.clone(),
-        rule: sc.rule.clone(),
-        rfc: sc.rfc.clone(),
-        strength: sc.strength,
-        file: sc.path.display().to_string(),
-        verdicts: Vec::new(),
-        error: None,
-        duration: Duration::ZERO,
-        observations: Observations::default(),
-        scope: scope.label.clone(),
-    };
+    let mut result = ScenarioResult::new(&sc, &scope);
+    result.instance = target.smtp_addr().ip().to_string();
 
     let origin = scope.origin();
-    if let Err(e) = services.dns.add_zone(world::zone(&sc, &scope)) {
+    let target_ip = match target.smtp_addr().ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => lab::TARGET_ADDR,
+    };
+    if let Err(e) = services.dns.add_zone(world::zone(&sc, &scope, target_ip)) {
         result.error = Some(format!("cannot build the scenario's DNS zone: {e}"));
         return result;
     }
@@ -218,7 +347,7 @@ pub async fn run_one(services: &Services, index: usize, sc: Scenario) -> Scenari
     }
 
     if result.error.is_none() {
-        let target = services.target.smtp_addr();
+        let smtp = target.smtp_addr();
         for (n, m) in sc.messages.iter().enumerate() {
             let from = if m.from.is_empty() {
                 String::new()
@@ -228,7 +357,7 @@ pub async fn run_one(services: &Services, index: usize, sc: Scenario) -> Scenari
             let to: Vec<String> = m.to.iter().map(|t| scope.address(t)).collect();
             match client::compose(m, &from, &to) {
                 Ok(out) => {
-                    let inj = client::inject(target, &out, n, &rec).await;
+                    let inj = client::inject(smtp, &out, n, &rec).await;
                     rec.update(|o| o.injections.push(inj));
                 }
                 Err(e) => {
@@ -239,7 +368,7 @@ pub async fn run_one(services: &Services, index: usize, sc: Scenario) -> Scenari
         }
     }
     if result.error.is_none() {
-        result.verdicts = judge_loop(&sc, &scope, &rec).await;
+        result.verdicts = judge_loop(&sc, &scope, &rec, target.settings()).await;
     }
 
     for h in hosts {
@@ -253,14 +382,29 @@ pub async fn run_one(services: &Services, index: usize, sc: Scenario) -> Scenari
 }
 
 /// Decide expectations on every observation until all are decided or the deadline passes.
-async fn judge_loop(sc: &Scenario, scope: &Scope, rec: &Recorder) -> Vec<Verdict> {
+async fn judge_loop(
+    sc: &Scenario,
+    scope: &Scope,
+    rec: &Recorder,
+    settings: &BTreeMap<String, String>,
+) -> Vec<Verdict> {
     let deadline = tokio::time::Instant::from_std(rec.start + sc.deadline);
+    let hostname = settings
+        .get("myhostname")
+        .cloned()
+        .unwrap_or_else(|| lab::TARGET_HOSTNAME.to_string());
     let decide_all = |last: bool| -> Vec<Decision> {
         let o = rec.lock();
-        sc.expects
-            .iter()
-            .map(|e| decide(e, sc, scope, &o, last))
-            .collect()
+        let cx = Ctx {
+            sc,
+            scope,
+            o: &o,
+            now: rec.now(),
+            last,
+            settings,
+            hostname: &hostname,
+        };
+        sc.expects.iter().map(|e| decide(e, &cx)).collect()
     };
     let mut decisions;
     loop {
@@ -269,11 +413,31 @@ async fn judge_loop(sc: &Scenario, scope: &Scope, rec: &Recorder) -> Vec<Verdict
         if decisions.iter().all(Decision::decided) {
             break;
         }
-        let only_negatives = sc
+        // A time window still open decides by itself when it closes.
+        let now = rec.now();
+        let window = sc
             .expects
             .iter()
             .zip(&decisions)
-            .all(|(e, d)| d.decided() || is_negative(e));
+            .filter(|(_, d)| !d.decided())
+            .filter_map(|(e, _)| window_end(e))
+            .filter(|w| *w > now)
+            .min()
+            .map(|w| tokio::time::Instant::from_std(rec.start + w + Duration::from_millis(5)));
+        if let Some(w) = window.filter(|w| *w < deadline) {
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(w) => {}
+            }
+            continue;
+        }
+        let only_negatives = {
+            let o = rec.lock();
+            sc.expects
+                .iter()
+                .zip(&decisions)
+                .all(|(e, d)| d.decided() || waits_for_quiet(e, sc, scope, &o))
+        };
         let wake = if only_negatives {
             (tokio::time::Instant::now() + sc.settle).min(deadline)
         } else {
@@ -296,3 +460,6 @@ async fn judge_loop(sc: &Scenario, scope: &Scope, rec: &Recorder) -> Vec<Verdict
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,9 @@ pub struct ScenarioFile {
     pub deadline: Option<Spanned<String>>,
     /// Quiet time before "never" expectations are judged once all else is decided.
     pub settle: Option<Spanned<String>>,
+    /// Settings for the target; scenarios with settings get their own instance.
+    #[serde(default)]
+    pub target: TargetFile,
     #[serde(default)]
     pub dns: DnsFile,
     #[serde(default)]
@@ -27,6 +30,13 @@ pub struct ScenarioFile {
     pub messages: Vec<Spanned<MessageFile>>,
     #[serde(default, rename = "expect")]
     pub expects: Vec<Spanned<ExpectFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    /// Target settings (Postfix main.cf), e.g. `{ maximal_queue_lifetime = "5s" }`.
+    pub set: Option<Spanned<BTreeMap<String, toml::Value>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +132,59 @@ pub enum ExpectFile {
     Dsn(DsnFile),
     /// No DSN reached the sender's MX.
     NoDsn(bool),
+    /// Nothing was delivered for the scenario's messages during a window.
+    NotDelivered(NotDeliveredFile),
+    /// Exactly `count` deliveries reached a host (catches double delivery).
+    Deliveries(DeliveriesFile),
+    /// The target tried to connect to a host at least / at most N times.
+    Attempts(AttemptsFile),
+    /// The gaps between connection attempts to a host, against the target's timers.
+    RetryAfter(RetryAfterFile),
+    /// The target refused the message in session, or bounced it, with this status.
+    RefusedOrDsn(RefusedOrDsnFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotDeliveredFile {
+    /// Length of the window, from the scenario's start ("5s").
+    pub within: String,
+    /// Only deliveries to this host count (all hosts by default).
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesFile {
+    pub host: String,
+    pub count: usize,
+    /// Only deliveries carrying this recipient count.
+    pub rcpt: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptsFile {
+    pub host: String,
+    pub at_least: Option<usize>,
+    pub at_most: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryAfterFile {
+    pub host: String,
+    /// Shortest allowed gap: a duration ("1s") or a target setting ("minimal_backoff_time").
+    pub min: Option<String>,
+    /// Longest allowed gap before the first retry: a duration or a target setting.
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusedOrDsnFile {
+    /// A class ("5") or an RFC 3463 code ("5.4.6").
+    pub status: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,4 +203,27 @@ pub struct DsnFile {
     pub status: Option<String>,
     /// Action the DSN must report (failed, delayed, ...).
     pub action: Option<String>,
+    /// The recipient the report is about (the first one by default).
+    pub rcpt: Option<String>,
+    /// `true`: Reporting-MTA must name the target's myhostname.
+    pub reporting_mta: Option<bool>,
+    /// A host key: Remote-MTA must name that host.
+    pub remote_mta: Option<String>,
+    /// A substring the Diagnostic-Code must contain, e.g. "550 5.1.1".
+    pub diagnostic: Option<String>,
+    /// `true`: multipart/report; report-type=delivery-status with a human part and a status part.
+    pub multipart_report: Option<bool>,
+    /// What came back of the message: "headers", "full" or "none".
+    pub returned: Option<String>,
+    /// Original-Envelope-Id the DSN must carry.
+    pub envid: Option<String>,
+    /// Original-Recipient the DSN must carry, e.g. "rfc822;bob@dest.test".
+    pub orcpt: Option<String>,
+    /// `true`: the recipient group carries Will-Retry-Until.
+    pub will_retry_until: Option<bool>,
+    /// `true`: the DSN's header has `Auto-Submitted:` with a value other than `no` (RFC 3834 §5).
+    pub auto_submitted: Option<bool>,
+    /// Conformance findings (rule ids, globs allowed: "dsn.action.*") that must not occur.
+    #[serde(default)]
+    pub no_findings: Vec<String>,
 }

@@ -4,10 +4,11 @@
 //! fix it; one bad file does not hide the others (see [`load_all`]).
 
 pub mod file;
+pub mod known;
 
 use crate::rfc::Strength;
 use file::{AttemptFile, ExpectFile, ScenarioFile, StepFile};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ pub struct Scenario {
     pub strength: Strength,
     pub deadline: Duration,
     pub settle: Duration,
+    /// Target settings this scenario needs (its own instance when not empty).
+    pub target_set: BTreeMap<String, String>,
     pub records: Vec<DnsRecord>,
     pub faults: Vec<DnsFault>,
     pub hosts: Vec<HostSpec>,
@@ -71,8 +74,13 @@ pub struct DnsRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordData {
     A(Ipv4Addr),
+    /// `NAME A target`: the address the target listens on (an MX pointing back at it).
+    TargetA,
     Aaaa(std::net::Ipv6Addr),
-    Mx { preference: u16, exchange: String },
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
     Cname(String),
     Txt(String),
 }
@@ -200,12 +208,74 @@ pub enum Expect {
     Contacted(String),
     NotContacted(String),
     Accepted(bool),
-    Dsn {
-        to: String,
-        status: Option<String>,
-        action: Option<String>,
-    },
+    Dsn(DsnExpect),
     NoDsn,
+    NotDelivered {
+        within: Duration,
+        host: Option<String>,
+    },
+    Deliveries {
+        host: String,
+        count: usize,
+        rcpt: Option<String>,
+    },
+    Attempts {
+        host: String,
+        at_least: Option<usize>,
+        at_most: Option<usize>,
+    },
+    RetryAfter {
+        host: String,
+        min: Option<Timer>,
+        max: Option<Timer>,
+    },
+    RefusedOrDsn {
+        status: String,
+    },
+}
+
+/// A time in an expectation: fixed, or read from the target's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    Fixed(Duration),
+    /// A target setting such as `minimal_backoff_time`, read from the instance that ran the scenario.
+    Setting(String),
+}
+
+impl std::fmt::Display for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Timer::Fixed(d) => write!(f, "{}", humantime::format_duration(*d)),
+            Timer::Setting(k) => f.write_str(k),
+        }
+    }
+}
+
+/// What a DSN must look like.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DsnExpect {
+    pub to: String,
+    pub status: Option<String>,
+    pub action: Option<String>,
+    pub rcpt: Option<String>,
+    pub reporting_mta: bool,
+    /// Host key whose name Remote-MTA must carry.
+    pub remote_mta: Option<String>,
+    pub diagnostic: Option<String>,
+    pub multipart_report: bool,
+    pub returned: Option<Returned>,
+    pub envid: Option<String>,
+    pub orcpt: Option<String>,
+    pub will_retry_until: bool,
+    pub auto_submitted: bool,
+    pub no_findings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returned {
+    Headers,
+    Full,
+    Nothing,
 }
 
 impl Expect {
@@ -220,17 +290,94 @@ impl Expect {
             Expect::NotContacted(h) => format!("{h} never contacted"),
             Expect::Accepted(true) => "target accepts the message".into(),
             Expect::Accepted(false) => "target refuses the message".into(),
-            Expect::Dsn { to, status, action } => {
-                let mut s = format!("DSN to {to}");
-                if let Some(st) = status {
-                    s.push_str(&format!(" with status {st}"));
+            Expect::Dsn(d) => {
+                let mut parts = Vec::new();
+                if let Some(st) = &d.status {
+                    parts.push(format!("Status {st}"));
                 }
-                if let Some(a) = action {
-                    s.push_str(&format!(" and action {a}"));
+                if let Some(a) = &d.action {
+                    parts.push(format!("Action {a}"));
+                }
+                if let Some(r) = &d.rcpt {
+                    parts.push(format!("about {r}"));
+                }
+                if d.reporting_mta {
+                    parts.push("Reporting-MTA naming the target".into());
+                }
+                if let Some(h) = &d.remote_mta {
+                    parts.push(format!("Remote-MTA {h}"));
+                }
+                if let Some(x) = &d.diagnostic {
+                    parts.push(format!("Diagnostic-Code containing {x:?}"));
+                }
+                if d.multipart_report {
+                    parts.push("multipart/report structure".into());
+                }
+                match d.returned {
+                    Some(Returned::Headers) => parts.push("headers returned".into()),
+                    Some(Returned::Full) => parts.push("full message returned".into()),
+                    Some(Returned::Nothing) => parts.push("nothing returned".into()),
+                    None => {}
+                }
+                if let Some(x) = &d.envid {
+                    parts.push(format!("ENVID {x}"));
+                }
+                if let Some(x) = &d.orcpt {
+                    parts.push(format!("ORCPT {x}"));
+                }
+                if d.will_retry_until {
+                    parts.push("Will-Retry-Until".into());
+                }
+                if d.auto_submitted {
+                    parts.push("Auto-Submitted".into());
+                }
+                if !d.no_findings.is_empty() {
+                    parts.push(format!("no finding {}", d.no_findings.join(", ")));
+                }
+                if parts.is_empty() {
+                    format!("DSN to {}", d.to)
+                } else {
+                    format!("DSN to {} with {}", d.to, parts.join(", "))
+                }
+            }
+            Expect::NoDsn => "no DSN sent".into(),
+            Expect::NotDelivered { within, host } => format!(
+                "nothing delivered{} within {}",
+                host.as_ref()
+                    .map(|h| format!(" via {h}"))
+                    .unwrap_or_default(),
+                humantime::format_duration(*within)
+            ),
+            Expect::Deliveries { host, count, rcpt } => format!(
+                "exactly {count} deliver{} via {host}{}",
+                if *count == 1 { "y" } else { "ies" },
+                rcpt.as_ref()
+                    .map(|r| format!(" for {r}"))
+                    .unwrap_or_default()
+            ),
+            Expect::Attempts {
+                host,
+                at_least,
+                at_most,
+            } => match (at_least, at_most) {
+                (Some(a), Some(b)) => format!("{a} to {b} connection attempts to {host}"),
+                (Some(a), None) => format!("at least {a} connection attempts to {host}"),
+                (None, Some(b)) => format!("at most {b} connection attempts to {host}"),
+                (None, None) => format!("connection attempts to {host}"),
+            },
+            Expect::RetryAfter { host, min, max } => {
+                let mut s = format!("retries to {host}");
+                if let Some(m) = min {
+                    s.push_str(&format!(" no sooner than {m}"));
+                }
+                if let Some(m) = max {
+                    s.push_str(&format!(", first retry within {m}"));
                 }
                 s
             }
-            Expect::NoDsn => "no DSN sent".into(),
+            Expect::RefusedOrDsn { status } => {
+                format!("message refused in session or bounced with status {status}")
+            }
         }
     }
 }
@@ -524,13 +671,156 @@ impl Validator<'_> {
                 }
                 ExpectFile::Accepted(b) => Expect::Accepted(*b),
                 ExpectFile::Dsn(d) => {
+                    let bad = |m: String| self.error(span.clone(), m);
                     if let Some(s) = &d.status {
-                        check_status_pattern(s).map_err(|m| self.error(span.clone(), m))?;
+                        check_status_pattern(s).map_err(bad)?;
                     }
-                    Expect::Dsn {
+                    if let Some(h) = &d.remote_mta {
+                        known(h)?;
+                        if !hosts.iter().any(|x| x.key == *h && x.name.is_some()) {
+                            return Err(bad(format!(
+                                "`remote_mta = \"{h}\"`: host `{h}` has no `name`, so no Remote-MTA can name it"
+                            )));
+                        }
+                    }
+                    for (flag, field) in [
+                        (d.reporting_mta, "reporting_mta"),
+                        (d.multipart_report, "multipart_report"),
+                        (d.will_retry_until, "will_retry_until"),
+                        (d.auto_submitted, "auto_submitted"),
+                    ] {
+                        if flag == Some(false) {
+                            return Err(bad(format!(
+                                "`{field} = false` checks nothing: remove it or set it to true"
+                            )));
+                        }
+                    }
+                    let returned = match d.returned.as_deref() {
+                        None => None,
+                        Some("headers") => Some(Returned::Headers),
+                        Some("full") => Some(Returned::Full),
+                        Some("none") => Some(Returned::Nothing),
+                        Some(other) => {
+                            return Err(bad(format!(
+                                "unknown `returned = \"{other}\"`: use \"headers\", \"full\" or \"none\""
+                            )))
+                        }
+                    };
+                    if let Some(a) = &d.action {
+                        let a = a.to_ascii_lowercase();
+                        if !["failed", "delayed", "delivered", "relayed", "expanded"]
+                            .contains(&a.as_str())
+                        {
+                            return Err(bad(format!(
+                                "unknown action `{a}`: RFC 3464 §2.3.3 allows failed, delayed, delivered, relayed, expanded"
+                            )));
+                        }
+                    }
+                    for r in d.rcpt.iter().chain(&d.to) {
+                        if !r.contains('@') {
+                            return Err(bad(format!("`{r}` is not an address (local@domain)")));
+                        }
+                    }
+                    for g in &d.no_findings {
+                        globset::Glob::new(g)
+                            .map_err(|e| bad(format!("bad finding pattern `{g}`: {e}")))?;
+                    }
+                    Expect::Dsn(DsnExpect {
                         to: d.to.clone().unwrap_or(first_sender),
                         status: d.status.clone(),
-                        action: d.action.clone(),
+                        action: d.action.as_ref().map(|a| a.to_ascii_lowercase()),
+                        rcpt: d.rcpt.clone(),
+                        reporting_mta: d.reporting_mta == Some(true),
+                        remote_mta: d.remote_mta.clone(),
+                        diagnostic: d.diagnostic.clone(),
+                        multipart_report: d.multipart_report == Some(true),
+                        returned,
+                        envid: d.envid.clone(),
+                        orcpt: d.orcpt.clone(),
+                        will_retry_until: d.will_retry_until == Some(true),
+                        auto_submitted: d.auto_submitted == Some(true),
+                        no_findings: d.no_findings.clone(),
+                    })
+                }
+                ExpectFile::NotDelivered(n) => {
+                    if let Some(h) = &n.host {
+                        known(h)?;
+                    }
+                    let within = humantime::parse_duration(&n.within).map_err(|e| {
+                        self.error(
+                            span.clone(),
+                            format!("bad duration `{}`: {e} (write e.g. \"5s\")", n.within),
+                        )
+                    })?;
+                    if within >= deadline {
+                        return Err(self.error(
+                            span,
+                            format!(
+                                "`within = \"{}\"` must end before the scenario's deadline ({}): raise `deadline`",
+                                n.within,
+                                humantime::format_duration(deadline)
+                            ),
+                        ));
+                    }
+                    Expect::NotDelivered {
+                        within,
+                        host: n.host.clone(),
+                    }
+                }
+                ExpectFile::Deliveries(d) => {
+                    known(&d.host)?;
+                    Expect::Deliveries {
+                        host: d.host.clone(),
+                        count: d.count,
+                        rcpt: d.rcpt.clone(),
+                    }
+                }
+                ExpectFile::Attempts(a) => {
+                    known(&a.host)?;
+                    match (a.at_least, a.at_most) {
+                        (None, None) => {
+                            return Err(
+                                self.error(span, "`attempts` needs `at_least`, `at_most` or both")
+                            )
+                        }
+                        (Some(l), Some(m)) if l > m => {
+                            return Err(self.error(
+                                span,
+                                format!("`at_least = {l}` is more than `at_most = {m}`"),
+                            ))
+                        }
+                        _ => {}
+                    }
+                    Expect::Attempts {
+                        host: a.host.clone(),
+                        at_least: a.at_least,
+                        at_most: a.at_most,
+                    }
+                }
+                ExpectFile::RetryAfter(r) => {
+                    known(&r.host)?;
+                    let timer = |v: &Option<String>| -> Result<Option<Timer>, SuiteError> {
+                        match v {
+                            None => Ok(None),
+                            Some(t) => parse_timer(t)
+                                .map(Some)
+                                .map_err(|m| self.error(span.clone(), m)),
+                        }
+                    };
+                    let (min, max) = (timer(&r.min)?, timer(&r.max)?);
+                    if min.is_none() && max.is_none() {
+                        return Err(self.error(span, "`retry_after` needs `min`, `max` or both"));
+                    }
+                    Expect::RetryAfter {
+                        host: r.host.clone(),
+                        min,
+                        max,
+                    }
+                }
+                ExpectFile::RefusedOrDsn(r) => {
+                    check_status_pattern(&r.status).map_err(|m| self.error(span.clone(), m))?;
+                    Expect::RefusedOrDsn {
+                        status: r.status.clone(),
                     }
                 }
                 ExpectFile::NoDsn(true) => Expect::NoDsn,
@@ -547,6 +837,33 @@ impl Validator<'_> {
             return Err(self.error(0..0, "no [[expect]]: a scenario checks at least one thing"));
         }
 
+        let mut target_set = BTreeMap::new();
+        if let Some(set) = &raw.target.set {
+            for (k, v) in set.get_ref() {
+                if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(self.error(
+                        set.span(),
+                        format!("bad target setting name `{k}`: letters, digits and _ only"),
+                    ));
+                }
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
+                    other => {
+                        return Err(self.error(
+                            set.span(),
+                            format!(
+                                "target setting `{k}` must be a string, number or boolean, not {}",
+                                other.type_str()
+                            ),
+                        ))
+                    }
+                };
+                target_set.insert(k.clone(), v);
+            }
+        }
+
         Ok(Scenario {
             id: format!("{suite}/{stem}"),
             suite,
@@ -557,6 +874,7 @@ impl Validator<'_> {
             strength,
             deadline,
             settle,
+            target_set,
             records,
             faults,
             hosts,
@@ -582,6 +900,21 @@ fn file_message(m: &file::MessageFile) -> MessageSpec {
         received: m.received,
         mail_params: m.mail_params.clone(),
         rcpt_params: m.rcpt_params.clone(),
+    }
+}
+
+/// A duration ("2s") or the name of a target setting ("minimal_backoff_time").
+fn parse_timer(t: &str) -> Result<Timer, String> {
+    if t.starts_with(|c: char| c.is_ascii_digit()) {
+        humantime::parse_duration(t)
+            .map(Timer::Fixed)
+            .map_err(|e| format!("bad duration `{t}`: {e} (write e.g. \"2s\" or a setting name)"))
+    } else if !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(Timer::Setting(t.to_string()))
+    } else {
+        Err(format!(
+            "bad time `{t}`: write a duration (\"2s\") or a target setting (\"minimal_backoff_time\")"
+        ))
     }
 }
 
@@ -637,10 +970,13 @@ fn parse_record(line: &str) -> Result<DnsRecord, String> {
         }
     };
     let data = match kind.to_ascii_uppercase().as_str() {
+        "A" if rest == ["target"] => RecordData::TargetA,
         "A" => RecordData::A(
-            one("an IPv4 address")?
+            one("an IPv4 address or `target`")?
                 .parse()
-                .map_err(|_| format!("bad A record `{line}`: not an IPv4 address"))?,
+                .map_err(|_| {
+                    format!("bad A record `{line}`: write an IPv4 address or `target` (the target's own address)")
+                })?,
         ),
         "AAAA" => RecordData::Aaaa(
             one("an IPv6 address")?

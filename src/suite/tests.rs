@@ -137,3 +137,150 @@ fn expectations_name_declared_hosts() {
     let (_, msg) = err(&GOOD.replace("delivered = { host = \"mx10\" }", "teleported = true"));
     assert!(msg.contains("unknown variant `teleported`"), "{msg}");
 }
+
+fn with_expect(expect: &str) -> String {
+    GOOD.replace("delivered = { host = \"mx10\" }", expect)
+}
+
+#[test]
+fn dsn_expectations_load_every_field() {
+    let s = parse_scenario(
+        Path::new("suites/x/0001-t.toml"),
+        &with_expect(
+            r#"dsn = { status = "5.1.1", action = "Failed", rcpt = "bob@dest.test", reporting_mta = true, remote_mta = "mx10", diagnostic = "550 5.1.1", multipart_report = true, returned = "headers", envid = "e1", orcpt = "rfc822;bob@dest.test", will_retry_until = true, no_findings = ["dsn.action.*"] }"#,
+        ),
+    )
+    .unwrap();
+    let Expect::Dsn(d) = &s.expects[0] else {
+        panic!("expected a DSN expectation")
+    };
+    assert_eq!(d.to, "alice@src.test");
+    assert_eq!(d.action.as_deref(), Some("failed"));
+    assert!(d.reporting_mta && d.multipart_report && d.will_retry_until);
+    assert_eq!(d.remote_mta.as_deref(), Some("mx10"));
+    assert_eq!(d.returned, Some(Returned::Headers));
+    assert_eq!(d.no_findings, vec!["dsn.action.*".to_string()]);
+}
+
+#[test]
+fn bad_dsn_expectations_are_refused_with_the_fix() {
+    let (line, msg) = err(&with_expect(r#"dsn = { remote_mta = "mx99" }"#));
+    assert_eq!(line, 22);
+    assert!(msg.contains("unknown host `mx99`"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"dsn = { returned = "body" }"#));
+    assert!(msg.contains("\"headers\", \"full\" or \"none\""), "{msg}");
+    let (_, msg) = err(&with_expect(r#"dsn = { reporting_mta = false }"#));
+    assert!(msg.contains("checks nothing"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"dsn = { action = "bounced" }"#));
+    assert!(msg.contains("RFC 3464 §2.3.3"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"dsn = { no_findings = ["dsn.[x"] }"#));
+    assert!(msg.contains("bad finding pattern"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"dsn = { rcpt = "bob" }"#));
+    assert!(msg.contains("not an address"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"dsn = { colour = "red" }"#));
+    assert!(msg.contains("unknown field `colour`"), "{msg}");
+    // A host without a name has no name a Remote-MTA field could carry.
+    let text = with_expect(r#"dsn = { remote_mta = "anon" }"#)
+        .replace("[hosts.mx10]", "[hosts.anon]\n[hosts.mx10]");
+    let (_, msg) = err(&text);
+    assert!(msg.contains("has no `name`"), "{msg}");
+}
+
+#[test]
+fn windows_counts_and_retry_timers_are_validated() {
+    let s = parse_scenario(
+        Path::new("suites/x/0001-t.toml"),
+        &with_expect(r#"not_delivered = { within = "5s" }"#),
+    )
+    .unwrap();
+    assert_eq!(
+        s.expects[0],
+        Expect::NotDelivered {
+            within: Duration::from_secs(5),
+            host: None
+        }
+    );
+    // The window must close before the deadline (30 s by default).
+    let (_, msg) = err(&with_expect(r#"not_delivered = { within = "40s" }"#));
+    assert!(msg.contains("raise `deadline`"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"not_delivered = { within = "soon" }"#));
+    assert!(msg.contains("bad duration `soon`"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"attempts = { host = "mx10" }"#));
+    assert!(msg.contains("needs `at_least`"), "{msg}");
+    let (_, msg) = err(&with_expect(
+        r#"attempts = { host = "mx10", at_least = 3, at_most = 2 }"#,
+    ));
+    assert!(msg.contains("more than `at_most = 2`"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"deliveries = { host = "nope", count = 1 }"#));
+    assert!(msg.contains("unknown host `nope`"), "{msg}");
+
+    let s = parse_scenario(
+        Path::new("suites/x/0001-t.toml"),
+        &with_expect(
+            r#"retry_after = { host = "mx10", min = "1s", max = "maximal_backoff_time" }"#,
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        s.expects[0],
+        Expect::RetryAfter {
+            host: "mx10".into(),
+            min: Some(Timer::Fixed(Duration::from_secs(1))),
+            max: Some(Timer::Setting("maximal_backoff_time".into())),
+        }
+    );
+    let (_, msg) = err(&with_expect(r#"retry_after = { host = "mx10" }"#));
+    assert!(msg.contains("needs `min`, `max` or both"), "{msg}");
+    let (_, msg) = err(&with_expect(
+        r#"retry_after = { host = "mx10", min = "1 fortnight" }"#,
+    ));
+    assert!(msg.contains("bad duration"), "{msg}");
+    let (_, msg) = err(&with_expect(
+        r#"retry_after = { host = "mx10", min = "a-b" }"#,
+    ));
+    assert!(msg.contains("bad time `a-b`"), "{msg}");
+    let (_, msg) = err(&with_expect(r#"refused_or_dsn = { status = "6.0.0" }"#));
+    assert!(msg.contains("bad status `6.0.0`"), "{msg}");
+}
+
+#[test]
+fn target_settings_load_as_strings_and_bad_ones_name_the_line() {
+    let text = GOOD.replace(
+        "[dns]",
+        "[target]\nset = { maximal_queue_lifetime = \"5s\", hopcount_limit = 101, soft_bounce = false }\n\n[dns]",
+    );
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
+    assert_eq!(
+        s.target_set
+            .get("maximal_queue_lifetime")
+            .map(String::as_str),
+        Some("5s")
+    );
+    assert_eq!(
+        s.target_set.get("hopcount_limit").map(String::as_str),
+        Some("101")
+    );
+    assert_eq!(
+        s.target_set.get("soft_bounce").map(String::as_str),
+        Some("no")
+    );
+    let (line, msg) = err(&GOOD.replace("[dns]", "[target]\nset = { \"a b\" = \"1\" }\n[dns]"));
+    assert_eq!(line, 8);
+    assert!(msg.contains("bad target setting name `a b`"), "{msg}");
+    let (_, msg) = err(&GOOD.replace("[dns]", "[target]\nset = { x = [1] }\n[dns]"));
+    assert!(msg.contains("must be a string, number or boolean"), "{msg}");
+    // No [target] at all: the default instance.
+    assert!(parse_scenario(Path::new("suites/x/0001-t.toml"), GOOD)
+        .unwrap()
+        .target_set
+        .is_empty());
+}
+
+#[test]
+fn a_record_can_point_at_the_target() {
+    let text = GOOD.replace("\"null.test MX 0 .\"", "\"self.dest.test A target\"");
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
+    assert!(s.records.iter().any(|r| r.data == RecordData::TargetA));
+    let (_, msg) = err(&GOOD.replace("\"null.test MX 0 .\"", "\"self.dest.test A nowhere\""));
+    assert!(msg.contains("an IPv4 address or `target`"), "{msg}");
+}

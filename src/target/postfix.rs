@@ -8,7 +8,7 @@
 use super::{TargetError, TargetOptions};
 use crate::lab;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +20,7 @@ const POSTFIX: &str = "/usr/sbin/postfix";
 /// Settings the lab needs; a user may not change them.
 const LAB_OWNED: &[(&str, &str)] = &[
     ("relayhost", "mtaspec needs the target to deliver straight to the scenario's MX hosts; a relayhost would send all mail to one place"),
-    ("inet_interfaces", "the target must listen on the lab address 127.0.0.1"),
+    ("inet_interfaces", "the target must listen on the lab address mtaspec gives each instance (127.0.0.1, 127.0.0.2, ...)"),
     ("inet_protocols", "the lab is IPv4 on loopback"),
     ("queue_directory", "the instance keeps its queue in the lab's private folder"),
     ("data_directory", "the instance keeps its data in the lab's private folder"),
@@ -35,14 +35,14 @@ const LAB_OWNED: &[(&str, &str)] = &[
 ];
 
 /// Settings the lab sets after the user's configuration (the user cannot change them).
-fn lab_settings(dir: &Path) -> Vec<(String, String)> {
+fn lab_settings(dir: &Path, listen: Ipv4Addr) -> Vec<(String, String)> {
     let d = dir.display();
     [
         ("queue_directory", format!("{d}/queue")),
         ("data_directory", format!("{d}/data")),
         ("maillog_file", format!("{d}/maillog")),
         ("maillog_file_prefixes", format!("{d}")),
-        ("inet_interfaces", lab::TARGET_ADDR.to_string()),
+        ("inet_interfaces", listen.to_string()),
         ("inet_protocols", "ipv4".into()),
         ("relayhost", String::new()),
         ("smtp_host_lookup", "dns".into()),
@@ -84,14 +84,23 @@ const MASTER_CF: &str = include_str!("postfix/master.cf");
 #[derive(Debug)]
 pub struct Postfix {
     dir: PathBuf,
+    listen: Ipv4Addr,
     master: Option<Child>,
     settings: BTreeMap<String, String>,
     started: Duration,
 }
 
 impl Postfix {
-    /// Write the instance's files, start `master`, and wait until it greets.
-    pub async fn start(lab_dir: &Path, opts: &TargetOptions) -> Result<Postfix, TargetError> {
+    /// Write the instance's files, start `master`, and wait until it greets on `listen`:25.
+    ///
+    /// `instance` names the instance's folder under the lab (`postfix`,
+    /// `postfix-1`, ...): every instance needs its own queue and address.
+    pub async fn start(
+        lab_dir: &Path,
+        opts: &TargetOptions,
+        instance: &str,
+        listen: Ipv4Addr,
+    ) -> Result<Postfix, TargetError> {
         let begin = Instant::now();
         for (tool, path) in [("postconf", POSTCONF), ("postfix", POSTFIX)] {
             if !Path::new(path).exists() {
@@ -104,7 +113,20 @@ impl Postfix {
         for (k, _) in &opts.sets {
             forbid(k)?;
         }
-        let dir = lab_dir.join("postfix");
+        // Postfix checks that inet_interfaces names an address of an interface:
+        // the lab's loopback answers all of 127/8 but lists only 127.0.0.1.
+        if !listen.is_loopback() {
+            return Err(TargetError::io(
+                format!("listen on {listen}"),
+                std::io::Error::other("instances listen on loopback addresses only"),
+            ));
+        }
+        if listen != Ipv4Addr::LOCALHOST {
+            let label = format!("lo:{}", listen.octets()[3]);
+            add_loopback_addr(&label, listen)
+                .map_err(|e| TargetError::io(format!("add {listen} to the lab's loopback"), e))?;
+        }
+        let dir = lab_dir.join(instance);
         let conf = dir.join("conf");
         for sub in ["conf", "queue", "data"] {
             std::fs::create_dir_all(dir.join(sub))
@@ -164,7 +186,7 @@ impl Postfix {
         for (k, v) in &opts.sets {
             settings.insert(k.clone(), v.clone());
         }
-        for (k, v) in lab_settings(&dir) {
+        for (k, v) in lab_settings(&dir, listen) {
             settings.insert(k, v);
         }
         let mut cmd = Command::new(POSTCONF);
@@ -202,7 +224,19 @@ impl Postfix {
                 "{key} (Postfix does not know this parameter)"
             )));
         }
-        run(Command::new(POSTFIX).arg("-c").arg(&conf).arg("check"))?;
+        run(Command::new(POSTFIX).arg("-c").arg(&conf).arg("check")).map_err(|e| match e {
+            // postfix check reports through the instance's log, not its output.
+            TargetError::Command { command, output } => {
+                let log = std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                TargetError::Command {
+                    command,
+                    output: format!("{output}{}", tail.join("\n")),
+                }
+            }
+            e => e,
+        })?;
 
         let daemon_dir = run(Command::new(POSTCONF)
             .arg("-c")
@@ -231,6 +265,7 @@ impl Postfix {
             .map_err(|e| TargetError::io(format!("start {}", master_bin.display()), e))?;
         let mut pf = Postfix {
             dir,
+            listen,
             master: Some(master),
             settings,
             started: Duration::ZERO,
@@ -284,7 +319,7 @@ impl Postfix {
 
     /// Where the target accepts mail.
     pub fn smtp_addr(&self) -> SocketAddr {
-        SocketAddr::from((lab::TARGET_ADDR, 25))
+        SocketAddr::from((self.listen, 25))
     }
 
     /// The effective settings mtaspec applied (for reports).
@@ -351,6 +386,48 @@ fn age_config(conf: &Path) -> Result<(), TargetError> {
     Ok(())
 }
 
+/// `ip addr add ADDR/32 dev lo label LABEL`, through the ioctls `ifconfig` uses.
+/// An address already present is fine.
+fn add_loopback_addr(label: &str, addr: Ipv4Addr) -> std::io::Result<()> {
+    use nix::libc;
+    if label.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::other("interface label too long"));
+    }
+    let sockaddr = |a: Ipv4Addr| {
+        // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from(a).to_be();
+        // SAFETY: sockaddr_in and sockaddr have the same size on Linux and
+        // the kernel reads the family first.
+        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+    };
+    // SAFETY: a socket and two ioctls on a zeroed, correctly sized ifreq
+    // whose name is NUL-terminated (checked length above).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in label.bytes().enumerate() {
+            ifr.ifr_name[i] = b as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_addr = sockaddr(addr);
+        let mut r = libc::ioctl(fd, libc::SIOCSIFADDR, &ifr);
+        if r == 0 {
+            ifr.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::BROADCAST);
+            r = libc::ioctl(fd, libc::SIOCSIFNETMASK, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 && err.raw_os_error() != Some(libc::EEXIST) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 fn forbid(key: &str) -> Result<(), TargetError> {
     match LAB_OWNED.iter().find(|(k, _)| *k == key) {
         Some((k, why)) => Err(TargetError::Forbidden {
@@ -369,7 +446,11 @@ fn run(cmd: &mut Command) -> Result<String, TargetError> {
     if !out.status.success() {
         return Err(TargetError::Command {
             command: shown,
-            output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

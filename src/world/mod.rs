@@ -66,13 +66,15 @@ impl Scope {
 }
 
 /// Build the scenario's zone: its records, an A record for every host that
-/// has a name, and its faults, all scoped.
-pub fn zone(scenario: &Scenario, scope: &Scope) -> Zone {
+/// has a name, and its faults, all scoped. `target` is the address the
+/// scenario's target instance listens on (for `NAME A target`).
+pub fn zone(scenario: &Scenario, scope: &Scope, target: Ipv4Addr) -> Zone {
     let mut zone = Zone::new(scope.origin());
     for r in &scenario.records {
         let name = scope.name(&r.name);
         let data = match &r.data {
             RecordData::A(a) => fake_dns::RecordData::A(*a),
+            RecordData::TargetA => fake_dns::RecordData::A(target),
             RecordData::Aaaa(a) => fake_dns::RecordData::Aaaa(*a),
             RecordData::Mx {
                 preference,
@@ -151,7 +153,7 @@ contacted = "a"
 "#,
         )
         .unwrap();
-        let z = zone(&sc, &Scope::new(0));
+        let z = zone(&sc, &Scope::new(0), Ipv4Addr::LOCALHOST);
         assert_eq!(z.origin, "s0.test");
         assert!(z.records.iter().any(|r| r.name == "dest.s0.test"
             && r.data

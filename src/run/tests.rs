@@ -1,0 +1,537 @@
+//! Judge stage (tests): each rule decided from hand-made observations.
+
+use super::judge::*;
+use super::observe::{ConnectSeen, Delivery, Injection, Line, Observations, Session};
+use super::{instance_addr, setting_groups};
+use crate::suite::{parse_scenario, Expect, Scenario, Timer};
+use crate::world::Scope;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+const HEAD: &str = r#"
+title = "t"
+rule = "r"
+rfc = "RFC 5321 §4.2.1"
+strength = "MUST"
+deadline = "20s"
+[dns]
+records = ["dest.test MX 10 mx.dest.test", "dest.test MX 20 mx20.dest.test"]
+[hosts.mx]
+name = "mx.dest.test"
+[hosts.mx20]
+name = "mx20.dest.test"
+[[message]]
+from = "alice@src.test"
+to = ["bob@dest.test"]
+"#;
+
+fn scenario(expects: &str) -> Scenario {
+    parse_scenario(
+        Path::new("suites/x/0001-t.toml"),
+        &format!("{HEAD}{expects}"),
+    )
+    .unwrap()
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn delivery(host: &str, at: f64, from: &str, rcpts: &[&str], data: &str) -> Delivery {
+    Delivery {
+        host: host.into(),
+        attempt: 0,
+        at: secs(at),
+        mail_from: from.into(),
+        mail_params: vec![],
+        rcpts: rcpts.iter().map(|r| r.to_string()).collect(),
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+fn session(host: &str, at: f64, deliveries: Vec<Delivery>) -> Session {
+    Session {
+        host: host.into(),
+        attempt: 0,
+        at: secs(at),
+        transcript: vec![],
+        deliveries,
+        closed: true,
+    }
+}
+
+fn syn(host: &str, at: f64) -> ConnectSeen {
+    ConnectSeen {
+        host: host.into(),
+        at: secs(at),
+    }
+}
+
+fn judge(sc: &Scenario, o: &Observations, now: f64, last: bool) -> Vec<Decision> {
+    let scope = Scope::new(0);
+    let settings: BTreeMap<String, String> = [
+        ("minimal_backoff_time", "1s"),
+        ("maximal_backoff_time", "2s"),
+        ("maximal_queue_lifetime", "5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let cx = Ctx {
+        sc,
+        scope: &scope,
+        o,
+        now: secs(now),
+        last,
+        settings: &settings,
+        hostname: "mta.target.test",
+    };
+    sc.expects.iter().map(|e| decide(e, &cx)).collect()
+}
+
+fn one(sc: &Scenario, o: &Observations, now: f64, last: bool) -> Decision {
+    judge(sc, o, now, last).remove(0)
+}
+
+fn is_pass(d: &Decision) -> bool {
+    matches!(d, Decision::Pass(_))
+}
+
+fn fail_text(d: Decision) -> String {
+    match d {
+        Decision::Fail(t) => t,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+const BOB: &str = "bob@dest.s0.test";
+const ALICE: &str = "alice@src.s0.test";
+
+#[test]
+fn double_delivery_fails_at_once_and_one_passes_only_when_settled() {
+    let sc = scenario("[[expect]]\ndeliveries = { host = \"mx\", count = 1 }\n");
+    let mut o = Observations::default();
+    o.sessions.push(session(
+        "mx",
+        0.1,
+        vec![delivery("mx", 0.1, ALICE, &[BOB], "")],
+    ));
+    assert_eq!(one(&sc, &o, 0.2, false), Decision::Pending);
+    assert!(is_pass(&one(&sc, &o, 3.0, true)));
+    o.sessions.push(session(
+        "mx",
+        1.2,
+        vec![delivery("mx", 1.2, ALICE, &[BOB], "")],
+    ));
+    let why = fail_text(one(&sc, &o, 1.3, false));
+    assert!(
+        why.contains("expected exactly 1") && why.contains("2 deliveries"),
+        "{why}"
+    );
+}
+
+#[test]
+fn deliveries_count_only_the_named_recipient_and_ignore_dsns() {
+    let sc = scenario(
+        "[[expect]]\ndeliveries = { host = \"mx\", rcpt = \"carol@dest.test\", count = 0 }\n",
+    );
+    let mut o = Observations::default();
+    o.sessions.push(session(
+        "mx",
+        0.1,
+        vec![
+            delivery("mx", 0.1, ALICE, &[BOB], ""),
+            delivery("mx", 0.2, "", &["carol@dest.s0.test"], ""),
+        ],
+    ));
+    assert!(is_pass(&one(&sc, &o, 3.0, true)));
+}
+
+#[test]
+fn not_delivered_is_decided_by_its_window() {
+    let sc = scenario("[[expect]]\nnot_delivered = { within = \"5s\" }\n");
+    let mut o = Observations::default();
+    assert_eq!(window_end(&sc.expects[0]), Some(secs(5.0)));
+    assert_eq!(one(&sc, &o, 2.0, false), Decision::Pending);
+    assert!(is_pass(&one(&sc, &o, 5.0, false)));
+    // The window ended early only because the scenario did: not a pass.
+    assert!(matches!(one(&sc, &o, 2.0, true), Decision::Fail(_)));
+    o.sessions.push(session(
+        "mx",
+        3.0,
+        vec![delivery("mx", 3.0, ALICE, &[BOB], "")],
+    ));
+    let why = fail_text(one(&sc, &o, 3.1, false));
+    assert!(why.contains("accepted a message"), "{why}");
+    // A delivery after the window does not count.
+    let mut late = Observations::default();
+    late.sessions.push(session(
+        "mx",
+        6.0,
+        vec![delivery("mx", 6.0, ALICE, &[BOB], "")],
+    ));
+    assert!(is_pass(&one(&sc, &late, 6.1, false)));
+}
+
+#[test]
+fn attempts_count_syns_and_bound_both_ways() {
+    let sc = scenario("[[expect]]\nattempts = { host = \"mx\", at_least = 2, at_most = 3 }\n");
+    let mut o = Observations::default();
+    o.connects.push(syn("mx", 0.1));
+    assert_eq!(one(&sc, &o, 0.2, false), Decision::Pending);
+    assert!(matches!(one(&sc, &o, 9.0, true), Decision::Fail(_)));
+    o.connects.push(syn("mx", 1.1));
+    // At most 3: only decided once the scenario is quiet.
+    assert_eq!(one(&sc, &o, 1.2, false), Decision::Pending);
+    assert!(is_pass(&one(&sc, &o, 9.0, true)));
+    o.connects.push(syn("mx", 2.1));
+    o.connects.push(syn("mx", 3.1));
+    let why = fail_text(one(&sc, &o, 3.2, false));
+    assert!(why.contains("4 connection attempt(s)"), "{why}");
+}
+
+#[test]
+fn retry_gaps_are_checked_against_the_target_settings() {
+    let sc = scenario(
+        "[[expect]]\nretry_after = { host = \"mx\", min = \"minimal_backoff_time\", max = \"maximal_backoff_time\" }\n",
+    );
+    assert!(matches!(
+        &sc.expects[0],
+        Expect::RetryAfter { min: Some(Timer::Setting(k)), max: Some(Timer::Setting(_)), .. } if k == "minimal_backoff_time"
+    ));
+    let mut o = Observations::default();
+    o.connects.push(syn("mx", 0.1));
+    o.connects.push(syn("mx", 1.15));
+    o.connects.push(syn("mx", 2.2));
+    assert_eq!(one(&sc, &o, 2.3, false), Decision::Pending);
+    let Decision::Pass(text) = one(&sc, &o, 5.0, true) else {
+        panic!("expected a pass")
+    };
+    assert!(text.contains("gaps 1.05, 1.05 s"), "{text}");
+    assert!(text.contains("minimal_backoff_time = 1.0 s"), "{text}");
+    assert!(text.contains("allowance 1.0 s"), "{text}");
+
+    // One short gap is within the clock's rounding (Postfix keeps whole seconds)...
+    let mut rounded = Observations::default();
+    for t in [0.48, 1.77, 1.88, 2.94, 4.01] {
+        rounded.connects.push(syn("mx", t));
+    }
+    assert!(is_pass(&one(&sc, &rounded, 5.0, true)));
+    // ...but retries that keep coming too soon add up.
+    let mut fast = Observations::default();
+    for t in [0.1, 0.3, 0.5] {
+        fast.connects.push(syn("mx", t));
+    }
+    let why = fail_text(one(&sc, &fast, 0.6, false));
+    assert!(
+        why.contains("2 retries came within 0.400 s") && why.contains("2 × minimal_backoff_time"),
+        "{why}"
+    );
+    // A single gap far below a long minimum fails on its own.
+    let long = scenario("[[expect]]\nretry_after = { host = \"mx\", min = \"10s\" }\n");
+    let mut two = Observations::default();
+    two.connects.push(syn("mx", 0.1));
+    two.connects.push(syn("mx", 2.1));
+    let why = fail_text(one(&long, &two, 2.2, false));
+    assert!(
+        why.contains("retry 1 came 2.000 s after the previous attempt, sooner than 10s"),
+        "{why}"
+    );
+
+    // A first retry far later than maximal_backoff_time.
+    let mut slow = Observations::default();
+    slow.connects.push(syn("mx", 0.1));
+    slow.connects.push(syn("mx", 6.1));
+    let why = fail_text(one(&sc, &slow, 6.2, false));
+    assert!(why.contains("later than maximal_backoff_time"), "{why}");
+
+    // No retry at all: overdue once max (plus allowances) has passed.
+    let mut none = Observations::default();
+    none.connects.push(syn("mx", 0.1));
+    assert_eq!(one(&sc, &none, 1.0, false), Decision::Pending);
+    assert!(matches!(one(&sc, &none, 5.0, false), Decision::Fail(_)));
+}
+
+#[test]
+fn postfix_times_take_the_parameter_default_unit() {
+    assert_eq!(
+        postfix_time("minimal_backoff_time", "300s"),
+        Some(secs(300.0))
+    );
+    assert_eq!(postfix_time("minimal_backoff_time", "2"), Some(secs(2.0)));
+    assert_eq!(
+        postfix_time("maximal_queue_lifetime", "5"),
+        Some(secs(5.0 * 86400.0))
+    );
+    assert_eq!(
+        postfix_time("delay_warning_time", "4"),
+        Some(secs(4.0 * 3600.0))
+    );
+    assert_eq!(postfix_time("x", "1w"), Some(secs(7.0 * 86400.0)));
+    assert_eq!(postfix_time("x", "1y"), None);
+    assert_eq!(postfix_time("x", "soon"), None);
+    let settings = BTreeMap::new();
+    // A setting the lab does not set falls back to Postfix's default.
+    assert_eq!(
+        resolve_timer(&Timer::Setting("queue_run_delay".into()), &settings),
+        Ok(secs(300.0))
+    );
+    assert!(resolve_timer(&Timer::Setting("no_such_time".into()), &settings).is_err());
+}
+
+fn injection(accepted: bool, reply: &str) -> Injection {
+    let line = |from_peer: bool, text: &str| Line {
+        at: secs(0.01),
+        from_peer,
+        text: text.into(),
+    };
+    Injection {
+        message: 0,
+        at: secs(0.0),
+        accepted,
+        transcript: vec![
+            line(true, "220 mta.target.test ESMTP"),
+            line(false, "DATA"),
+            line(true, "354 go ahead"),
+            line(false, "[message: 100 octets]"),
+            line(true, reply),
+            line(false, "QUIT"),
+            line(true, "221 2.0.0 Bye"),
+        ],
+        error: None,
+    }
+}
+
+#[test]
+fn refusal_status_is_read_from_the_decisive_reply_not_the_quit() {
+    assert_eq!(
+        reply_status("554 5.4.0 Error: too many hops").as_deref(),
+        Some("5.4.0")
+    );
+    assert_eq!(reply_status("554 too many hops"), None);
+    assert!(status_matches("5.4.6", "5.4") && status_matches("5.4.6", "5"));
+    assert!(!status_matches("5.4.60", "5.4.6"));
+
+    let sc = scenario("[[expect]]\nrefused_or_dsn = { status = \"5.4.6\" }\n");
+    let mut o = Observations::default();
+    o.injections
+        .push(injection(false, "554 5.4.0 Error: too many hops"));
+    let why = fail_text(one(&sc, &o, 0.1, false));
+    assert!(
+        why.contains("554 5.4.0") && why.contains("status 5.4.0"),
+        "{why}"
+    );
+
+    let sc = scenario("[[expect]]\nrefused_or_dsn = { status = \"5\" }\n");
+    assert!(is_pass(&one(&sc, &o, 0.1, false)));
+
+    // Accepted: now a DSN must follow.
+    let mut acc = Observations::default();
+    acc.injections.push(injection(true, "250 2.0.0 Ok: queued"));
+    assert_eq!(one(&sc, &acc, 0.1, false), Decision::Pending);
+    assert!(matches!(one(&sc, &acc, 9.0, true), Decision::Fail(_)));
+}
+
+#[test]
+fn a_refused_message_fails_delivery_at_once() {
+    let sc = scenario("[[expect]]\ndelivered = { host = \"mx\" }\n");
+    let mut o = Observations::default();
+    o.injections
+        .push(injection(false, "554 5.4.0 Error: too many hops"));
+    let why = fail_text(one(&sc, &o, 0.1, false));
+    assert!(why.contains("refused the message: 554 5.4.0"), "{why}");
+}
+
+#[test]
+fn no_dsn_catches_a_null_sender_message_to_anyone_but_the_recipients() {
+    let sc = scenario("[[expect]]\nno_dsn = true\n");
+    let mut o = Observations::default();
+    // The injected message itself, relayed with <> (a bounce being delivered): not a DSN.
+    o.sessions.push(session(
+        "mx",
+        0.1,
+        vec![delivery("mx", 0.1, "", &[BOB], "")],
+    ));
+    assert!(is_pass(&one(&sc, &o, 3.0, true)));
+    o.sessions.push(session(
+        "sender-mx",
+        0.2,
+        vec![delivery("sender-mx", 0.2, "", &[ALICE], "")],
+    ));
+    assert!(matches!(one(&sc, &o, 0.3, false), Decision::Fail(_)));
+}
+
+/// A bounce as Postfix writes it, for bob@dest.test in scope s0.
+fn postfix_dsn(status: &str, action: &str, returned: &str) -> String {
+    format!(
+        "From: MAILER-DAEMON@mta.target.test (Mail Delivery System)\r\n\
+Subject: Undelivered Mail Returned to Sender\r\n\
+To: {ALICE}\r\n\
+Auto-Submitted: auto-replied\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status;\r\n\
+\tboundary=\"B1\"\r\n\
+\r\n\
+--B1\r\n\
+Content-Type: text/plain; charset=us-ascii\r\n\
+\r\n\
+I'm sorry to have to inform you that your message could not\r\n\
+be delivered to one or more recipients.\r\n\
+\r\n\
+--B1\r\n\
+Content-Type: message/delivery-status\r\n\
+\r\n\
+Reporting-MTA: dns; mta.target.test\r\n\
+Original-Envelope-Id: env-1\r\n\
+Arrival-Date: Mon, 23 Nov 2026 12:00:00 +0000 (UTC)\r\n\
+\r\n\
+Final-Recipient: rfc822; {BOB}\r\n\
+Original-Recipient: rfc822;robert@example.org\r\n\
+Action: {action}\r\n\
+Status: {status}\r\n\
+Remote-MTA: dns; mx.dest.s0.test\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 <{BOB}>: no such user\r\n\
+\r\n\
+--B1\r\n\
+Content-Type: {returned}\r\n\
+\r\n\
+Subject: hello\r\n\
+From: {ALICE}\r\n\
+\r\n\
+--B1--\r\n"
+    )
+}
+
+fn dsn_obs(data: &str) -> Observations {
+    let mut o = Observations::default();
+    o.sessions.push(session(
+        "sender-mx",
+        0.3,
+        vec![delivery("sender-mx", 0.3, "", &[ALICE], data)],
+    ));
+    o
+}
+
+#[test]
+fn dsn_fields_are_all_checked() {
+    let sc = scenario(
+        r#"[[expect]]
+dsn = { status = "5.1.1", action = "failed", reporting_mta = true, remote_mta = "mx", diagnostic = "550 5.1.1", multipart_report = true, returned = "headers", envid = "env-1", orcpt = "rfc822;robert@example.org", no_findings = ["*"] }
+"#,
+    );
+    let good = dsn_obs(&postfix_dsn("5.1.1", "failed", "text/rfc822-headers"));
+    let Decision::Pass(text) = one(&sc, &good, 0.4, false) else {
+        panic!("expected a pass: {:?}", one(&sc, &good, 0.4, true))
+    };
+    assert!(text.contains("conformance findings: none"), "{text}");
+    assert!(
+        text.contains("<bob@dest.test>"),
+        "reports are unscoped: {text}"
+    );
+
+    // Each field that differs is named; the DSN is still reported.
+    let bad = dsn_obs(&postfix_dsn("4.2.0", "delayed", "message/rfc822"));
+    assert_eq!(one(&sc, &bad, 0.4, false), Decision::Pending);
+    let why = fail_text(one(&sc, &bad, 5.0, true));
+    for part in [
+        "Status 4.2.0 (wanted 5.1.1)",
+        "Action delayed (wanted failed)",
+        "returned content message/rfc822 (wanted headers only)",
+    ] {
+        assert!(why.contains(part), "missing {part:?} in {why}");
+    }
+}
+
+#[test]
+fn dsn_remote_mta_and_reporting_mta_must_name_the_right_hosts() {
+    let sc = scenario("[[expect]]\ndsn = { remote_mta = \"mx20\", reporting_mta = true }\n");
+    let other = postfix_dsn("5.1.1", "failed", "text/rfc822-headers").replace(
+        "Reporting-MTA: dns; mta.target.test",
+        "Reporting-MTA: dns; elsewhere.test",
+    );
+    let why = fail_text(one(&sc, &dsn_obs(&other), 5.0, true));
+    assert!(
+        why.contains("Remote-MTA mx.dest.test (wanted mx20, mx20.dest.test)"),
+        "{why}"
+    );
+    assert!(why.contains("Reporting-MTA dns; elsewhere.test"), "{why}");
+}
+
+#[test]
+fn a_dsn_claiming_the_failed_message_is_still_queued_is_caught_by_no_findings() {
+    let sc = scenario(
+        "[[expect]]\ndsn = { action = \"failed\", no_findings = [\"dsn.action.failed-but-queued\"] }\n",
+    );
+    let text = postfix_dsn("4.4.7", "failed", "text/rfc822-headers").replace(
+        "be delivered to one or more recipients.",
+        "be delivered yet. We will keep trying.",
+    );
+    let why = fail_text(one(&sc, &dsn_obs(&text), 5.0, true));
+    assert!(
+        why.contains("finding dsn.action.failed-but-queued"),
+        "{why}"
+    );
+}
+
+#[test]
+fn first_contact_order_trusts_syns_over_session_times() {
+    let sc = scenario("[[expect]]\norder = [\"mx\", \"mx20\"]\n");
+    let mut o = Observations::default();
+    // The session on mx20 was recorded before the watcher reported the SYN to mx.
+    o.sessions.push(session("mx20", 0.040, vec![]));
+    assert_eq!(one(&sc, &o, 0.05, false), Decision::Pending);
+    o.connects.push(syn("mx", 0.041));
+    o.connects.push(syn("mx20", 0.042));
+    assert!(is_pass(&one(&sc, &o, 0.05, false)));
+    // mx never contacted at all: out of order once the scenario settles.
+    let mut only20 = Observations::default();
+    only20.connects.push(syn("mx20", 0.04));
+    assert!(matches!(one(&sc, &only20, 3.0, true), Decision::Fail(_)));
+}
+
+#[test]
+fn instances_get_distinct_addresses_and_groups_are_deduplicated() {
+    assert_eq!(instance_addr(0), Ipv4Addr::new(127, 0, 0, 1));
+    assert_eq!(instance_addr(1), Ipv4Addr::new(127, 0, 2, 1));
+    assert_ne!(instance_addr(52), crate::lab::DNS_ADDR);
+    let plain = scenario("[[expect]]\ncontacted = \"mx\"\n");
+    let set = parse_scenario(
+        Path::new("suites/x/0002-t.toml"),
+        &format!(
+            "{HEAD}[target]\nset = {{ maximal_queue_lifetime = \"5s\" }}\n[[expect]]\ncontacted = \"mx\"\n"
+        ),
+    )
+    .unwrap();
+    let groups = setting_groups(&[set.clone(), plain, set]);
+    assert_eq!(groups.len(), 2);
+    assert!(groups[0].is_empty());
+    assert_eq!(
+        groups[1].get("maximal_queue_lifetime").map(String::as_str),
+        Some("5s")
+    );
+}
+
+#[test]
+fn auto_submitted_is_read_from_the_top_level_header_only() {
+    let dsn = postfix_dsn("5.1.1", "failed", "text/rfc822-headers");
+    assert_eq!(
+        auto_submitted(dsn.as_bytes()).as_deref(),
+        Some("auto-replied")
+    );
+    let without = dsn.replace("Auto-Submitted: auto-replied\r\n", "");
+    // The returned headers further down do not count.
+    let nested = without.replace(
+        "Subject: hello\r\n",
+        "Subject: hello\r\nAuto-Submitted: auto-generated\r\n",
+    );
+    assert_eq!(auto_submitted(nested.as_bytes()), None);
+    let sc = scenario("[[expect]]\ndsn = { auto_submitted = true }\n");
+    assert!(is_pass(&one(&sc, &dsn_obs(&dsn), 0.4, false)));
+    let why = fail_text(one(&sc, &dsn_obs(&nested), 5.0, true));
+    assert!(why.contains("no Auto-Submitted header"), "{why}");
+    let no = dsn.replace("Auto-Submitted: auto-replied", "Auto-Submitted: no");
+    let why = fail_text(one(&sc, &dsn_obs(&no), 5.0, true));
+    assert!(why.contains("Auto-Submitted: no"), "{why}");
+}
