@@ -165,7 +165,7 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
             )),
             Some(_) => {}
         }
-        if rep.recipients.is_empty() {
+        if rep.recipients.iter().all(Recipient::from_text) {
             out.push(f(
                 "dsn.recipients.missing",
                 "RFC 3464 §2.1",
@@ -173,7 +173,12 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
                 "no per-recipient field group",
             ));
         }
-        for (i, r) in rep.recipients.iter().enumerate() {
+        for (i, r) in rep
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.from_text())
+        {
             recipient_findings(dsn, r, &who(r, i), &mut out);
         }
     }

@@ -47,6 +47,31 @@ fn scope(name: &str) -> Scope {
     }
 }
 
+/// The lowercase name of a known DSN field, or `""` for any other field.
+fn canon(name: &str) -> &'static str {
+    const KNOWN: [&str; 14] = [
+        "reporting-mta",
+        "original-envelope-id",
+        "arrival-date",
+        "received-from-mta",
+        "dsn-gateway",
+        "original-recipient",
+        "final-recipient",
+        "action",
+        "status",
+        "remote-mta",
+        "diagnostic-code",
+        "last-attempt-date",
+        "final-log-id",
+        "will-retry-until",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(name))
+        .copied()
+        .unwrap_or("")
+}
+
 /// One unfolded field: name as written and value with folds joined.
 #[derive(Debug, Clone)]
 struct RawField {
@@ -266,8 +291,7 @@ fn set_once<T>(slot: &mut Option<T>, v: T, name: &str, warnings: &mut Vec<Warnin
 }
 
 fn apply_message_field(pm: &mut PerMessage, f: RawField, warnings: &mut Vec<Warning>) {
-    let lname = f.name.to_ascii_lowercase();
-    match lname.as_str() {
+    match canon(&f.name) {
         "reporting-mta" => set_once(
             &mut pm.reporting_mta,
             typed(&f.value, true),
@@ -298,8 +322,7 @@ fn apply_message_field(pm: &mut PerMessage, f: RawField, warnings: &mut Vec<Warn
 }
 
 fn apply_recipient_field(r: &mut Recipient, f: RawField, warnings: &mut Vec<Warning>) {
-    let lname = f.name.to_ascii_lowercase();
-    match lname.as_str() {
+    match canon(&f.name) {
         "original-recipient" => set_once(
             &mut r.original_recipient,
             typed(&f.value, true),
@@ -338,8 +361,7 @@ fn apply_recipient_field(r: &mut Recipient, f: RawField, warnings: &mut Vec<Warn
 /// does not directly follow the group's Final-Recipient while other fields
 /// already describe the group (the next group's address comes first).
 fn starts_new_recipient(r: &Recipient, name: &str, last: &str) -> bool {
-    let l = name.to_ascii_lowercase();
-    match l.as_str() {
+    match canon(name) {
         "original-recipient" => {
             r.original_recipient.is_some()
                 || (r.final_recipient.is_some() && !last.eq_ignore_ascii_case("final-recipient"))
@@ -466,20 +488,19 @@ fn push_recipient(out: &mut Vec<Recipient>, r: Recipient, warnings: &mut Vec<War
 /// is broken): the first line beginning with `Reporting-MTA:`,
 /// `Final-Recipient:` or `Original-Recipient:`, if followed by an `Action:`
 /// or `Status:` line soon after.
-pub(crate) fn find_status_block(text: &str) -> Option<usize> {
+pub(crate) fn find_status_block(text: &[u8]) -> Option<usize> {
     let mut offset = 0usize;
     let mut candidate: Option<usize> = None;
     let mut lines_since = 0usize;
-    for line in text.split('\n') {
+    for line in text.split(|&b| b == b'\n') {
         let start = offset;
         offset += line.len() + 1;
-        let lower_starts = |p: &str| {
-            line.len() >= p.len() && line.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-        };
+        let starts =
+            |p: &str| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p.as_bytes());
         if candidate.is_none() {
-            if lower_starts("reporting-mta:")
-                || lower_starts("final-recipient:")
-                || lower_starts("original-recipient:")
+            if starts("reporting-mta:")
+                || starts("final-recipient:")
+                || starts("original-recipient:")
             {
                 candidate = Some(start);
                 lines_since = 0;
@@ -487,7 +508,7 @@ pub(crate) fn find_status_block(text: &str) -> Option<usize> {
             continue;
         }
         lines_since += 1;
-        if lower_starts("action:") || lower_starts("status:") {
+        if starts("action:") || starts("status:") {
             return candidate;
         }
         if lines_since > 12 {
@@ -585,7 +606,7 @@ mod tests {
     #[test]
     fn block_finder() {
         let t = "Hello\nReporting-MTA: dns; x\n\nFinal-Recipient: rfc822; a@b\nAction: failed\n";
-        assert_eq!(find_status_block(t), Some(6));
-        assert_eq!(find_status_block("Final-Recipient: x\n"), None);
+        assert_eq!(find_status_block(t.as_bytes()), Some(6));
+        assert_eq!(find_status_block(b"Final-Recipient: x\n"), None);
     }
 }

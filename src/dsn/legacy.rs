@@ -10,7 +10,7 @@
 
 use mail_parser::Message;
 
-use super::{Recipient, TypedValue};
+use super::Recipient;
 use crate::smtp::reply::{parse_diagnostic, EnhancedStatus, Reply};
 
 pub(crate) struct Found {
@@ -41,6 +41,27 @@ const SIGNATURES: &[(&str, &str)] = &[
     ("undelivered mail returned to sender", "postfix"),
     ("mail delivery subsystem", "sendmail"),
 ];
+
+/// The legacy layout, from the opening lines of the prose, the subject or
+/// the sender's name.
+fn detect_format(prose: &str, subject: &str, from: &str) -> Option<&'static str> {
+    for line in prose.lines().filter(|l| !l.trim().is_empty()).take(12) {
+        let t = line.trim_start_matches([' ', '\t', '-', '>']);
+        if let Some((_, f)) = SIGNATURES
+            .iter()
+            .find(|(sig, _)| starts_ci(t, sig.trim_start_matches('-').trim_start()))
+        {
+            return Some(f);
+        }
+        if find_ci(line, "qmail-send").is_some() {
+            return Some("qmail");
+        }
+    }
+    SIGNATURES
+        .iter()
+        .find(|(sig, _)| find_ci(subject, sig).is_some() || find_ci(from, sig).is_some())
+        .map(|(_, f)| *f)
+}
 
 /// Lines (lowercase, trimmed) that start the returned message.
 const CUT_MARKERS: &[&str] = &[
@@ -92,7 +113,11 @@ fn starts_ci(s: &str, p: &str) -> bool {
 }
 
 fn is_header_line(l: &str) -> bool {
-    HEADER_NAMES.iter().any(|h| starts_ci(l, h)) && l.contains(':')
+    matches!(
+        l.as_bytes().first().map(u8::to_ascii_lowercase),
+        Some(b'r' | b'm' | b'd' | b'f' | b't' | b's' | b'c' | b'x')
+    ) && l.contains(':')
+        && HEADER_NAMES.iter().any(|h| starts_ci(l, h))
 }
 
 /// Byte offset where the returned message starts, or the text length.
@@ -102,13 +127,13 @@ fn cut_point(text: &str) -> usize {
     for line in text.split('\n') {
         let start = offset;
         offset += line.len() + 1;
-        let t = line.trim();
-        if t.len() >= 12 {
-            let lower = t.to_ascii_lowercase();
-            let lower = lower.trim_start_matches(['>', ' ', '|']);
-            if CUT_MARKERS.iter().any(|m| lower.starts_with(m)) {
-                return start;
-            }
+        let t = line.trim().trim_start_matches(['>', ' ', '|']);
+        let lead = t.as_bytes().first().map(u8::to_ascii_lowercase);
+        if t.len() >= 12
+            && matches!(lead, Some(b'-' | b'o' | b't' | b'u' | b'c'))
+            && CUT_MARKERS.iter().any(|m| starts_ci(t, m))
+        {
+            return start;
         }
         // Two header lines in a row: the returned header has begun.
         if !line.starts_with([' ', '\t']) && is_header_line(line) {
@@ -236,9 +261,15 @@ fn line_address(line: &str) -> Option<(String, bool)> {
 /// or `-`.
 fn find_reply(text: &str) -> Option<Reply> {
     let b = text.as_bytes();
+    let mut line_start = 0;
     let mut i = 0;
     while i + 3 <= b.len() {
         let c = b[i];
+        if c == b'\n' {
+            line_start = i + 1;
+            i += 1;
+            continue;
+        }
         if (b'2'..=b'5').contains(&c)
             && b[i + 1].is_ascii_digit()
             && b[i + 2].is_ascii_digit()
@@ -252,23 +283,27 @@ fn find_reply(text: &str) -> Option<Reply> {
             // Not a part of a date, IP address or size: next must be text or a status.
             let after = text.get(i + 4..).unwrap_or("");
             let next = after.chars().next().unwrap_or(' ');
-            let prev_word = text[..i].split_whitespace().last().unwrap_or("");
+            let prefix = text.get(line_start..i).unwrap_or("").trim_end();
+            let prev_word = prefix
+                .rsplit(|c: char| c.is_whitespace())
+                .next()
+                .unwrap_or("");
             let looks_number_list =
                 prev_word.ends_with(',') || prev_word.eq_ignore_ascii_case("port");
             if (next.is_alphabetic()
                 || next.is_ascii_digit()
-                || next == '<'
-                || next == '\''
-                || next == '"'
-                || next == '['
-                || next == '#')
+                || matches!(next, '<' | '\'' | '"' | '[' | '#'))
                 && !looks_number_list
                 && !after.starts_with("bytes")
             {
-                let end = text[i..].find('\n').map(|e| i + e).unwrap_or(text.len());
-                let line = &text[i..end];
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map(|e| i + e)
+                    .unwrap_or(b.len());
+                let line = text.get(i..end).unwrap_or("");
                 if let Some(r) = parse_diagnostic(line) {
-                    if r.enhanced().is_some() || line_has_reply_context(&text[..i]) {
+                    if r.enhanced().is_some() || reply_context(prefix) {
                         return Some(r);
                     }
                 }
@@ -279,30 +314,63 @@ fn find_reply(text: &str) -> Option<Reply> {
     None
 }
 
-/// Whether the text just before a code suggests an SMTP reply follows.
-fn line_has_reply_context(before: &str) -> bool {
-    let line_start = before.rfind('\n').map(|p| p + 1).unwrap_or(0);
-    let prefix = before[line_start..].trim().to_ascii_lowercase();
-    prefix.is_empty()
-        || prefix.ends_with("said:")
-        || prefix.ends_with("said")
-        || prefix.ends_with(':')
-        || prefix.ends_with("<<<")
-        || prefix.ends_with("(reason:")
-        || prefix.ends_with("reason:")
-        || prefix.ends_with("error:")
-        || prefix.ends_with("response:")
-        || prefix.ends_with("'")
+fn ends_ci(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// Whether the line text just before a code suggests an SMTP reply follows.
+fn reply_context(prefix: &str) -> bool {
+    let p = prefix.trim();
+    p.is_empty()
+        || [
+            "said:",
+            "said",
+            ":",
+            "<<<",
+            "reason:",
+            "error:",
+            "response:",
+            "'",
+        ]
+        .iter()
+        .any(|s| ends_ci(p, s))
+}
+
+/// Byte offset of `needle` (lowercase ASCII) in `hay`, ignoring ASCII case.
+fn find_ci(hay: &str, needle: &str) -> Option<usize> {
+    let h = hay.as_bytes();
+    let n = needle.as_bytes();
+    if n.is_empty() || h.len() < n.len() {
+        return None;
+    }
+    let first = n[0];
+    (0..=h.len() - n.len())
+        .find(|&i| h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// A standalone enhanced status such as `(#5.1.1)` or `5.1.1` in `text`.
 fn find_status(text: &str) -> Option<EnhancedStatus> {
-    for w in text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '#') {
-        let w = w.trim_matches(|c: char| !c.is_ascii_digit());
-        if w.len() >= 5 && w.as_bytes().get(1) == Some(&b'.') {
-            if let Ok(s) = w.parse::<EnhancedStatus>() {
-                return Some(s);
-            }
+    let b = text.as_bytes();
+    let mut i = 0;
+    // Candidates: a class digit right before a dot, not inside a number.
+    while let Some(p) = b[i..].iter().position(|&c| c == b'.') {
+        let dot = i + p;
+        i = dot + 1;
+        if dot == 0 || !matches!(b[dot - 1], b'2' | b'4' | b'5') {
+            continue;
+        }
+        let start = dot - 1;
+        if start > 0 && (b[start - 1].is_ascii_digit() || b[start - 1] == b'.') {
+            continue;
+        }
+        let end = b[start..]
+            .iter()
+            .position(|&c| !(c.is_ascii_digit() || c == b'.'))
+            .map_or(b.len(), |e| start + e);
+        let tok = text[start..end].trim_end_matches('.');
+        if let Ok(s) = tok.parse::<EnhancedStatus>() {
+            return Some(s);
         }
     }
     None
@@ -315,11 +383,6 @@ fn recipient(addr: &str, section: &str) -> Recipient {
         .and_then(Reply::enhanced)
         .or_else(|| find_status(section));
     Recipient {
-        final_recipient: Some(TypedValue {
-            raw: format!("rfc822; {addr}"),
-            kind: Some("rfc822".into()),
-            value: addr.to_string(),
-        }),
         text_address: Some(addr.to_string()),
         text_reply: reply,
         text_status: status,
@@ -335,21 +398,13 @@ fn push_unique(list: &mut Vec<(usize, String)>, pos: usize, a: String) {
 
 /// Reads recipients from bounce prose.
 pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) -> Found {
-    let lower_head: String = prose
-        .get(..prose.len().min(4096))
-        .unwrap_or(prose)
-        .to_ascii_lowercase();
-    let subject = msg.subject().unwrap_or("").to_ascii_lowercase();
+    let subject = msg.subject().unwrap_or("");
     let from = msg
         .from()
         .and_then(|a| a.first())
         .and_then(|a| a.name())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let format = SIGNATURES
-        .iter()
-        .find(|(sig, _)| lower_head.contains(sig) || subject.contains(sig) || from.contains(sig))
-        .map(|(_, f)| *f);
+        .unwrap_or("");
+    let format = detect_format(prose, subject, from);
 
     // The bounce's own parties are rarely the failed recipients.
     let addrs_of = |h: Option<&mail_parser::Address<'_>>| -> Vec<String> {
@@ -376,8 +431,10 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
     for line in text.split('\n') {
         let start = offset;
         offset += line.len() + 1;
-        let lower = line.to_ascii_lowercase();
-        if let Some(p) = lower.find("expanded from") {
+        if !line.contains('@') {
+            continue;
+        }
+        if let Some(p) = find_ci(line, "expanded from") {
             for (_, _, a) in addresses(&line[p..]) {
                 expanded_from.push(a);
             }
@@ -390,7 +447,7 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
             }
             continue;
         }
-        if let Some(p) = lower.find("rcpt to:") {
+        if let Some(p) = find_ci(line, "rcpt to:") {
             if let Some((_, _, a)) = addresses(&line[p..]).into_iter().next() {
                 if !excluded(&a) {
                     push_unique(&mut rcpt, start, a);
@@ -424,14 +481,14 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
         }
         any
     };
-    let inline_to;
-    let returned_to = if returned_to.is_empty() {
-        inline_to = inline_returned_to(&prose[cut..]);
-        &inline_to[..]
-    } else {
-        returned_to
-    };
     if chosen.is_empty() {
+        let inline_to;
+        let returned_to = if returned_to.is_empty() {
+            inline_to = inline_returned_to(&prose[cut..]);
+            &inline_to[..]
+        } else {
+            returned_to
+        };
         for a in returned_to {
             if !excluded(a) {
                 push_unique(&mut chosen, text.len(), a.clone());
@@ -441,6 +498,8 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
     chosen.sort_by_key(|(p, _)| *p);
 
     let mut recipients = Vec::with_capacity(chosen.len());
+    // A reply or status not next to any address is shared by all of them.
+    let mut shared: Option<(Option<Reply>, Option<EnhancedStatus>)> = None;
     for (k, (pos, addr)) in chosen.iter().enumerate() {
         let end = chosen
             .get(k + 1)
@@ -448,20 +507,20 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
             .filter(|p| *p > *pos)
             .unwrap_or(text.len());
         let start = (*pos).min(text.len());
-        let mut section = text.get(start..end).unwrap_or("");
-        if find_reply(section).is_none() && k + 1 == chosen.len() {
-            section = text.get(start..).unwrap_or("");
-        }
+        let section = text.get(start..end).unwrap_or("");
         let mut r = recipient(addr, section);
         if r.text_reply.is_none() {
-            // The reply may precede the address or be shared by all.
-            r.text_reply = find_reply(text);
-            if r.text_status.is_none() {
-                r.text_status = r
-                    .text_reply
+            let (reply, status) = shared.get_or_insert_with(|| {
+                let reply = find_reply(text);
+                let status = reply
                     .as_ref()
                     .and_then(Reply::enhanced)
                     .or_else(|| find_status(text));
+                (reply, status)
+            });
+            r.text_reply = reply.clone();
+            if r.text_status.is_none() {
+                r.text_status = *status;
             }
         }
         recipients.push(r);
@@ -486,8 +545,7 @@ fn inline_returned_to(rest: &str) -> Vec<String> {
     let Some(start) = start else {
         return Vec::new();
     };
-    let Some(m) = mail_parser::MessageParser::default().parse_headers(&rest.as_bytes()[start..])
-    else {
+    let Some(m) = super::structure::parser().parse_headers(&rest.as_bytes()[start..]) else {
         return Vec::new();
     };
     m.to()

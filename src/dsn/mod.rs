@@ -348,6 +348,15 @@ impl Recipient {
         out
     }
 
+    /// Whether this recipient was read from prose only (no DSN field).
+    pub fn from_text(&self) -> bool {
+        self.final_recipient.is_none()
+            && self.original_recipient.is_none()
+            && self.action.is_none()
+            && self.status.is_none()
+            && self.text_address.is_some()
+    }
+
     /// Whether neither address field holds a mailbox.
     pub(crate) fn lacks_mailbox(&self) -> bool {
         !self.address().is_some_and(|a| is_mailbox(&a))

@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use std::sync::OnceLock;
+
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::fields::{find_status_block, parse_status_body};
@@ -10,22 +12,51 @@ use super::{
     WarningKind,
 };
 
+/// The mail-parser instance used for bounces (default settings: each
+/// registered header field parsed with its own parser).
+pub(crate) fn parser() -> &'static MessageParser {
+    static P: OnceLock<MessageParser> = OnceLock::new();
+    P.get_or_init(MessageParser::new)
+}
+
 /// Most bytes of prose handed to the legacy reader.
 const MAX_LEGACY_TEXT: usize = 256 * 1024;
 
-/// Replaces bare CR line ends with LF; `None` when there are none.
-fn normalise_cr(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut bare = false;
+/// Position of the first `needle` byte in `hay`, eight bytes at a time.
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pat = LO * u64::from(needle);
     let mut i = 0;
-    while let Some(p) = bytes[i..].iter().position(|&b| b == b'\r') {
+    while i + 8 <= hay.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ pat;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
+}
+
+/// Whether some CR is not followed by LF.
+fn has_bare_cr(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(p) = find_byte(&bytes[i..], b'\r') {
         let at = i + p;
         if bytes.get(at + 1) != Some(&b'\n') {
-            bare = true;
-            break;
+            return true;
         }
-        i = at + 1;
+        i = at + 2;
     }
-    if !bare {
+    false
+}
+
+/// Replaces bare CR line ends with LF; `None` when there are none.
+fn normalise_cr(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !has_bare_cr(bytes) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len());
@@ -82,10 +113,27 @@ struct Walk<'m> {
     reports: Vec<DeliveryStatus>,
     warnings: Vec<Warning>,
     human: Option<String>,
-    /// All top-level prose parts, for the legacy reader.
+    /// All top-level plain-text parts, for the legacy reader.
     prose: Vec<Cow<'m, str>>,
+    /// Top-level HTML parts, converted only when there is no plain text.
+    html: Vec<&'m str>,
     prose_len: usize,
     returned: Option<Returned>,
+}
+
+impl Walk<'_> {
+    /// The prose of the bounce: plain-text parts, else HTML parts as text.
+    fn prose(&self) -> String {
+        let plain = self.prose.join("\n");
+        if !plain.trim().is_empty() || self.html.is_empty() {
+            return plain;
+        }
+        self.html
+            .iter()
+            .map(|h| mail_parser::decoders::html::html_to_text(h))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 fn walk<'m>(
@@ -140,20 +188,19 @@ fn walk<'m>(
                 if depth == 0 && st.returned.is_none() =>
             {
                 let raw = part.contents();
-                let hdrs = MessageParser::default().parse_headers(raw);
                 st.returned = Some(Returned {
                     kind: ReturnedKind::HeadersOnly,
                     content_type: ct_s.to_string(),
-                    message_id: hdrs
-                        .as_ref()
-                        .and_then(|m| m.message_id())
-                        .map(str::to_string),
-                    subject: hdrs.as_ref().and_then(|m| m.subject()).map(str::to_string),
+                    message_id: header_field(raw, "message-id", true),
+                    subject: header_field(raw, "subject", false),
                 });
             }
             _ if depth == 0 && part.is_text() => {
                 let text: Cow<'m, str> = match &part.body {
-                    PartType::Html(h) => Cow::Owned(mail_parser::decoders::html::html_to_text(h)),
+                    PartType::Html(h) => {
+                        st.html.push(h.as_ref());
+                        continue;
+                    }
                     PartType::Text(t) => Cow::Borrowed(t.as_ref()),
                     _ => Cow::Borrowed(""),
                 };
@@ -186,9 +233,7 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         ));
     }
     let input: &[u8] = normalised.as_deref().unwrap_or(bytes);
-    let msg = MessageParser::default()
-        .parse(input)
-        .ok_or(DsnError::Unreadable)?;
+    let msg = parser().parse(input).ok_or(DsnError::Unreadable)?;
     let root = msg.parts.first().ok_or(DsnError::Unreadable)?;
     let (ct, report_type) = content_type(root);
     let mut st = Walk {
@@ -196,27 +241,36 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         warnings,
         human: None,
         prose: Vec::new(),
+        html: Vec::new(),
         prose_len: 0,
         returned: None,
     };
     walk(&msg, 0, &mut st, limits)?;
+    let mut prose_cache: Option<String> = None;
 
     if st.reports.iter().all(|r| r.depth > 0) {
         // No status part in the bounce itself: maybe the MIME structure is
         // broken and the fields sit in raw text.
         // Decoded prose first (fields inside a quoted-printable text part),
         // then the raw body (fields behind broken boundaries).
-        let prose = st.prose.join("\n");
+        let prose = prose_cache.get_or_insert_with(|| st.prose());
         let body = input.get(root.offset_body as usize..).unwrap_or(&[]);
-        let raw = String::from_utf8_lossy(body);
-        let text: Cow<'_, str> = if find_status_block(&prose).is_some() {
-            Cow::Owned(prose)
+        // Raw bytes only when the message claims to be a delivery report.
+        let claims_report = report_type.as_deref() == Some("delivery-status")
+            || (root.is_multipart() && contains_ci(body, b"/delivery-status"));
+        let text: Cow<'_, str> = if let Some(p) = find_status_block(prose.as_bytes()) {
+            Cow::Owned(prose[p..].to_string())
+        } else if claims_report && may_hold_fields(body) {
+            match find_status_block(body) {
+                Some(p) => String::from_utf8_lossy(&body[p..]),
+                None => Cow::Borrowed(""),
+            }
         } else {
-            raw
+            Cow::Borrowed("")
         };
-        if let Some(start) = find_status_block(&text) {
+        if !text.is_empty() {
             let mut w = Vec::new();
-            let (per_message, recipients) = parse_status_body(&text[start..], limits, &mut w)?;
+            let (per_message, recipients) = parse_status_body(&text, limits, &mut w)?;
             if !recipients.is_empty() || per_message.reporting_mta.is_some() {
                 st.warnings.push(Warning::new(
                     WarningKind::BrokenBoundary,
@@ -251,9 +305,9 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         .filter(|r| r.lacks_mailbox())
         .count();
     if prose_needed > 0 {
-        let prose = st.prose.join("\n");
+        let prose = prose_cache.get_or_insert_with(|| st.prose());
         let returned_to = returned_recipients(&msg);
-        let found = legacy::extract(&prose, &returned_to, &msg);
+        let found = legacy::extract(prose, &returned_to, &msg);
         if found.recipients.len() == prose_needed {
             let mut it = found.recipients.into_iter();
             for r in st
@@ -282,13 +336,9 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
     let mut legacy_flag = false;
     let mut legacy_format = None;
     if !has_recipients {
-        let prose: String = if st.prose.is_empty() {
-            String::new()
-        } else {
-            st.prose.join("\n")
-        };
+        let prose = prose_cache.get_or_insert_with(|| st.prose());
         let returned_to = returned_recipients(&msg);
-        let found = legacy::extract(&prose, &returned_to, &msg);
+        let found = legacy::extract(prose, &returned_to, &msg);
         if !found.recipients.is_empty() {
             legacy_flag = true;
             legacy_format = found.format.map(str::to_string);
@@ -335,6 +385,77 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         legacy_format,
         warnings: st.warnings,
     })
+}
+
+/// One field of a header block, decoded by mail-parser's field parsers
+/// (`id` for a message id, unstructured text otherwise).
+fn header_field(raw: &[u8], name: &str, id: bool) -> Option<String> {
+    let mut pos = 0;
+    while pos < raw.len() {
+        let end = find_byte(&raw[pos..], b'\n').map_or(raw.len(), |e| pos + e + 1);
+        let line = &raw[pos..end];
+        if line == b"\n" || line == b"\r\n" {
+            return None;
+        }
+        if line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()] == b':'
+        {
+            let mut stream = mail_parser::parsers::MessageStream::new(&raw[pos + name.len() + 1..]);
+            let v = if id {
+                stream.parse_id()
+            } else {
+                stream.parse_unstructured()
+            };
+            return v.as_text().map(str::to_string);
+        }
+        pos = end;
+    }
+    None
+}
+
+/// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    let upper = first.to_ascii_uppercase();
+    let mut i = 0;
+    while i < hay.len() {
+        let found = if first == upper {
+            find_byte(&hay[i..], first)
+        } else {
+            hay[i..].iter().position(|&b| b == first || b == upper)
+        };
+        let Some(p) = found else {
+            return false;
+        };
+        let at = i + p;
+        if hay.len() - at >= needle.len() && hay[at..at + needle.len()].eq_ignore_ascii_case(needle)
+        {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
+}
+
+/// Cheap test before looking for DSN fields in raw bytes: a colon right
+/// after `...recipient` or `-MTA`, in any case.
+fn may_hold_fields(body: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(p) = find_byte(&body[i..], b':') {
+        let c = i + p;
+        i = c + 1;
+        let before = &body[..c];
+        let ends = |s: &[u8]| {
+            before.len() >= s.len() && before[before.len() - s.len()..].eq_ignore_ascii_case(s)
+        };
+        if ends(b"recipient") || ends(b"-mta") {
+            return true;
+        }
+    }
+    false
 }
 
 /// Recipient addresses (To, Cc) of the first returned message, if any.
