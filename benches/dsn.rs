@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
     // Interleaved rounds, best of each: a ratio that survives a busy machine.
     let parser = MessageParser::default();
     let (mut ours, mut theirs) = (f64::MAX, f64::MAX);
-    for _ in 0..15 {
+    for _ in 0..40 {
         let t = std::time::Instant::now();
         for f in &files {
             black_box(mtaspec::dsn::parse(black_box(f)).ok());
@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
         theirs = theirs.min(t.elapsed().as_secs_f64());
     }
     println!(
-        "corpus: {} files, {} bytes; best of 15 interleaved rounds: mtaspec {:.2} ms, mail-parser {:.2} ms, ratio {:.2}",
+        "corpus: {} files, {} bytes; best of 40 interleaved rounds: mtaspec {:.2} ms, mail-parser {:.2} ms, ratio {:.2}",
         files.len(),
         bytes,
         ours * 1e3,

@@ -9,6 +9,8 @@ use super::{
     Action, DiagnosticCode, DsnError, DsnLimits, PerMessage, Recipient, StatusField, TypedValue,
     Warning, WarningKind,
 };
+use std::borrow::Cow;
+
 use crate::smtp::reply::{parse_diagnostic, EnhancedStatus};
 
 /// Where a known field belongs.
@@ -74,9 +76,9 @@ fn canon(name: &str) -> &'static str {
 
 /// One unfolded field: name as written and value with folds joined.
 #[derive(Debug, Clone)]
-struct RawField {
-    name: String,
-    value: String,
+struct RawField<'a> {
+    name: &'a str,
+    value: Cow<'a, str>,
 }
 
 /// Splits `text` into groups of unfolded fields.
@@ -84,13 +86,13 @@ struct RawField {
 /// Stops at a line that looks like a MIME boundary (`--...`), which happens
 /// when a report's boundaries are damaged and the delivery-status part runs
 /// into the next part.
-fn split_groups(
-    text: &str,
+fn split_groups<'a>(
+    text: &'a str,
     limits: &DsnLimits,
     warnings: &mut Vec<Warning>,
-) -> Result<Vec<Vec<RawField>>, DsnError> {
-    let mut groups: Vec<Vec<RawField>> = Vec::new();
-    let mut current: Vec<RawField> = Vec::new();
+) -> Result<Vec<Vec<RawField<'a>>>, DsnError> {
+    let mut groups: Vec<Vec<RawField<'a>>> = Vec::new();
+    let mut current: Vec<RawField<'a>> = Vec::new();
     for (n, line) in text.split('\n').enumerate() {
         if n >= limits.max_field_lines {
             return Err(DsnError::TooManyFieldLines {
@@ -137,8 +139,8 @@ fn split_groups(
         }
         match field_name(line) {
             Some((name, value)) => current.push(RawField {
-                name: name.to_string(),
-                value: value.trim().to_string(),
+                name,
+                value: Cow::Borrowed(value.trim()),
             }),
             None => match current.last_mut() {
                 Some(f) => {
@@ -169,11 +171,12 @@ fn clip(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-fn append_fold(value: &mut String, line: &str) {
+fn append_fold(value: &mut Cow<'_, str>, line: &str) {
     let t = line.trim();
     if t.is_empty() {
         return;
     }
+    let value = value.to_mut();
     let kept = value.trim_end().len();
     value.truncate(kept);
     if !value.is_empty() {
@@ -228,8 +231,15 @@ pub(crate) fn strip_comments(s: &str) -> String {
             _ => {}
         }
     }
-    let t = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    t.trim().to_string()
+    // Collapse the blanks a removed comment leaves behind.
+    let mut t = String::with_capacity(out.len());
+    for w in out.split_whitespace() {
+        if !t.is_empty() {
+            t.push(' ');
+        }
+        t.push_str(w);
+    }
+    t
 }
 
 /// `type ; value` as in `rfc822; user@example.com`. Comments are stripped
@@ -290,69 +300,76 @@ fn set_once<T>(slot: &mut Option<T>, v: T, name: &str, warnings: &mut Vec<Warnin
     *slot = Some(v);
 }
 
-fn apply_message_field(pm: &mut PerMessage, f: RawField, warnings: &mut Vec<Warning>) {
-    match canon(&f.name) {
+fn apply_message_field(pm: &mut PerMessage, f: RawField<'_>, warnings: &mut Vec<Warning>) {
+    match canon(f.name) {
         "reporting-mta" => set_once(
             &mut pm.reporting_mta,
             typed(&f.value, true),
-            &f.name,
+            f.name,
             warnings,
         ),
         "original-envelope-id" => set_once(
             &mut pm.original_envelope_id,
-            f.value.clone(),
-            &f.name,
+            f.value.to_string(),
+            f.name,
             warnings,
         ),
-        "arrival-date" => set_once(&mut pm.arrival_date, f.value.clone(), &f.name, warnings),
+        "arrival-date" => set_once(&mut pm.arrival_date, f.value.to_string(), f.name, warnings),
         "received-from-mta" => set_once(
             &mut pm.received_from_mta,
             typed(&f.value, true),
-            &f.name,
+            f.name,
             warnings,
         ),
-        "dsn-gateway" => set_once(
-            &mut pm.dsn_gateway,
-            typed(&f.value, true),
-            &f.name,
-            warnings,
-        ),
-        _ => pm.extensions.push((f.name, f.value)),
+        "dsn-gateway" => set_once(&mut pm.dsn_gateway, typed(&f.value, true), f.name, warnings),
+        _ => pm
+            .extensions
+            .push((f.name.to_string(), f.value.into_owned())),
     }
 }
 
-fn apply_recipient_field(r: &mut Recipient, f: RawField, warnings: &mut Vec<Warning>) {
-    match canon(&f.name) {
+fn apply_recipient_field(r: &mut Recipient, f: RawField<'_>, warnings: &mut Vec<Warning>) {
+    match canon(f.name) {
         "original-recipient" => set_once(
             &mut r.original_recipient,
             typed(&f.value, true),
-            &f.name,
+            f.name,
             warnings,
         ),
         "final-recipient" => set_once(
             &mut r.final_recipient,
             typed(&f.value, true),
-            &f.name,
+            f.name,
             warnings,
         ),
         "action" => {
-            let raw = f.value.clone();
-            set_once(&mut r.action, Action::parse(&raw), &f.name, warnings)
+            let raw = f.value.to_string();
+            set_once(&mut r.action, Action::parse(&raw), f.name, warnings)
         }
-        "status" => set_once(&mut r.status, status_field(&f.value), &f.name, warnings),
-        "remote-mta" => set_once(&mut r.remote_mta, typed(&f.value, true), &f.name, warnings),
+        "status" => set_once(&mut r.status, status_field(&f.value), f.name, warnings),
+        "remote-mta" => set_once(&mut r.remote_mta, typed(&f.value, true), f.name, warnings),
         "diagnostic-code" => set_once(
             &mut r.diagnostic_code,
             diagnostic(&f.value),
-            &f.name,
+            f.name,
             warnings,
         ),
-        "last-attempt-date" => {
-            set_once(&mut r.last_attempt_date, f.value.clone(), &f.name, warnings)
-        }
-        "final-log-id" => set_once(&mut r.final_log_id, f.value.clone(), &f.name, warnings),
-        "will-retry-until" => set_once(&mut r.will_retry_until, f.value.clone(), &f.name, warnings),
-        _ => r.extensions.push((f.name, f.value)),
+        "last-attempt-date" => set_once(
+            &mut r.last_attempt_date,
+            f.value.to_string(),
+            f.name,
+            warnings,
+        ),
+        "final-log-id" => set_once(&mut r.final_log_id, f.value.to_string(), f.name, warnings),
+        "will-retry-until" => set_once(
+            &mut r.will_retry_until,
+            f.value.to_string(),
+            f.name,
+            warnings,
+        ),
+        _ => r
+            .extensions
+            .push((f.name.to_string(), f.value.into_owned())),
     }
 }
 
@@ -407,7 +424,7 @@ pub(crate) fn parse_status_body(
             last.clear();
         }
         for f in group {
-            let sc = scope(&f.name);
+            let sc = scope(f.name);
             if in_message {
                 match sc {
                     Scope::Message | Scope::Other => {
@@ -429,7 +446,7 @@ pub(crate) fn parse_status_body(
                 }
             }
             let r = cur.get_or_insert_with(Recipient::default);
-            if starts_new_recipient(r, &f.name, &last) {
+            if starts_new_recipient(r, f.name, &last) {
                 warnings.push(Warning::new(
                     WarningKind::MissingBlankLine,
                     format!("no blank line before {} of the next recipient", f.name),
@@ -439,9 +456,10 @@ pub(crate) fn parse_status_body(
                 }
             }
             let r = cur.get_or_insert_with(Recipient::default);
-            last.clone_from(&f.name);
+            last.clear();
+            last.push_str(f.name);
             if sc == Scope::Message {
-                if pm.get(&f.name).is_none() {
+                if pm.get(f.name).is_none() {
                     warnings.push(Warning::new(
                         WarningKind::MisplacedField,
                         format!(
@@ -451,7 +469,8 @@ pub(crate) fn parse_status_body(
                     ));
                     apply_message_field(&mut pm, f, warnings);
                 } else {
-                    r.extensions.push((f.name, f.value));
+                    r.extensions
+                        .push((f.name.to_string(), f.value.into_owned()));
                 }
                 continue;
             }

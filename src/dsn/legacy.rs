@@ -45,15 +45,19 @@ const SIGNATURES: &[(&str, &str)] = &[
 /// The legacy layout, from the opening lines of the prose, the subject or
 /// the sender's name.
 fn detect_format(prose: &str, subject: &str, from: &str) -> Option<&'static str> {
-    for line in prose.lines().filter(|l| !l.trim().is_empty()).take(12) {
+    for line in prose.lines().filter(|l| !l.trim().is_empty()).take(10) {
         let t = line.trim_start_matches([' ', '\t', '-', '>']);
-        if let Some((_, f)) = SIGNATURES
-            .iter()
-            .find(|(sig, _)| starts_ci(t, sig.trim_start_matches('-').trim_start()))
-        {
+        let Some(lead) = t.as_bytes().first().map(u8::to_ascii_lowercase) else {
+            continue;
+        };
+        let found = SIGNATURES.iter().find(|(sig, _)| {
+            let sig = sig.trim_start_matches('-').trim_start();
+            sig.as_bytes().first() == Some(&lead) && starts_ci(t, sig)
+        });
+        if let Some((_, f)) = found {
             return Some(f);
         }
-        if find_ci(line, "qmail-send").is_some() {
+        if line.as_bytes().contains(&b'q') && find_ci(line, "qmail-send").is_some() {
             return Some("qmail");
         }
     }

@@ -43,6 +43,9 @@ fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
 
 /// Whether some CR is not followed by LF.
 fn has_bare_cr(bytes: &[u8]) -> bool {
+    if !bytes.contains(&b'\r') {
+        return false;
+    }
     let mut i = 0;
     while let Some(p) = find_byte(&bytes[i..], b'\r') {
         let at = i + p;
@@ -82,11 +85,13 @@ fn normalise_cr(bytes: &[u8]) -> Option<Vec<u8>> {
 fn content_type(part: &MessagePart<'_>) -> (Option<String>, Option<String>) {
     match part.content_type() {
         Some(ct) => {
-            let t = match ct.subtype() {
-                Some(s) => format!("{}/{}", ct.ctype(), s),
-                None => ct.ctype().to_string(),
+            let mut t = String::with_capacity(40);
+            t.push_str(ct.ctype());
+            if let Some(s) = ct.subtype() {
+                t.push('/');
+                t.push_str(s);
             }
-            .to_ascii_lowercase();
+            t.make_ascii_lowercase();
             let rt = ct
                 .attributes()
                 .and_then(|a| {
@@ -121,18 +126,24 @@ struct Walk<'m> {
     returned: Option<Returned>,
 }
 
-impl Walk<'_> {
+impl<'m> Walk<'m> {
     /// The prose of the bounce: plain-text parts, else HTML parts as text.
-    fn prose(&self) -> String {
+    fn prose(&self) -> Cow<'m, str> {
+        if let [one] = &self.prose[..] {
+            if !one.trim().is_empty() || self.html.is_empty() {
+                return one.clone();
+            }
+        }
         let plain = self.prose.join("\n");
         if !plain.trim().is_empty() || self.html.is_empty() {
-            return plain;
+            return Cow::Owned(plain);
         }
         self.html
             .iter()
             .map(|h| mail_parser::decoders::html::html_to_text(h))
             .collect::<Vec<_>>()
             .join("\n")
+            .into()
     }
 }
 
@@ -246,7 +257,7 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         returned: None,
     };
     walk(&msg, 0, &mut st, limits)?;
-    let mut prose_cache: Option<String> = None;
+    let mut prose_cache: Option<Cow<'_, str>> = None;
 
     if st.reports.iter().all(|r| r.depth > 0) {
         // No status part in the bounce itself: maybe the MIME structure is
@@ -258,7 +269,9 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         // Raw bytes only when the message claims to be a delivery report.
         let claims_report = report_type.as_deref() == Some("delivery-status")
             || (root.is_multipart() && contains_ci(body, b"/delivery-status"));
-        let text: Cow<'_, str> = if let Some(p) = find_status_block(prose.as_bytes()) {
+        // Fields inside prose sit near its start; do not scan returned text.
+        let head = &prose.as_bytes()[..prose.len().min(16 * 1024)];
+        let text: Cow<'_, str> = if let Some(p) = find_status_block(head) {
             Cow::Owned(prose[p..].to_string())
         } else if claims_report && may_hold_fields(body) {
             match find_status_block(body) {
