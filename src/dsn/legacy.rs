@@ -30,7 +30,7 @@ const SIGNATURES: &[(&str, &str)] = &[
         "the following addresses had permanent fatal errors",
         "sendmail",
     ),
-    ("----- transcript of session follows -----", "sendmail"),
+    ("transcript of session follows", "sendmail"),
     ("delivery to the following recipient failed", "gmail"),
     ("delivery to the following recipients failed", "gmail"),
     ("sorry, we were unable to deliver your message", "yahoo"),
@@ -50,10 +50,9 @@ fn detect_format(prose: &str, subject: &str, from: &str) -> Option<&'static str>
         let Some(lead) = t.as_bytes().first().map(u8::to_ascii_lowercase) else {
             continue;
         };
-        let found = SIGNATURES.iter().find(|(sig, _)| {
-            let sig = sig.trim_start_matches('-').trim_start();
-            sig.as_bytes().first() == Some(&lead) && starts_ci(t, sig)
-        });
+        let found = SIGNATURES
+            .iter()
+            .find(|(sig, _)| sig.as_bytes().first() == Some(&lead) && starts_ci(t, sig));
         if let Some((_, f)) = found {
             return Some(f);
         }
@@ -401,7 +400,7 @@ fn push_unique(list: &mut Vec<(usize, String)>, pos: usize, a: String) {
 }
 
 /// Reads recipients from bounce prose.
-pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) -> Found {
+pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
     let subject = msg.subject().unwrap_or("");
     let from = msg
         .from()
@@ -486,14 +485,11 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
         any
     };
     if chosen.is_empty() {
-        let inline_to;
-        let returned_to = if returned_to.is_empty() {
-            inline_to = inline_returned_to(&prose[cut..]);
-            &inline_to[..]
-        } else {
-            returned_to
-        };
-        for a in returned_to {
+        let mut returned_to = super::structure::returned_recipients(msg);
+        if returned_to.is_empty() {
+            returned_to = inline_returned_to(&prose[cut..]);
+        }
+        for a in &returned_to {
             if !excluded(a) {
                 push_unique(&mut chosen, text.len(), a.clone());
             }

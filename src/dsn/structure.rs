@@ -159,6 +159,14 @@ fn walk<'m>(
         if part.is_multipart() {
             continue;
         }
+        // Inside returned messages only message/* parts can matter.
+        if depth > 0
+            && !part
+                .content_type()
+                .is_some_and(|c| c.ctype().eq_ignore_ascii_case("message"))
+        {
+            continue;
+        }
         let (ct, _) = content_type(part);
         let ct_s = ct.as_deref().unwrap_or("text/plain");
         match ct_s {
@@ -319,8 +327,7 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         .count();
     if prose_needed > 0 {
         let prose = prose_cache.get_or_insert_with(|| st.prose());
-        let returned_to = returned_recipients(&msg);
-        let found = legacy::extract(prose, &returned_to, &msg);
+        let found = legacy::extract(prose, &msg);
         if found.recipients.len() == prose_needed {
             let mut it = found.recipients.into_iter();
             for r in st
@@ -350,8 +357,7 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
     let mut legacy_format = None;
     if !has_recipients {
         let prose = prose_cache.get_or_insert_with(|| st.prose());
-        let returned_to = returned_recipients(&msg);
-        let found = legacy::extract(prose, &returned_to, &msg);
+        let found = legacy::extract(prose, &msg);
         if !found.recipients.is_empty() {
             legacy_flag = true;
             legacy_format = found.format.map(str::to_string);
@@ -472,7 +478,7 @@ fn may_hold_fields(body: &[u8]) -> bool {
 }
 
 /// Recipient addresses (To, Cc) of the first returned message, if any.
-fn returned_recipients(msg: &Message<'_>) -> Vec<String> {
+pub(crate) fn returned_recipients(msg: &Message<'_>) -> Vec<String> {
     let mut out = Vec::new();
     for part in msg.parts.iter().skip(1) {
         if let Some(m) = part.message() {
