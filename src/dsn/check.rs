@@ -1,4 +1,8 @@
 //! DSN judging: conformance findings against RFC 3461 §6, RFC 3464 §2 and RFC 6522 §3.
+//!
+//! Each rule names the section it comes from and the strength of the
+//! requirement. Will-Retry-Until is optional for delayed reports (RFC 3464
+//! §2.3.9), so its absence yields no finding.
 
 use serde::Serialize;
 
@@ -54,7 +58,7 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
     if dsn.content_type != "multipart/report" {
         out.push(f(
             "dsn.content-type",
-            "RFC 3461 §6.2",
+            "RFC 3461 §6",
             Must,
             format!(
                 "top-level content type is {}, not multipart/report",

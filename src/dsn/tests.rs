@@ -107,6 +107,21 @@ fn findings_cite_sections() {
     let fs = check(&parse(delayed.as_bytes()).unwrap());
     assert!(fs.iter().any(|f| f.rule == "dsn.status.class-vs-action"));
 
+    // A delayed 4.x.x report without Will-Retry-Until is fine.
+    let delayed = DSN
+        .replace("Action: failed", "Action: delayed")
+        .replace("Status: 5.1.1", "Status: 4.4.1")
+        .replace("550-5.1.1 no such", "450-4.4.1 no such")
+        .replace("550 5.1.1 user", "450 4.4.1 user");
+    let fs = check(&parse(delayed.as_bytes()).unwrap());
+    assert!(fs.is_empty(), "{fs:?}");
+
+    let pipe = DSN.replace("smtp; 550-5.1.1 no such", "smtp; mailbox unavailable");
+    let fs = check(&parse(pipe.as_bytes()).unwrap());
+    assert!(fs.iter().any(|f| f.rule == "dsn.diagnostic-code.smtp-reply"
+        && f.section == "RFC 3464 §2.3.6"
+        && f.strength == Strength::Should));
+
     let queued = DSN.replace(
         "Your message could not be delivered.",
         "Your message is delayed; we will keep trying.",

@@ -507,6 +507,13 @@ fn no_sample_panics() {
         if r.is_err() {
             panics.push(p.display().to_string());
         }
+        // Truncated copies (a transfer cut short) must not panic either.
+        for k in 1..6 {
+            let cut = &bytes[..bytes.len() * k / 6];
+            if std::panic::catch_unwind(|| dsn::parse(cut).map(|d| dsn::check(&d))).is_err() {
+                panics.push(format!("{} cut at {}", p.display(), cut.len()));
+            }
+        }
     }
     println!(
         "parsed {} samples in {:?}; slowest {:?} ({}) [{} build]",
