@@ -80,7 +80,6 @@ const CUT_MARKERS: &[&str] = &[
     "--- original message",
     "----- the original message",
     "---------- original message",
-    "the original message was",
     "--- message header follows",
     "----- the header of the original message",
     "----- message header follows",
@@ -171,7 +170,7 @@ fn addresses(s: &str) -> Vec<(usize, usize, String)> {
             l -= 1;
         }
         let mut r = at + 1;
-        while r < b.len() && is_domain_char(b[r]) {
+        while r < b.len() && is_domain_char(b[r]) && !(b[r] == b'.' && b[r - 1] == b'.') {
             r += 1;
         }
         // Trim trailing dots/hyphens from the domain and leading dots from the local part.
@@ -180,6 +179,13 @@ fn addresses(s: &str) -> Vec<(usize, usize, String)> {
         }
         while l < at && matches!(b[l], b'.' | b'\'' | b'`') {
             l += 1;
+        }
+        // X.400-style prefixes such as `SMTP=user@host`.
+        if let Some(eq) = s[l..at].find('=') {
+            let kind = &s[l..l + eq];
+            if kind.eq_ignore_ascii_case("smtp") || kind.eq_ignore_ascii_case("rfc822") {
+                l += eq + 1;
+            }
         }
         let domain = &s[at + 1..r];
         if l < at && !domain.is_empty() && domain.contains('.') {
@@ -220,12 +226,11 @@ fn line_address(line: &str) -> Option<(String, bool)> {
         let labelled = before.ends_with("address:")
             || before.ends_with("recipient:")
             || before.ends_with("address(es):")
-            || before == "to:"
             || before.ends_with("user:")
             || before.ends_with("failed:")
             || before.ends_with("unknown user:")
             || before.ends_with("mailbox:");
-        if !labelled || before.starts_with("to:") && before.len() > 3 {
+        if !labelled {
             return None;
         }
     }
@@ -257,6 +262,33 @@ fn line_address(line: &str) -> Option<(String, bool)> {
     }
     let listed = bracket || tail.starts_with(':');
     Some((a.clone(), listed))
+}
+
+/// `NNN <addr>... text` (or `NNN NNN <addr>...`), as Sendmail writes per
+/// recipient in its transcript.
+fn coded_address(line: &str) -> Option<String> {
+    let b = line.as_bytes();
+    let coded = b.len() > 4
+        && matches!(b[0], b'4' | b'5')
+        && b[1].is_ascii_digit()
+        && b[2].is_ascii_digit()
+        && b[3] == b' ';
+    if !coded {
+        return None;
+    }
+    let mut rest = line.get(4..)?.trim_start();
+    // An enhanced status may sit between the code and the address.
+    if let Some((_, after)) = EnhancedStatus::parse_prefix(rest) {
+        rest = after.trim_start();
+    }
+    let inner = rest.strip_prefix('<')?;
+    let close = inner.find('>')?;
+    if !inner[close + 1..].starts_with("...") {
+        return None;
+    }
+    let addrs = addresses(&inner[..close]);
+    let (s, e, a) = addrs.first()?;
+    (*s == 0 && *e == close).then(|| a.clone())
 }
 
 /// The first SMTP reply in `text`: a code 200..=599 at the start of a line
@@ -407,7 +439,7 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
         .and_then(|a| a.first())
         .and_then(|a| a.name())
         .unwrap_or("");
-    let format = detect_format(prose, subject, from);
+    let mut format = detect_format(prose, subject, from);
 
     // The bounce's own parties are rarely the failed recipients.
     let addrs_of = |h: Option<&mail_parser::Address<'_>>| -> Vec<String> {
@@ -442,11 +474,26 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
                 expanded_from.push(a);
             }
         }
+        let bare = line.trim_start_matches(['>', ' ', '\t']);
+        if ["message-id:", "in-reply-to:", "references:"]
+            .iter()
+            .any(|h| starts_ci(bare, h))
+        {
+            continue;
+        }
         if let Some((a, listed)) = line_address(line) {
-            // A listed entry (`<addr>:`) names a failed recipient even when
-            // it is a role account or the bounce's addressee.
-            if !is_from(&a) && (listed || !excluded(&a)) {
+            // An address alone on a line names a failed recipient, even a
+            // role account; the bounce's addressee only in the listed
+            // `<addr>:` form.
+            if !is_from(&a) && (listed || !is_to(&a)) {
                 push_unique(&mut strong, start, a);
+            }
+            continue;
+        }
+        // Sendmail transcripts: `550 <addr>... User unknown`.
+        if let Some(a) = coded_address(bare) {
+            if !excluded(&a) {
+                push_unique(&mut rcpt, start, a);
             }
             continue;
         }
@@ -469,7 +516,15 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
             }
         }
     }
-    let mut chosen = if !failed_hdr.is_empty() {
+    // An RFC 3834 auto-reply (not a bounce) comes from the recipient itself.
+    let auto_reply = format.is_none() && is_auto_reply(msg);
+    let mut chosen = if auto_reply {
+        own_from
+            .iter()
+            .filter(|a| !is_role(a))
+            .map(|a| (0, a.clone()))
+            .collect()
+    } else if !failed_hdr.is_empty() {
         failed_hdr
     } else if !strong.is_empty() {
         strong
@@ -496,6 +551,9 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
         }
     }
     chosen.sort_by_key(|(p, _)| *p);
+    if auto_reply && !chosen.is_empty() {
+        format = Some("auto-reply");
+    }
 
     let mut recipients = Vec::with_capacity(chosen.len());
     // A reply or status not next to any address is shared by all of them.
@@ -526,6 +584,25 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
         recipients.push(r);
     }
     Found { recipients, format }
+}
+
+/// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
+/// common vacation responders use.
+fn is_auto_reply(msg: &Message<'_>) -> bool {
+    let auto = msg
+        .header_values("Auto-Submitted")
+        .filter_map(|v| v.as_text())
+        .any(|v| starts_ci(v.trim(), "auto-replied"));
+    let subject = msg.subject().unwrap_or("").trim_start();
+    auto || [
+        "automatic reply:",
+        "auto:",
+        "out of office",
+        "autoreply:",
+        "auto-reply:",
+    ]
+    .iter()
+    .any(|p| starts_ci(subject, p))
 }
 
 /// To/Cc of a returned header block that follows the prose inline.
