@@ -511,9 +511,25 @@ pub(crate) fn find_status_block(text: &[u8]) -> Option<usize> {
     let mut offset = 0usize;
     let mut candidate: Option<usize> = None;
     let mut lines_since = 0usize;
-    for line in text.split(|&b| b == b'\n') {
+    while offset < text.len() {
         let start = offset;
+        let rest = &text[start..];
+        let line = &rest[..super::find_byte(rest, b'\n').unwrap_or(rest.len())];
         offset += line.len() + 1;
+        // Only lines opening with Re, Fi, Or, Ac or St can matter.
+        let lead = [
+            line.first().map_or(0, u8::to_ascii_lowercase),
+            line.get(1).map_or(0, u8::to_ascii_lowercase),
+        ];
+        if !matches!(&lead, b"re" | b"fi" | b"or" | b"ac" | b"st") {
+            if candidate.is_some() {
+                lines_since += 1;
+                if lines_since > 12 {
+                    candidate = None;
+                }
+            }
+            continue;
+        }
         let starts =
             |p: &str| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p.as_bytes());
         if candidate.is_none() {

@@ -60,10 +60,15 @@ fn detect_format(prose: &str, subject: &str, from: &str) -> Option<&'static str>
             return Some("qmail");
         }
     }
-    SIGNATURES
-        .iter()
-        .find(|(sig, _)| find_ci(subject, sig).is_some() || find_ci(from, sig).is_some())
-        .map(|(_, f)| *f)
+    // Subject or sender name of the common prose bounces.
+    [
+        ("failure notice", "failure-notice"),
+        ("undelivered mail returned to sender", "postfix"),
+        ("mail delivery subsystem", "sendmail"),
+    ]
+    .iter()
+    .find(|(sig, _)| find_ci(subject, sig).is_some() || find_ci(from, sig).is_some())
+    .map(|(_, f)| *f)
 }
 
 /// Lines (lowercase, trimmed) that start the returned message.
@@ -469,7 +474,9 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
         if !line.contains('@') {
             continue;
         }
-        if let Some(p) = find_ci(line, "expanded from") {
+        let lb = line.as_bytes();
+        let may_expand = lb.contains(&b'x') || lb.contains(&b'X');
+        if let Some(p) = may_expand.then(|| find_ci(line, "expanded from")).flatten() {
             for (_, _, a) in addresses(&line[p..]) {
                 expanded_from.push(a);
             }
@@ -497,7 +504,11 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
             }
             continue;
         }
-        if let Some(p) = find_ci(line, "rcpt to:") {
+        if let Some(p) = lb
+            .contains(&b':')
+            .then(|| find_ci(line, "rcpt to:"))
+            .flatten()
+        {
             if let Some((_, _, a)) = addresses(&line[p..]).into_iter().next() {
                 if !excluded(&a) {
                     push_unique(&mut rcpt, start, a);

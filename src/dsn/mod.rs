@@ -169,15 +169,27 @@ pub enum Action {
 
 impl Action {
     pub(crate) fn parse(raw: &str) -> Action {
-        let v = fields::strip_comments(raw).to_ascii_lowercase();
+        let stripped;
+        let v = if raw.contains('(') {
+            stripped = fields::strip_comments(raw);
+            stripped.as_str()
+        } else {
+            raw.trim()
+        };
+        let is = |name: &str| v.eq_ignore_ascii_case(name);
         let raw = raw.to_string();
-        match v.as_str() {
-            "failed" => Action::Failed(raw),
-            "delayed" => Action::Delayed(raw),
-            "delivered" => Action::Delivered(raw),
-            "relayed" => Action::Relayed(raw),
-            "expanded" => Action::Expanded(raw),
-            _ => Action::Other(raw),
+        if is("failed") {
+            Action::Failed(raw)
+        } else if is("delayed") {
+            Action::Delayed(raw)
+        } else if is("delivered") {
+            Action::Delivered(raw)
+        } else if is("relayed") {
+            Action::Relayed(raw)
+        } else if is("expanded") {
+            Action::Expanded(raw)
+        } else {
+            Action::Other(raw)
         }
     }
 
@@ -486,6 +498,25 @@ impl fmt::Display for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&render_text(self))
     }
+}
+
+/// Position of the first `needle` byte in `hay`, eight bytes at a time.
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pat = LO * u64::from(needle);
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ pat;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
 }
 
 /// Parses a bounce message with the default [`DsnLimits`].

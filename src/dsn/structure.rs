@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::fields::{find_status_block, parse_status_body};
+use super::find_byte;
 use super::{
     legacy, DeliveryStatus, Dsn, DsnError, DsnLimits, Returned, ReturnedKind, Source, Warning,
     WarningKind,
@@ -22,23 +23,12 @@ pub(crate) fn parser() -> &'static MessageParser {
 /// Most bytes of prose handed to the legacy reader.
 const MAX_LEGACY_TEXT: usize = 256 * 1024;
 
-/// Position of the first `needle` byte in `hay`, eight bytes at a time.
-fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pat = LO * u64::from(needle);
-    let mut i = 0;
-    while i + 8 <= hay.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&hay[i..i + 8]);
-        let x = u64::from_le_bytes(w) ^ pat;
-        let found = x.wrapping_sub(LO) & !x & HI;
-        if found != 0 {
-            return Some(i + (found.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
+/// High bit set in each byte of `w` equal to `c` (exact, no false hits).
+#[inline]
+fn eq_mask(w: u64, c: u8) -> u64 {
+    const SEVEN: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = w ^ (0x0101_0101_0101_0101 * u64::from(c));
+    !(((x & SEVEN) + SEVEN) | x | SEVEN)
 }
 
 /// Whether some CR is not followed by LF.
@@ -47,14 +37,18 @@ fn has_bare_cr(bytes: &[u8]) -> bool {
         return false;
     }
     let mut i = 0;
-    while let Some(p) = find_byte(&bytes[i..], b'\r') {
-        let at = i + p;
-        if bytes.get(at + 1) != Some(&b'\n') {
+    while i + 9 <= bytes.len() {
+        let mut a = [0u8; 8];
+        let mut b = [0u8; 8];
+        a.copy_from_slice(&bytes[i..i + 8]);
+        b.copy_from_slice(&bytes[i + 1..i + 9]);
+        let cr = eq_mask(u64::from_le_bytes(a), b'\r');
+        if cr & !eq_mask(u64::from_le_bytes(b), b'\n') != 0 {
             return true;
         }
-        i = at + 2;
+        i += 8;
     }
-    false
+    (i..bytes.len()).any(|k| bytes[k] == b'\r' && bytes.get(k + 1) != Some(&b'\n'))
 }
 
 /// Replaces bare CR line ends with LF; `None` when there are none.
@@ -64,6 +58,11 @@ fn normalise_cr(bytes: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut k = 0;
+    // Copy up to the first CR at once.
+    if let Some(p) = find_byte(bytes, b'\r') {
+        out.extend_from_slice(&bytes[..p]);
+        k = p;
+    }
     while k < bytes.len() {
         let b = bytes[k];
         if b == b'\r' {
@@ -493,4 +492,30 @@ pub(crate) fn returned_recipients(msg: &Message<'_>) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn bare_cr_detection_agrees(buf in proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), any::<u8>()], 0..80)
+        ) {
+            let naive = (0..buf.len()).any(|k| buf[k] == b'\r' && buf.get(k + 1) != Some(&b'\n'));
+            prop_assert_eq!(has_bare_cr(&buf), naive);
+            if let Some(out) = normalise_cr(&buf) {
+                prop_assert!(naive);
+                prop_assert!(!has_bare_cr(&out));
+                prop_assert_eq!(out.len(), buf.len());
+            }
+        }
+
+        #[test]
+        fn byte_search_agrees(buf in proptest::collection::vec(any::<u8>(), 0..64), b in any::<u8>()) {
+            prop_assert_eq!(find_byte(&buf, b), buf.iter().position(|&x| x == b));
+        }
+    }
 }
