@@ -415,11 +415,6 @@ fn recipients_and_status_classes() {
         all_legacy.pct()
     );
     assert!(
-        all_ds.pct() >= 99.0,
-        "delivery-status recipients {:.1}% < 99%",
-        all_ds.pct()
-    );
-    assert!(
         all_legacy.pct() >= 85.0,
         "legacy recipients {:.1}% < 85%",
         all_legacy.pct()
@@ -428,6 +423,13 @@ fn recipients_and_status_classes() {
         cls_ds.pct() >= 95.0,
         "status class {:.1}% < 95%",
         cls_ds.pct()
+    );
+    assert!(
+        all_ds.pct() >= 99.0,
+        "delivery-status recipients {:.1}% < 99% ({} of {} samples differ; see the misses above)",
+        all_ds.pct(),
+        all_ds.total - all_ds.ok,
+        all_ds.total
     );
 }
 
