@@ -152,6 +152,11 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
         return out;
     }
 
+    // A phrase of the human-readable part saying the message is still queued.
+    let queued: Option<&str> = dsn.human_text.as_ref().and_then(|t| {
+        let lower = t.to_ascii_lowercase();
+        STILL_QUEUED.iter().find(|p| lower.contains(*p)).copied()
+    });
     for rep in &primary {
         let pm = &rep.per_message;
         match &pm.reporting_mta {
@@ -183,13 +188,13 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
             .enumerate()
             .filter(|(_, r)| !r.from_text())
         {
-            recipient_findings(dsn, r, &who(r, i), &mut out);
+            recipient_findings(queued, r, &who(r, i), &mut out);
         }
     }
     out
 }
 
-fn recipient_findings(dsn: &Dsn, r: &Recipient, who: &str, out: &mut Vec<Finding>) {
+fn recipient_findings(queued: Option<&str>, r: &Recipient, who: &str, out: &mut Vec<Finding>) {
     use Strength::*;
     match &r.final_recipient {
         None => out.push(f(
@@ -305,18 +310,15 @@ fn recipient_findings(dsn: &Dsn, r: &Recipient, who: &str, out: &mut Vec<Finding
         }
     }
     if matches!(r.action, Some(Action::Failed(_))) {
-        if let Some(text) = &dsn.human_text {
-            let lower = text.to_ascii_lowercase();
-            if let Some(p) = STILL_QUEUED.iter().find(|p| lower.contains(*p)) {
-                out.push(f(
-                    "dsn.action.failed-but-queued",
-                    "RFC 3464 §2.3.3",
-                    Should,
-                    format!(
-                        "{who}: Action failed (delivery abandoned) but the human-readable part says {p:?}"
-                    ),
-                ));
-            }
+        if let Some(p) = queued {
+            out.push(f(
+                "dsn.action.failed-but-queued",
+                "RFC 3464 §2.3.3",
+                Should,
+                format!(
+                    "{who}: Action failed (delivery abandoned) but the human-readable part says {p:?}"
+                ),
+            ));
         }
     }
 }

@@ -430,8 +430,12 @@ fn recipient(addr: &str, section: &str) -> Recipient {
     }
 }
 
+/// Most candidate addresses kept from one bounce's prose (bounds the
+/// quadratic de-duplication on hostile input).
+const MAX_CANDIDATES: usize = 1000;
+
 fn push_unique(list: &mut Vec<(usize, String)>, pos: usize, a: String) {
-    if !list.iter().any(|(_, x)| x.eq_ignore_ascii_case(&a)) {
+    if list.len() < MAX_CANDIDATES && !list.iter().any(|(_, x)| x.eq_ignore_ascii_case(&a)) {
         list.push((pos, a));
     }
 }
@@ -478,7 +482,9 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
         let may_expand = lb.contains(&b'x') || lb.contains(&b'X');
         if let Some(p) = may_expand.then(|| find_ci(line, "expanded from")).flatten() {
             for (_, _, a) in addresses(&line[p..]) {
-                expanded_from.push(a);
+                if expanded_from.len() < MAX_CANDIDATES {
+                    expanded_from.push(a);
+                }
             }
         }
         let bare = line.trim_start_matches(['>', ' ', '\t']);

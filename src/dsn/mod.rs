@@ -28,7 +28,7 @@ pub use render::render_text;
 pub struct DsnLimits {
     /// Largest message accepted, in bytes (default 10 MiB).
     pub max_size: usize,
-    /// Most lines in one delivery-status body (default 20 000).
+    /// Most lines in one delivery-status body (default 100 000).
     pub max_field_lines: usize,
     /// Most recipient groups in one report (default 10 000).
     pub max_recipients: usize,
@@ -38,7 +38,7 @@ impl Default for DsnLimits {
     fn default() -> Self {
         DsnLimits {
             max_size: 10 * 1024 * 1024,
-            max_field_lines: 20_000,
+            max_field_lines: 100_000,
             max_recipients: 10_000,
         }
     }
