@@ -128,29 +128,48 @@ fn is_header_line(l: &str) -> bool {
 }
 
 /// Byte offset where the returned message starts, or the text length.
-fn cut_point(text: &str) -> usize {
-    let mut offset = 0;
-    let mut prev_header: Option<usize> = None;
-    for line in text.split('\n') {
-        let start = offset;
-        offset += line.len() + 1;
+/// Finds where the returned message starts, fed one line at a time.
+#[derive(Default)]
+struct Cutter {
+    prev_header: Option<usize>,
+}
+
+impl Cutter {
+    /// Returns the cut offset once `line` (starting at `start`) shows that
+    /// the returned message has begun.
+    fn feed(&mut self, start: usize, line: &str) -> Option<usize> {
         let t = line.trim().trim_start_matches(['>', ' ', '|']);
         let lead = t.as_bytes().first().map(u8::to_ascii_lowercase);
         if t.len() >= 12
             && matches!(lead, Some(b'-' | b'o' | b't' | b'u' | b'c'))
             && CUT_MARKERS.iter().any(|m| starts_ci(t, m))
         {
-            return start;
+            return Some(start);
         }
         // Two header lines in a row: the returned header has begun.
-        if !line.starts_with([' ', '\t']) && is_header_line(line) {
-            if let Some(p) = prev_header {
-                return p;
+        let folded = line.starts_with([' ', '\t']);
+        if !folded && is_header_line(line) {
+            if let Some(p) = self.prev_header {
+                return Some(p);
             }
-            prev_header = Some(start);
-        } else if !(line.starts_with([' ', '\t']) && prev_header.is_some()) {
-            prev_header = None;
+            self.prev_header = Some(start);
+        } else if !(folded && self.prev_header.is_some()) {
+            self.prev_header = None;
         }
+        None
+    }
+}
+
+/// Byte offset where the returned message starts, or the text length.
+#[cfg(test)]
+fn cut_point(text: &str) -> usize {
+    let mut cutter = Cutter::default();
+    let mut offset = 0;
+    for line in text.split('\n') {
+        if let Some(c) = cutter.feed(offset, line) {
+            return c;
+        }
+        offset += line.len() + 1;
     }
     text.len()
 }
@@ -464,17 +483,21 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
     let is_to = |a: &str| own_to.iter().any(|o| o.eq_ignore_ascii_case(a));
     let excluded = |a: &str| is_role(a) || is_from(a) || is_to(a);
 
-    let cut = cut_point(prose);
-    let text = &prose[..cut];
-
-    // Pass 1: addresses on their own line; pass 2: RCPT TO in transcripts.
+    // One pass over the prose up to the returned message: addresses on
+    // their own line (strong), RCPT TO and transcript lines (rcpt).
     let mut strong: Vec<(usize, String)> = Vec::new();
     let mut rcpt: Vec<(usize, String)> = Vec::new();
     let mut expanded_from: Vec<String> = Vec::new();
+    let mut cutter = Cutter::default();
+    let mut cut = prose.len();
     let mut offset = 0;
-    for line in text.split('\n') {
+    for line in prose.split('\n') {
         let start = offset;
         offset += line.len() + 1;
+        if let Some(c) = cutter.feed(start, line) {
+            cut = c;
+            break;
+        }
         if !line.contains('@') {
             continue;
         }
@@ -522,7 +545,10 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
             }
         }
     }
-    strong.retain(|(_, a)| !expanded_from.iter().any(|x| x.eq_ignore_ascii_case(a)));
+    let text = &prose[..cut];
+    // A header line taken before the cut was found belongs to the return.
+    strong.retain(|(p, a)| *p < cut && !expanded_from.iter().any(|x| x.eq_ignore_ascii_case(a)));
+    rcpt.retain(|(p, _)| *p < cut);
     // Exim and Gmail name the failed recipients in a header field.
     let mut failed_hdr: Vec<(usize, String)> = Vec::new();
     for raw in msg.header_values("X-Failed-Recipients") {
