@@ -16,6 +16,8 @@ use crate::smtp::reply::{parse_diagnostic, EnhancedStatus, Reply};
 pub(crate) struct Found {
     pub recipients: Vec<Recipient>,
     pub format: Option<&'static str>,
+    /// Where the returned message starts in the prose, if it is inline.
+    pub returned_at: Option<usize>,
 }
 
 /// Known first sentences of legacy bounces, lowercase.
@@ -626,7 +628,11 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
         }
         recipients.push(r);
     }
-    Found { recipients, format }
+    Found {
+        recipients,
+        format,
+        returned_at: (cut < prose.len()).then_some(cut),
+    }
 }
 
 /// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
@@ -648,21 +654,25 @@ fn is_auto_reply(msg: &Message<'_>) -> bool {
     .any(|p| starts_ci(subject, p))
 }
 
-/// To/Cc of a returned header block that follows the prose inline.
-fn inline_returned_to(rest: &str) -> Vec<String> {
+/// Offset of the first header line of a returned message that follows the
+/// prose inline (looked for in its first 4 KiB).
+pub(crate) fn inline_header_start(rest: &str) -> Option<usize> {
     let mut offset = 0;
-    let mut start = None;
     for line in rest.split('\n') {
         if is_header_line(line) {
-            start = Some(offset);
-            break;
+            return Some(offset);
         }
         offset += line.len() + 1;
         if offset > 4096 {
             break;
         }
     }
-    let Some(start) = start else {
+    None
+}
+
+/// To/Cc of a returned header block that follows the prose inline.
+fn inline_returned_to(rest: &str) -> Vec<String> {
+    let Some(start) = inline_header_start(rest) else {
         return Vec::new();
     };
     let Some(m) = super::structure::parser().parse_headers(&rest.as_bytes()[start..]) else {

@@ -437,6 +437,8 @@ pub enum ReturnedKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Returned {
     pub kind: ReturnedKind,
+    /// Content type of the part, lowercase; `inline` for a message quoted
+    /// in the text of a legacy bounce.
     pub content_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,

@@ -357,6 +357,11 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
     if !has_recipients {
         let prose = prose_cache.get_or_insert_with(|| st.prose());
         let found = legacy::extract(prose, &msg);
+        if st.returned.is_none() {
+            if let Some(at) = found.returned_at {
+                st.returned = inline_returned(&prose[at..]);
+            }
+        }
         if !found.recipients.is_empty() {
             legacy_flag = true;
             legacy_format = found.format.map(str::to_string);
@@ -430,6 +435,29 @@ fn header_field(raw: &[u8], name: &str, id: bool) -> Option<String> {
         pos = end;
     }
     None
+}
+
+/// A returned message quoted inline after a legacy bounce's prose: headers
+/// only when nothing but blank lines follows the header block.
+fn inline_returned(rest: &str) -> Option<Returned> {
+    let start = legacy::inline_header_start(rest)?;
+    let block = &rest[start..];
+    let bytes = block.as_bytes();
+    let body_at = block
+        .find("\n\n")
+        .or_else(|| block.find("\n\r\n"))
+        .map(|p| p + 1);
+    let has_body = body_at.is_some_and(|p| !block[p..].trim().is_empty());
+    Some(Returned {
+        kind: if has_body {
+            ReturnedKind::FullMessage
+        } else {
+            ReturnedKind::HeadersOnly
+        },
+        content_type: "inline".to_string(),
+        message_id: header_field(bytes, "message-id", true),
+        subject: header_field(bytes, "subject", false),
+    })
 }
 
 /// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.

@@ -161,6 +161,9 @@ hello\n";
     assert_eq!(r[0].address().as_deref(), Some("user@example.net"));
     assert_eq!(r[0].reply().unwrap().code, 550);
     assert_eq!(r[0].class(), Some(5));
+    let ret = d.returned.as_ref().unwrap();
+    assert_eq!(ret.kind, ReturnedKind::FullMessage);
+    assert_eq!(ret.content_type, "inline");
 }
 
 #[test]

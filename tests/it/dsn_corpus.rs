@@ -557,6 +557,9 @@ fn dump_sample() {
     let Some(root) = corpus_root() else { return };
     if let Some(d) = parse_file(&root.join(name)) {
         println!("{}", dsn::render_text(&d));
-        println!("{:#?}", d.reports);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d.reports).unwrap_or_default()
+        );
     }
 }
