@@ -116,7 +116,7 @@ fn body_text<'a>(part: &'a MessagePart<'_>) -> Cow<'a, str> {
 struct Walk<'m> {
     reports: Vec<DeliveryStatus>,
     warnings: Vec<Warning>,
-    human: Option<String>,
+    human: Option<Cow<'m, str>>,
     /// All top-level plain-text parts, for the legacy reader.
     prose: Vec<Cow<'m, str>>,
     /// Top-level HTML parts, converted only when there is no plain text.
@@ -223,7 +223,7 @@ fn walk<'m>(
                     _ => Cow::Borrowed(""),
                 };
                 if st.human.is_none() && !text.trim().is_empty() && !part.is_text_html() {
-                    st.human = Some(text.to_string());
+                    st.human = Some(text.clone());
                 }
                 if st.prose_len < MAX_LEGACY_TEXT {
                     st.prose_len += text.len();
@@ -357,9 +357,15 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
     if !has_recipients {
         let prose = prose_cache.get_or_insert_with(|| st.prose());
         let found = legacy::extract(prose, &msg);
-        if st.returned.is_none() {
-            if let Some(at) = found.returned_at {
+        if let Some(at) = found.returned_at {
+            if st.returned.is_none() {
                 st.returned = inline_returned(&prose[at..]);
+            }
+            // The quoted message is not part of the human-readable text.
+            if let Some(h) = &st.human {
+                if h.as_ptr() == prose.as_ptr() && at <= h.len() {
+                    st.human = Some(Cow::Owned(h[..at].to_string()));
+                }
             }
         }
         if !found.recipients.is_empty() {
@@ -402,7 +408,7 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
             .and_then(|a| a.address())
             .map(str::to_string),
         reports: st.reports,
-        human_text: st.human,
+        human_text: st.human.map(Cow::into_owned),
         returned: st.returned,
         legacy: legacy_flag,
         legacy_format,
