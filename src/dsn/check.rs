@@ -1,4 +1,8 @@
 //! DSN judging: conformance findings against RFC 3461 §6, RFC 3464 §2 and RFC 6522 §3.
+//!
+//! Each rule names the section it comes from and the strength of the
+//! requirement. Will-Retry-Until is optional for delayed reports (RFC 3464
+//! §2.3.9), so its absence yields no finding.
 
 use serde::Serialize;
 
@@ -54,7 +58,7 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
     if dsn.content_type != "multipart/report" {
         out.push(f(
             "dsn.content-type",
-            "RFC 3461 §6.2",
+            "RFC 3461 §6",
             Must,
             format!(
                 "top-level content type is {}, not multipart/report",
@@ -148,6 +152,11 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
         return out;
     }
 
+    // A phrase of the human-readable part saying the message is still queued.
+    let queued: Option<&str> = dsn.human_text.as_ref().and_then(|t| {
+        let lower = t.to_ascii_lowercase();
+        STILL_QUEUED.iter().find(|p| lower.contains(*p)).copied()
+    });
     for rep in &primary {
         let pm = &rep.per_message;
         match &pm.reporting_mta {
@@ -165,7 +174,7 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
             )),
             Some(_) => {}
         }
-        if rep.recipients.is_empty() {
+        if rep.recipients.iter().all(Recipient::from_text) {
             out.push(f(
                 "dsn.recipients.missing",
                 "RFC 3464 §2.1",
@@ -173,14 +182,19 @@ pub fn check(dsn: &Dsn) -> Vec<Finding> {
                 "no per-recipient field group",
             ));
         }
-        for (i, r) in rep.recipients.iter().enumerate() {
-            recipient_findings(dsn, r, &who(r, i), &mut out);
+        for (i, r) in rep
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.from_text())
+        {
+            recipient_findings(queued, r, &who(r, i), &mut out);
         }
     }
     out
 }
 
-fn recipient_findings(dsn: &Dsn, r: &Recipient, who: &str, out: &mut Vec<Finding>) {
+fn recipient_findings(queued: Option<&str>, r: &Recipient, who: &str, out: &mut Vec<Finding>) {
     use Strength::*;
     match &r.final_recipient {
         None => out.push(f(
@@ -296,18 +310,15 @@ fn recipient_findings(dsn: &Dsn, r: &Recipient, who: &str, out: &mut Vec<Finding
         }
     }
     if matches!(r.action, Some(Action::Failed(_))) {
-        if let Some(text) = &dsn.human_text {
-            let lower = text.to_ascii_lowercase();
-            if let Some(p) = STILL_QUEUED.iter().find(|p| lower.contains(*p)) {
-                out.push(f(
-                    "dsn.action.failed-but-queued",
-                    "RFC 3464 §2.3.3",
-                    Should,
-                    format!(
-                        "{who}: Action failed (delivery abandoned) but the human-readable part says {p:?}"
-                    ),
-                ));
-            }
+        if let Some(p) = queued {
+            out.push(f(
+                "dsn.action.failed-but-queued",
+                "RFC 3464 §2.3.3",
+                Should,
+                format!(
+                    "{who}: Action failed (delivery abandoned) but the human-readable part says {p:?}"
+                ),
+            ));
         }
     }
 }

@@ -9,6 +9,8 @@ use super::{
     Action, DiagnosticCode, DsnError, DsnLimits, PerMessage, Recipient, StatusField, TypedValue,
     Warning, WarningKind,
 };
+use std::borrow::Cow;
+
 use crate::smtp::reply::{parse_diagnostic, EnhancedStatus};
 
 /// Where a known field belongs.
@@ -47,11 +49,36 @@ fn scope(name: &str) -> Scope {
     }
 }
 
+/// The lowercase name of a known DSN field, or `""` for any other field.
+fn canon(name: &str) -> &'static str {
+    const KNOWN: [&str; 14] = [
+        "reporting-mta",
+        "original-envelope-id",
+        "arrival-date",
+        "received-from-mta",
+        "dsn-gateway",
+        "original-recipient",
+        "final-recipient",
+        "action",
+        "status",
+        "remote-mta",
+        "diagnostic-code",
+        "last-attempt-date",
+        "final-log-id",
+        "will-retry-until",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(name))
+        .copied()
+        .unwrap_or("")
+}
+
 /// One unfolded field: name as written and value with folds joined.
 #[derive(Debug, Clone)]
-struct RawField {
-    name: String,
-    value: String,
+struct RawField<'a> {
+    name: &'a str,
+    value: Cow<'a, str>,
 }
 
 /// Splits `text` into groups of unfolded fields.
@@ -59,13 +86,13 @@ struct RawField {
 /// Stops at a line that looks like a MIME boundary (`--...`), which happens
 /// when a report's boundaries are damaged and the delivery-status part runs
 /// into the next part.
-fn split_groups(
-    text: &str,
+fn split_groups<'a>(
+    text: &'a str,
     limits: &DsnLimits,
     warnings: &mut Vec<Warning>,
-) -> Result<Vec<Vec<RawField>>, DsnError> {
-    let mut groups: Vec<Vec<RawField>> = Vec::new();
-    let mut current: Vec<RawField> = Vec::new();
+) -> Result<Vec<Vec<RawField<'a>>>, DsnError> {
+    let mut groups: Vec<Vec<RawField<'a>>> = Vec::new();
+    let mut current: Vec<RawField<'a>> = Vec::new();
     for (n, line) in text.split('\n').enumerate() {
         if n >= limits.max_field_lines {
             return Err(DsnError::TooManyFieldLines {
@@ -112,8 +139,8 @@ fn split_groups(
         }
         match field_name(line) {
             Some((name, value)) => current.push(RawField {
-                name: name.to_string(),
-                value: value.trim().to_string(),
+                name,
+                value: Cow::Borrowed(value.trim()),
             }),
             None => match current.last_mut() {
                 Some(f) => {
@@ -144,11 +171,12 @@ fn clip(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-fn append_fold(value: &mut String, line: &str) {
+fn append_fold(value: &mut Cow<'_, str>, line: &str) {
     let t = line.trim();
     if t.is_empty() {
         return;
     }
+    let value = value.to_mut();
     let kept = value.trim_end().len();
     value.truncate(kept);
     if !value.is_empty() {
@@ -203,8 +231,15 @@ pub(crate) fn strip_comments(s: &str) -> String {
             _ => {}
         }
     }
-    let t = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    t.trim().to_string()
+    // Collapse the blanks a removed comment leaves behind.
+    let mut t = String::with_capacity(out.len());
+    for w in out.split_whitespace() {
+        if !t.is_empty() {
+            t.push(' ');
+        }
+        t.push_str(w);
+    }
+    t
 }
 
 /// `type ; value` as in `rfc822; user@example.com`. Comments are stripped
@@ -265,71 +300,76 @@ fn set_once<T>(slot: &mut Option<T>, v: T, name: &str, warnings: &mut Vec<Warnin
     *slot = Some(v);
 }
 
-fn apply_message_field(pm: &mut PerMessage, f: RawField, warnings: &mut Vec<Warning>) {
-    let lname = f.name.to_ascii_lowercase();
-    match lname.as_str() {
+fn apply_message_field(pm: &mut PerMessage, f: RawField<'_>, warnings: &mut Vec<Warning>) {
+    match canon(f.name) {
         "reporting-mta" => set_once(
             &mut pm.reporting_mta,
             typed(&f.value, true),
-            &f.name,
+            f.name,
             warnings,
         ),
         "original-envelope-id" => set_once(
             &mut pm.original_envelope_id,
-            f.value.clone(),
-            &f.name,
+            f.value.to_string(),
+            f.name,
             warnings,
         ),
-        "arrival-date" => set_once(&mut pm.arrival_date, f.value.clone(), &f.name, warnings),
+        "arrival-date" => set_once(&mut pm.arrival_date, f.value.to_string(), f.name, warnings),
         "received-from-mta" => set_once(
             &mut pm.received_from_mta,
             typed(&f.value, true),
-            &f.name,
+            f.name,
             warnings,
         ),
-        "dsn-gateway" => set_once(
-            &mut pm.dsn_gateway,
-            typed(&f.value, true),
-            &f.name,
-            warnings,
-        ),
-        _ => pm.extensions.push((f.name, f.value)),
+        "dsn-gateway" => set_once(&mut pm.dsn_gateway, typed(&f.value, true), f.name, warnings),
+        _ => pm
+            .extensions
+            .push((f.name.to_string(), f.value.into_owned())),
     }
 }
 
-fn apply_recipient_field(r: &mut Recipient, f: RawField, warnings: &mut Vec<Warning>) {
-    let lname = f.name.to_ascii_lowercase();
-    match lname.as_str() {
+fn apply_recipient_field(r: &mut Recipient, f: RawField<'_>, warnings: &mut Vec<Warning>) {
+    match canon(f.name) {
         "original-recipient" => set_once(
             &mut r.original_recipient,
             typed(&f.value, true),
-            &f.name,
+            f.name,
             warnings,
         ),
         "final-recipient" => set_once(
             &mut r.final_recipient,
             typed(&f.value, true),
-            &f.name,
+            f.name,
             warnings,
         ),
         "action" => {
-            let raw = f.value.clone();
-            set_once(&mut r.action, Action::parse(&raw), &f.name, warnings)
+            let raw = f.value.to_string();
+            set_once(&mut r.action, Action::parse(&raw), f.name, warnings)
         }
-        "status" => set_once(&mut r.status, status_field(&f.value), &f.name, warnings),
-        "remote-mta" => set_once(&mut r.remote_mta, typed(&f.value, true), &f.name, warnings),
+        "status" => set_once(&mut r.status, status_field(&f.value), f.name, warnings),
+        "remote-mta" => set_once(&mut r.remote_mta, typed(&f.value, true), f.name, warnings),
         "diagnostic-code" => set_once(
             &mut r.diagnostic_code,
             diagnostic(&f.value),
-            &f.name,
+            f.name,
             warnings,
         ),
-        "last-attempt-date" => {
-            set_once(&mut r.last_attempt_date, f.value.clone(), &f.name, warnings)
-        }
-        "final-log-id" => set_once(&mut r.final_log_id, f.value.clone(), &f.name, warnings),
-        "will-retry-until" => set_once(&mut r.will_retry_until, f.value.clone(), &f.name, warnings),
-        _ => r.extensions.push((f.name, f.value)),
+        "last-attempt-date" => set_once(
+            &mut r.last_attempt_date,
+            f.value.to_string(),
+            f.name,
+            warnings,
+        ),
+        "final-log-id" => set_once(&mut r.final_log_id, f.value.to_string(), f.name, warnings),
+        "will-retry-until" => set_once(
+            &mut r.will_retry_until,
+            f.value.to_string(),
+            f.name,
+            warnings,
+        ),
+        _ => r
+            .extensions
+            .push((f.name.to_string(), f.value.into_owned())),
     }
 }
 
@@ -338,8 +378,7 @@ fn apply_recipient_field(r: &mut Recipient, f: RawField, warnings: &mut Vec<Warn
 /// does not directly follow the group's Final-Recipient while other fields
 /// already describe the group (the next group's address comes first).
 fn starts_new_recipient(r: &Recipient, name: &str, last: &str) -> bool {
-    let l = name.to_ascii_lowercase();
-    match l.as_str() {
+    match canon(name) {
         "original-recipient" => {
             r.original_recipient.is_some()
                 || (r.final_recipient.is_some() && !last.eq_ignore_ascii_case("final-recipient"))
@@ -385,7 +424,7 @@ pub(crate) fn parse_status_body(
             last.clear();
         }
         for f in group {
-            let sc = scope(&f.name);
+            let sc = scope(f.name);
             if in_message {
                 match sc {
                     Scope::Message | Scope::Other => {
@@ -407,7 +446,7 @@ pub(crate) fn parse_status_body(
                 }
             }
             let r = cur.get_or_insert_with(Recipient::default);
-            if starts_new_recipient(r, &f.name, &last) {
+            if starts_new_recipient(r, f.name, &last) {
                 warnings.push(Warning::new(
                     WarningKind::MissingBlankLine,
                     format!("no blank line before {} of the next recipient", f.name),
@@ -417,9 +456,10 @@ pub(crate) fn parse_status_body(
                 }
             }
             let r = cur.get_or_insert_with(Recipient::default);
-            last.clone_from(&f.name);
+            last.clear();
+            last.push_str(f.name);
             if sc == Scope::Message {
-                if pm.get(&f.name).is_none() {
+                if pm.get(f.name).is_none() {
                     warnings.push(Warning::new(
                         WarningKind::MisplacedField,
                         format!(
@@ -429,7 +469,8 @@ pub(crate) fn parse_status_body(
                     ));
                     apply_message_field(&mut pm, f, warnings);
                 } else {
-                    r.extensions.push((f.name, f.value));
+                    r.extensions
+                        .push((f.name.to_string(), f.value.into_owned()));
                 }
                 continue;
             }
@@ -466,20 +507,35 @@ fn push_recipient(out: &mut Vec<Recipient>, r: Recipient, warnings: &mut Vec<War
 /// is broken): the first line beginning with `Reporting-MTA:`,
 /// `Final-Recipient:` or `Original-Recipient:`, if followed by an `Action:`
 /// or `Status:` line soon after.
-pub(crate) fn find_status_block(text: &str) -> Option<usize> {
+pub(crate) fn find_status_block(text: &[u8]) -> Option<usize> {
     let mut offset = 0usize;
     let mut candidate: Option<usize> = None;
     let mut lines_since = 0usize;
-    for line in text.split('\n') {
+    while offset < text.len() {
         let start = offset;
+        let rest = &text[start..];
+        let line = &rest[..super::find_byte(rest, b'\n').unwrap_or(rest.len())];
         offset += line.len() + 1;
-        let lower_starts = |p: &str| {
-            line.len() >= p.len() && line.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-        };
+        // Only lines opening with Re, Fi, Or, Ac or St can matter.
+        let lead = [
+            line.first().map_or(0, u8::to_ascii_lowercase),
+            line.get(1).map_or(0, u8::to_ascii_lowercase),
+        ];
+        if !matches!(&lead, b"re" | b"fi" | b"or" | b"ac" | b"st") {
+            if candidate.is_some() {
+                lines_since += 1;
+                if lines_since > 12 {
+                    candidate = None;
+                }
+            }
+            continue;
+        }
+        let starts =
+            |p: &str| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p.as_bytes());
         if candidate.is_none() {
-            if lower_starts("reporting-mta:")
-                || lower_starts("final-recipient:")
-                || lower_starts("original-recipient:")
+            if starts("reporting-mta:")
+                || starts("final-recipient:")
+                || starts("original-recipient:")
             {
                 candidate = Some(start);
                 lines_since = 0;
@@ -487,7 +543,7 @@ pub(crate) fn find_status_block(text: &str) -> Option<usize> {
             continue;
         }
         lines_since += 1;
-        if lower_starts("action:") || lower_starts("status:") {
+        if starts("action:") || starts("status:") {
             return candidate;
         }
         if lines_since > 12 {
@@ -585,7 +641,7 @@ mod tests {
     #[test]
     fn block_finder() {
         let t = "Hello\nReporting-MTA: dns; x\n\nFinal-Recipient: rfc822; a@b\nAction: failed\n";
-        assert_eq!(find_status_block(t), Some(6));
-        assert_eq!(find_status_block("Final-Recipient: x\n"), None);
+        assert_eq!(find_status_block(t.as_bytes()), Some(6));
+        assert_eq!(find_status_block(b"Final-Recipient: x\n"), None);
     }
 }

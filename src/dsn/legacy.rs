@@ -10,12 +10,14 @@
 
 use mail_parser::Message;
 
-use super::{Recipient, TypedValue};
+use super::Recipient;
 use crate::smtp::reply::{parse_diagnostic, EnhancedStatus, Reply};
 
 pub(crate) struct Found {
     pub recipients: Vec<Recipient>,
     pub format: Option<&'static str>,
+    /// Where the returned message starts in the prose, if it is inline.
+    pub returned_at: Option<usize>,
 }
 
 /// Known first sentences of legacy bounces, lowercase.
@@ -30,7 +32,7 @@ const SIGNATURES: &[(&str, &str)] = &[
         "the following addresses had permanent fatal errors",
         "sendmail",
     ),
-    ("----- transcript of session follows -----", "sendmail"),
+    ("transcript of session follows", "sendmail"),
     ("delivery to the following recipient failed", "gmail"),
     ("delivery to the following recipients failed", "gmail"),
     ("sorry, we were unable to deliver your message", "yahoo"),
@@ -41,6 +43,35 @@ const SIGNATURES: &[(&str, &str)] = &[
     ("undelivered mail returned to sender", "postfix"),
     ("mail delivery subsystem", "sendmail"),
 ];
+
+/// The legacy layout, from the opening lines of the prose, the subject or
+/// the sender's name.
+fn detect_format(prose: &str, subject: &str, from: &str) -> Option<&'static str> {
+    for line in prose.lines().filter(|l| !l.trim().is_empty()).take(10) {
+        let t = line.trim_start_matches([' ', '\t', '-', '>']);
+        let Some(lead) = t.as_bytes().first().map(u8::to_ascii_lowercase) else {
+            continue;
+        };
+        let found = SIGNATURES
+            .iter()
+            .find(|(sig, _)| sig.as_bytes().first() == Some(&lead) && starts_ci(t, sig));
+        if let Some((_, f)) = found {
+            return Some(f);
+        }
+        if line.as_bytes().contains(&b'q') && find_ci(line, "qmail-send").is_some() {
+            return Some("qmail");
+        }
+    }
+    // Subject or sender name of the common prose bounces.
+    [
+        ("failure notice", "failure-notice"),
+        ("undelivered mail returned to sender", "postfix"),
+        ("mail delivery subsystem", "sendmail"),
+    ]
+    .iter()
+    .find(|(sig, _)| find_ci(subject, sig).is_some() || find_ci(from, sig).is_some())
+    .map(|(_, f)| *f)
+}
 
 /// Lines (lowercase, trimmed) that start the returned message.
 const CUT_MARKERS: &[&str] = &[
@@ -56,7 +87,6 @@ const CUT_MARKERS: &[&str] = &[
     "--- original message",
     "----- the original message",
     "---------- original message",
-    "the original message was",
     "--- message header follows",
     "----- the header of the original message",
     "----- message header follows",
@@ -92,33 +122,56 @@ fn starts_ci(s: &str, p: &str) -> bool {
 }
 
 fn is_header_line(l: &str) -> bool {
-    HEADER_NAMES.iter().any(|h| starts_ci(l, h)) && l.contains(':')
+    matches!(
+        l.as_bytes().first().map(u8::to_ascii_lowercase),
+        Some(b'r' | b'm' | b'd' | b'f' | b't' | b's' | b'c' | b'x')
+    ) && l.contains(':')
+        && HEADER_NAMES.iter().any(|h| starts_ci(l, h))
 }
 
 /// Byte offset where the returned message starts, or the text length.
-fn cut_point(text: &str) -> usize {
-    let mut offset = 0;
-    let mut prev_header: Option<usize> = None;
-    for line in text.split('\n') {
-        let start = offset;
-        offset += line.len() + 1;
-        let t = line.trim();
-        if t.len() >= 12 {
-            let lower = t.to_ascii_lowercase();
-            let lower = lower.trim_start_matches(['>', ' ', '|']);
-            if CUT_MARKERS.iter().any(|m| lower.starts_with(m)) {
-                return start;
-            }
+/// Finds where the returned message starts, fed one line at a time.
+#[derive(Default)]
+struct Cutter {
+    prev_header: Option<usize>,
+}
+
+impl Cutter {
+    /// Returns the cut offset once `line` (starting at `start`) shows that
+    /// the returned message has begun.
+    fn feed(&mut self, start: usize, line: &str) -> Option<usize> {
+        let t = line.trim().trim_start_matches(['>', ' ', '|']);
+        let lead = t.as_bytes().first().map(u8::to_ascii_lowercase);
+        if t.len() >= 12
+            && matches!(lead, Some(b'-' | b'o' | b't' | b'u' | b'c'))
+            && CUT_MARKERS.iter().any(|m| starts_ci(t, m))
+        {
+            return Some(start);
         }
         // Two header lines in a row: the returned header has begun.
-        if !line.starts_with([' ', '\t']) && is_header_line(line) {
-            if let Some(p) = prev_header {
-                return p;
+        let folded = line.starts_with([' ', '\t']);
+        if !folded && is_header_line(line) {
+            if let Some(p) = self.prev_header {
+                return Some(p);
             }
-            prev_header = Some(start);
-        } else if !(line.starts_with([' ', '\t']) && prev_header.is_some()) {
-            prev_header = None;
+            self.prev_header = Some(start);
+        } else if !(folded && self.prev_header.is_some()) {
+            self.prev_header = None;
         }
+        None
+    }
+}
+
+/// Byte offset where the returned message starts, or the text length.
+#[cfg(test)]
+fn cut_point(text: &str) -> usize {
+    let mut cutter = Cutter::default();
+    let mut offset = 0;
+    for line in text.split('\n') {
+        if let Some(c) = cutter.feed(offset, line) {
+            return c;
+        }
+        offset += line.len() + 1;
     }
     text.len()
 }
@@ -143,7 +196,7 @@ fn addresses(s: &str) -> Vec<(usize, usize, String)> {
             l -= 1;
         }
         let mut r = at + 1;
-        while r < b.len() && is_domain_char(b[r]) {
+        while r < b.len() && is_domain_char(b[r]) && !(b[r] == b'.' && b[r - 1] == b'.') {
             r += 1;
         }
         // Trim trailing dots/hyphens from the domain and leading dots from the local part.
@@ -152,6 +205,13 @@ fn addresses(s: &str) -> Vec<(usize, usize, String)> {
         }
         while l < at && matches!(b[l], b'.' | b'\'' | b'`') {
             l += 1;
+        }
+        // X.400-style prefixes such as `SMTP=user@host`.
+        if let Some(eq) = s[l..at].find('=') {
+            let kind = &s[l..l + eq];
+            if kind.eq_ignore_ascii_case("smtp") || kind.eq_ignore_ascii_case("rfc822") {
+                l += eq + 1;
+            }
         }
         let domain = &s[at + 1..r];
         if l < at && !domain.is_empty() && domain.contains('.') {
@@ -192,12 +252,11 @@ fn line_address(line: &str) -> Option<(String, bool)> {
         let labelled = before.ends_with("address:")
             || before.ends_with("recipient:")
             || before.ends_with("address(es):")
-            || before == "to:"
             || before.ends_with("user:")
             || before.ends_with("failed:")
             || before.ends_with("unknown user:")
             || before.ends_with("mailbox:");
-        if !labelled || before.starts_with("to:") && before.len() > 3 {
+        if !labelled {
             return None;
         }
     }
@@ -231,14 +290,47 @@ fn line_address(line: &str) -> Option<(String, bool)> {
     Some((a.clone(), listed))
 }
 
+/// `NNN <addr>... text` (or `NNN NNN <addr>...`), as Sendmail writes per
+/// recipient in its transcript.
+fn coded_address(line: &str) -> Option<String> {
+    let b = line.as_bytes();
+    let coded = b.len() > 4
+        && matches!(b[0], b'4' | b'5')
+        && b[1].is_ascii_digit()
+        && b[2].is_ascii_digit()
+        && b[3] == b' ';
+    if !coded {
+        return None;
+    }
+    let mut rest = line.get(4..)?.trim_start();
+    // An enhanced status may sit between the code and the address.
+    if let Some((_, after)) = EnhancedStatus::parse_prefix(rest) {
+        rest = after.trim_start();
+    }
+    let inner = rest.strip_prefix('<')?;
+    let close = inner.find('>')?;
+    if !inner[close + 1..].starts_with("...") {
+        return None;
+    }
+    let addrs = addresses(&inner[..close]);
+    let (s, e, a) = addrs.first()?;
+    (*s == 0 && *e == close).then(|| a.clone())
+}
+
 /// The first SMTP reply in `text`: a code 200..=599 at the start of a line
 /// or after `said:`, `:`, `<<<`, `reason:` or whitespace, followed by space
 /// or `-`.
 fn find_reply(text: &str) -> Option<Reply> {
     let b = text.as_bytes();
+    let mut line_start = 0;
     let mut i = 0;
     while i + 3 <= b.len() {
         let c = b[i];
+        if c == b'\n' {
+            line_start = i + 1;
+            i += 1;
+            continue;
+        }
         if (b'2'..=b'5').contains(&c)
             && b[i + 1].is_ascii_digit()
             && b[i + 2].is_ascii_digit()
@@ -252,23 +344,27 @@ fn find_reply(text: &str) -> Option<Reply> {
             // Not a part of a date, IP address or size: next must be text or a status.
             let after = text.get(i + 4..).unwrap_or("");
             let next = after.chars().next().unwrap_or(' ');
-            let prev_word = text[..i].split_whitespace().last().unwrap_or("");
+            let prefix = text.get(line_start..i).unwrap_or("").trim_end();
+            let prev_word = prefix
+                .rsplit(|c: char| c.is_whitespace())
+                .next()
+                .unwrap_or("");
             let looks_number_list =
                 prev_word.ends_with(',') || prev_word.eq_ignore_ascii_case("port");
             if (next.is_alphabetic()
                 || next.is_ascii_digit()
-                || next == '<'
-                || next == '\''
-                || next == '"'
-                || next == '['
-                || next == '#')
+                || matches!(next, '<' | '\'' | '"' | '[' | '#'))
                 && !looks_number_list
                 && !after.starts_with("bytes")
             {
-                let end = text[i..].find('\n').map(|e| i + e).unwrap_or(text.len());
-                let line = &text[i..end];
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map(|e| i + e)
+                    .unwrap_or(b.len());
+                let line = text.get(i..end).unwrap_or("");
                 if let Some(r) = parse_diagnostic(line) {
-                    if r.enhanced().is_some() || line_has_reply_context(&text[..i]) {
+                    if r.enhanced().is_some() || reply_context(prefix) {
                         return Some(r);
                     }
                 }
@@ -279,30 +375,63 @@ fn find_reply(text: &str) -> Option<Reply> {
     None
 }
 
-/// Whether the text just before a code suggests an SMTP reply follows.
-fn line_has_reply_context(before: &str) -> bool {
-    let line_start = before.rfind('\n').map(|p| p + 1).unwrap_or(0);
-    let prefix = before[line_start..].trim().to_ascii_lowercase();
-    prefix.is_empty()
-        || prefix.ends_with("said:")
-        || prefix.ends_with("said")
-        || prefix.ends_with(':')
-        || prefix.ends_with("<<<")
-        || prefix.ends_with("(reason:")
-        || prefix.ends_with("reason:")
-        || prefix.ends_with("error:")
-        || prefix.ends_with("response:")
-        || prefix.ends_with("'")
+fn ends_ci(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// Whether the line text just before a code suggests an SMTP reply follows.
+fn reply_context(prefix: &str) -> bool {
+    let p = prefix.trim();
+    p.is_empty()
+        || [
+            "said:",
+            "said",
+            ":",
+            "<<<",
+            "reason:",
+            "error:",
+            "response:",
+            "'",
+        ]
+        .iter()
+        .any(|s| ends_ci(p, s))
+}
+
+/// Byte offset of `needle` (lowercase ASCII) in `hay`, ignoring ASCII case.
+fn find_ci(hay: &str, needle: &str) -> Option<usize> {
+    let h = hay.as_bytes();
+    let n = needle.as_bytes();
+    if n.is_empty() || h.len() < n.len() {
+        return None;
+    }
+    let first = n[0];
+    (0..=h.len() - n.len())
+        .find(|&i| h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// A standalone enhanced status such as `(#5.1.1)` or `5.1.1` in `text`.
 fn find_status(text: &str) -> Option<EnhancedStatus> {
-    for w in text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '#') {
-        let w = w.trim_matches(|c: char| !c.is_ascii_digit());
-        if w.len() >= 5 && w.as_bytes().get(1) == Some(&b'.') {
-            if let Ok(s) = w.parse::<EnhancedStatus>() {
-                return Some(s);
-            }
+    let b = text.as_bytes();
+    let mut i = 0;
+    // Candidates: a class digit right before a dot, not inside a number.
+    while let Some(p) = b[i..].iter().position(|&c| c == b'.') {
+        let dot = i + p;
+        i = dot + 1;
+        if dot == 0 || !matches!(b[dot - 1], b'2' | b'4' | b'5') {
+            continue;
+        }
+        let start = dot - 1;
+        if start > 0 && (b[start - 1].is_ascii_digit() || b[start - 1] == b'.') {
+            continue;
+        }
+        let end = b[start..]
+            .iter()
+            .position(|&c| !(c.is_ascii_digit() || c == b'.'))
+            .map_or(b.len(), |e| start + e);
+        let tok = text[start..end].trim_end_matches('.');
+        if let Ok(s) = tok.parse::<EnhancedStatus>() {
+            return Some(s);
         }
     }
     None
@@ -315,11 +444,6 @@ fn recipient(addr: &str, section: &str) -> Recipient {
         .and_then(Reply::enhanced)
         .or_else(|| find_status(section));
     Recipient {
-        final_recipient: Some(TypedValue {
-            raw: format!("rfc822; {addr}"),
-            kind: Some("rfc822".into()),
-            value: addr.to_string(),
-        }),
         text_address: Some(addr.to_string()),
         text_reply: reply,
         text_status: status,
@@ -327,29 +451,25 @@ fn recipient(addr: &str, section: &str) -> Recipient {
     }
 }
 
+/// Most candidate addresses kept from one bounce's prose (bounds the
+/// quadratic de-duplication on hostile input).
+const MAX_CANDIDATES: usize = 1000;
+
 fn push_unique(list: &mut Vec<(usize, String)>, pos: usize, a: String) {
-    if !list.iter().any(|(_, x)| x.eq_ignore_ascii_case(&a)) {
+    if list.len() < MAX_CANDIDATES && !list.iter().any(|(_, x)| x.eq_ignore_ascii_case(&a)) {
         list.push((pos, a));
     }
 }
 
 /// Reads recipients from bounce prose.
-pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) -> Found {
-    let lower_head: String = prose
-        .get(..prose.len().min(4096))
-        .unwrap_or(prose)
-        .to_ascii_lowercase();
-    let subject = msg.subject().unwrap_or("").to_ascii_lowercase();
+pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
+    let subject = msg.subject().unwrap_or("");
     let from = msg
         .from()
         .and_then(|a| a.first())
         .and_then(|a| a.name())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let format = SIGNATURES
-        .iter()
-        .find(|(sig, _)| lower_head.contains(sig) || subject.contains(sig) || from.contains(sig))
-        .map(|(_, f)| *f);
+        .unwrap_or("");
+    let mut format = detect_format(prose, subject, from);
 
     // The bounce's own parties are rarely the failed recipients.
     let addrs_of = |h: Option<&mail_parser::Address<'_>>| -> Vec<String> {
@@ -365,32 +485,61 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
     let is_to = |a: &str| own_to.iter().any(|o| o.eq_ignore_ascii_case(a));
     let excluded = |a: &str| is_role(a) || is_from(a) || is_to(a);
 
-    let cut = cut_point(prose);
-    let text = &prose[..cut];
-
-    // Pass 1: addresses on their own line; pass 2: RCPT TO in transcripts.
+    // One pass over the prose up to the returned message: addresses on
+    // their own line (strong), RCPT TO and transcript lines (rcpt).
     let mut strong: Vec<(usize, String)> = Vec::new();
     let mut rcpt: Vec<(usize, String)> = Vec::new();
     let mut expanded_from: Vec<String> = Vec::new();
+    let mut cutter = Cutter::default();
+    let mut cut = prose.len();
     let mut offset = 0;
-    for line in text.split('\n') {
+    for line in prose.split('\n') {
         let start = offset;
         offset += line.len() + 1;
-        let lower = line.to_ascii_lowercase();
-        if let Some(p) = lower.find("expanded from") {
+        if let Some(c) = cutter.feed(start, line) {
+            cut = c;
+            break;
+        }
+        if !line.contains('@') {
+            continue;
+        }
+        let lb = line.as_bytes();
+        let may_expand = lb.contains(&b'x') || lb.contains(&b'X');
+        if let Some(p) = may_expand.then(|| find_ci(line, "expanded from")).flatten() {
             for (_, _, a) in addresses(&line[p..]) {
-                expanded_from.push(a);
+                if expanded_from.len() < MAX_CANDIDATES {
+                    expanded_from.push(a);
+                }
             }
         }
+        let bare = line.trim_start_matches(['>', ' ', '\t']);
+        if ["message-id:", "in-reply-to:", "references:"]
+            .iter()
+            .any(|h| starts_ci(bare, h))
+        {
+            continue;
+        }
         if let Some((a, listed)) = line_address(line) {
-            // A listed entry (`<addr>:`) names a failed recipient even when
-            // it is a role account or the bounce's addressee.
-            if !is_from(&a) && (listed || !excluded(&a)) {
+            // An address alone on a line names a failed recipient, even a
+            // role account; the bounce's addressee only in the listed
+            // `<addr>:` form.
+            if !is_from(&a) && (listed || !is_to(&a)) {
                 push_unique(&mut strong, start, a);
             }
             continue;
         }
-        if let Some(p) = lower.find("rcpt to:") {
+        // Sendmail transcripts: `550 <addr>... User unknown`.
+        if let Some(a) = coded_address(bare) {
+            if !excluded(&a) {
+                push_unique(&mut rcpt, start, a);
+            }
+            continue;
+        }
+        if let Some(p) = lb
+            .contains(&b':')
+            .then(|| find_ci(line, "rcpt to:"))
+            .flatten()
+        {
             if let Some((_, _, a)) = addresses(&line[p..]).into_iter().next() {
                 if !excluded(&a) {
                     push_unique(&mut rcpt, start, a);
@@ -398,7 +547,10 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
             }
         }
     }
-    strong.retain(|(_, a)| !expanded_from.iter().any(|x| x.eq_ignore_ascii_case(a)));
+    let text = &prose[..cut];
+    // A header line taken before the cut was found belongs to the return.
+    strong.retain(|(p, a)| *p < cut && !expanded_from.iter().any(|x| x.eq_ignore_ascii_case(a)));
+    rcpt.retain(|(p, _)| *p < cut);
     // Exim and Gmail name the failed recipients in a header field.
     let mut failed_hdr: Vec<(usize, String)> = Vec::new();
     for raw in msg.header_values("X-Failed-Recipients") {
@@ -409,7 +561,15 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
             }
         }
     }
-    let mut chosen = if !failed_hdr.is_empty() {
+    // An RFC 3834 auto-reply (not a bounce) comes from the recipient itself.
+    let auto_reply = format.is_none() && is_auto_reply(msg);
+    let mut chosen = if auto_reply {
+        own_from
+            .iter()
+            .filter(|a| !is_role(a))
+            .map(|a| (0, a.clone()))
+            .collect()
+    } else if !failed_hdr.is_empty() {
         failed_hdr
     } else if !strong.is_empty() {
         strong
@@ -424,23 +584,25 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
         }
         any
     };
-    let inline_to;
-    let returned_to = if returned_to.is_empty() {
-        inline_to = inline_returned_to(&prose[cut..]);
-        &inline_to[..]
-    } else {
-        returned_to
-    };
     if chosen.is_empty() {
-        for a in returned_to {
+        let mut returned_to = super::structure::returned_recipients(msg);
+        if returned_to.is_empty() {
+            returned_to = inline_returned_to(&prose[cut..]);
+        }
+        for a in &returned_to {
             if !excluded(a) {
                 push_unique(&mut chosen, text.len(), a.clone());
             }
         }
     }
     chosen.sort_by_key(|(p, _)| *p);
+    if auto_reply && !chosen.is_empty() {
+        format = Some("auto-reply");
+    }
 
     let mut recipients = Vec::with_capacity(chosen.len());
+    // A reply or status not next to any address is shared by all of them.
+    let mut shared: Option<(Option<Reply>, Option<EnhancedStatus>)> = None;
     for (k, (pos, addr)) in chosen.iter().enumerate() {
         let end = chosen
             .get(k + 1)
@@ -448,46 +610,72 @@ pub(crate) fn extract(prose: &str, returned_to: &[String], msg: &Message<'_>) ->
             .filter(|p| *p > *pos)
             .unwrap_or(text.len());
         let start = (*pos).min(text.len());
-        let mut section = text.get(start..end).unwrap_or("");
-        if find_reply(section).is_none() && k + 1 == chosen.len() {
-            section = text.get(start..).unwrap_or("");
-        }
+        let section = text.get(start..end).unwrap_or("");
         let mut r = recipient(addr, section);
         if r.text_reply.is_none() {
-            // The reply may precede the address or be shared by all.
-            r.text_reply = find_reply(text);
-            if r.text_status.is_none() {
-                r.text_status = r
-                    .text_reply
+            let (reply, status) = shared.get_or_insert_with(|| {
+                let reply = find_reply(text);
+                let status = reply
                     .as_ref()
                     .and_then(Reply::enhanced)
                     .or_else(|| find_status(text));
+                (reply, status)
+            });
+            r.text_reply = reply.clone();
+            if r.text_status.is_none() {
+                r.text_status = *status;
             }
         }
         recipients.push(r);
     }
-    Found { recipients, format }
+    Found {
+        recipients,
+        format,
+        returned_at: (cut < prose.len()).then_some(cut),
+    }
 }
 
-/// To/Cc of a returned header block that follows the prose inline.
-fn inline_returned_to(rest: &str) -> Vec<String> {
+/// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
+/// common vacation responders use.
+fn is_auto_reply(msg: &Message<'_>) -> bool {
+    let auto = msg
+        .header_values("Auto-Submitted")
+        .filter_map(|v| v.as_text())
+        .any(|v| starts_ci(v.trim(), "auto-replied"));
+    let subject = msg.subject().unwrap_or("").trim_start();
+    auto || [
+        "automatic reply:",
+        "auto:",
+        "out of office",
+        "autoreply:",
+        "auto-reply:",
+    ]
+    .iter()
+    .any(|p| starts_ci(subject, p))
+}
+
+/// Offset of the first header line of a returned message that follows the
+/// prose inline (looked for in its first 4 KiB).
+pub(crate) fn inline_header_start(rest: &str) -> Option<usize> {
     let mut offset = 0;
-    let mut start = None;
     for line in rest.split('\n') {
         if is_header_line(line) {
-            start = Some(offset);
-            break;
+            return Some(offset);
         }
         offset += line.len() + 1;
         if offset > 4096 {
             break;
         }
     }
-    let Some(start) = start else {
+    None
+}
+
+/// To/Cc of a returned header block that follows the prose inline.
+fn inline_returned_to(rest: &str) -> Vec<String> {
+    let Some(start) = inline_header_start(rest) else {
         return Vec::new();
     };
-    let Some(m) = mail_parser::MessageParser::default().parse_headers(&rest.as_bytes()[start..])
-    else {
+    let Some(m) = super::structure::parser().parse_headers(&rest.as_bytes()[start..]) else {
         return Vec::new();
     };
     m.to()

@@ -28,7 +28,7 @@ pub use render::render_text;
 pub struct DsnLimits {
     /// Largest message accepted, in bytes (default 10 MiB).
     pub max_size: usize,
-    /// Most lines in one delivery-status body (default 20 000).
+    /// Most lines in one delivery-status body (default 100 000).
     pub max_field_lines: usize,
     /// Most recipient groups in one report (default 10 000).
     pub max_recipients: usize,
@@ -38,7 +38,7 @@ impl Default for DsnLimits {
     fn default() -> Self {
         DsnLimits {
             max_size: 10 * 1024 * 1024,
-            max_field_lines: 20_000,
+            max_field_lines: 100_000,
             max_recipients: 10_000,
         }
     }
@@ -169,15 +169,27 @@ pub enum Action {
 
 impl Action {
     pub(crate) fn parse(raw: &str) -> Action {
-        let v = fields::strip_comments(raw).to_ascii_lowercase();
+        let stripped;
+        let v = if raw.contains('(') {
+            stripped = fields::strip_comments(raw);
+            stripped.as_str()
+        } else {
+            raw.trim()
+        };
+        let is = |name: &str| v.eq_ignore_ascii_case(name);
         let raw = raw.to_string();
-        match v.as_str() {
-            "failed" => Action::Failed(raw),
-            "delayed" => Action::Delayed(raw),
-            "delivered" => Action::Delivered(raw),
-            "relayed" => Action::Relayed(raw),
-            "expanded" => Action::Expanded(raw),
-            _ => Action::Other(raw),
+        if is("failed") {
+            Action::Failed(raw)
+        } else if is("delayed") {
+            Action::Delayed(raw)
+        } else if is("delivered") {
+            Action::Delivered(raw)
+        } else if is("relayed") {
+            Action::Relayed(raw)
+        } else if is("expanded") {
+            Action::Expanded(raw)
+        } else {
+            Action::Other(raw)
         }
     }
 
@@ -348,6 +360,15 @@ impl Recipient {
         out
     }
 
+    /// Whether this recipient was read from prose only (no DSN field).
+    pub fn from_text(&self) -> bool {
+        self.final_recipient.is_none()
+            && self.original_recipient.is_none()
+            && self.action.is_none()
+            && self.status.is_none()
+            && self.text_address.is_some()
+    }
+
     /// Whether neither address field holds a mailbox.
     pub(crate) fn lacks_mailbox(&self) -> bool {
         !self.address().is_some_and(|a| is_mailbox(&a))
@@ -416,6 +437,8 @@ pub enum ReturnedKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Returned {
     pub kind: ReturnedKind,
+    /// Content type of the part, lowercase; `inline` for a message quoted
+    /// in the text of a legacy bounce.
     pub content_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
@@ -477,6 +500,25 @@ impl fmt::Display for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&render_text(self))
     }
+}
+
+/// Position of the first `needle` byte in `hay`, eight bytes at a time.
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pat = LO * u64::from(needle);
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ pat;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
 }
 
 /// Parses a bounce message with the default [`DsnLimits`].

@@ -2,34 +2,67 @@
 
 use std::borrow::Cow;
 
+use std::sync::OnceLock;
+
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::fields::{find_status_block, parse_status_body};
+use super::find_byte;
 use super::{
     legacy, DeliveryStatus, Dsn, DsnError, DsnLimits, Returned, ReturnedKind, Source, Warning,
     WarningKind,
 };
 
+/// The mail-parser instance used for bounces (default settings: each
+/// registered header field parsed with its own parser).
+pub(crate) fn parser() -> &'static MessageParser {
+    static P: OnceLock<MessageParser> = OnceLock::new();
+    P.get_or_init(MessageParser::new)
+}
+
 /// Most bytes of prose handed to the legacy reader.
 const MAX_LEGACY_TEXT: usize = 256 * 1024;
 
+/// High bit set in each byte of `w` equal to `c` (exact, no false hits).
+#[inline]
+fn eq_mask(w: u64, c: u8) -> u64 {
+    const SEVEN: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = w ^ (0x0101_0101_0101_0101 * u64::from(c));
+    !(((x & SEVEN) + SEVEN) | x | SEVEN)
+}
+
+/// Whether some CR is not followed by LF.
+fn has_bare_cr(bytes: &[u8]) -> bool {
+    if !bytes.contains(&b'\r') {
+        return false;
+    }
+    let mut i = 0;
+    while i + 9 <= bytes.len() {
+        let mut a = [0u8; 8];
+        let mut b = [0u8; 8];
+        a.copy_from_slice(&bytes[i..i + 8]);
+        b.copy_from_slice(&bytes[i + 1..i + 9]);
+        let cr = eq_mask(u64::from_le_bytes(a), b'\r');
+        if cr & !eq_mask(u64::from_le_bytes(b), b'\n') != 0 {
+            return true;
+        }
+        i += 8;
+    }
+    (i..bytes.len()).any(|k| bytes[k] == b'\r' && bytes.get(k + 1) != Some(&b'\n'))
+}
+
 /// Replaces bare CR line ends with LF; `None` when there are none.
 fn normalise_cr(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut bare = false;
-    let mut i = 0;
-    while let Some(p) = bytes[i..].iter().position(|&b| b == b'\r') {
-        let at = i + p;
-        if bytes.get(at + 1) != Some(&b'\n') {
-            bare = true;
-            break;
-        }
-        i = at + 1;
-    }
-    if !bare {
+    if !has_bare_cr(bytes) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut k = 0;
+    // Copy up to the first CR at once.
+    if let Some(p) = find_byte(bytes, b'\r') {
+        out.extend_from_slice(&bytes[..p]);
+        k = p;
+    }
     while k < bytes.len() {
         let b = bytes[k];
         if b == b'\r' {
@@ -51,11 +84,13 @@ fn normalise_cr(bytes: &[u8]) -> Option<Vec<u8>> {
 fn content_type(part: &MessagePart<'_>) -> (Option<String>, Option<String>) {
     match part.content_type() {
         Some(ct) => {
-            let t = match ct.subtype() {
-                Some(s) => format!("{}/{}", ct.ctype(), s),
-                None => ct.ctype().to_string(),
+            let mut t = String::with_capacity(40);
+            t.push_str(ct.ctype());
+            if let Some(s) = ct.subtype() {
+                t.push('/');
+                t.push_str(s);
             }
-            .to_ascii_lowercase();
+            t.make_ascii_lowercase();
             let rt = ct
                 .attributes()
                 .and_then(|a| {
@@ -81,11 +116,34 @@ fn body_text<'a>(part: &'a MessagePart<'_>) -> Cow<'a, str> {
 struct Walk<'m> {
     reports: Vec<DeliveryStatus>,
     warnings: Vec<Warning>,
-    human: Option<String>,
-    /// All top-level prose parts, for the legacy reader.
+    human: Option<Cow<'m, str>>,
+    /// All top-level plain-text parts, for the legacy reader.
     prose: Vec<Cow<'m, str>>,
+    /// Top-level HTML parts, converted only when there is no plain text.
+    html: Vec<&'m str>,
     prose_len: usize,
     returned: Option<Returned>,
+}
+
+impl<'m> Walk<'m> {
+    /// The prose of the bounce: plain-text parts, else HTML parts as text.
+    fn prose(&self) -> Cow<'m, str> {
+        if let [one] = &self.prose[..] {
+            if !one.trim().is_empty() || self.html.is_empty() {
+                return one.clone();
+            }
+        }
+        let plain = self.prose.join("\n");
+        if !plain.trim().is_empty() || self.html.is_empty() {
+            return Cow::Owned(plain);
+        }
+        self.html
+            .iter()
+            .map(|h| mail_parser::decoders::html::html_to_text(h))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into()
+    }
 }
 
 fn walk<'m>(
@@ -98,6 +156,14 @@ fn walk<'m>(
     let root_is_multipart = msg.parts.first().is_some_and(|p| p.is_multipart());
     for (i, part) in msg.parts.iter().enumerate() {
         if part.is_multipart() {
+            continue;
+        }
+        // Inside returned messages only message/* parts can matter.
+        if depth > 0
+            && !part
+                .content_type()
+                .is_some_and(|c| c.ctype().eq_ignore_ascii_case("message"))
+        {
             continue;
         }
         let (ct, _) = content_type(part);
@@ -140,25 +206,24 @@ fn walk<'m>(
                 if depth == 0 && st.returned.is_none() =>
             {
                 let raw = part.contents();
-                let hdrs = MessageParser::default().parse_headers(raw);
                 st.returned = Some(Returned {
                     kind: ReturnedKind::HeadersOnly,
                     content_type: ct_s.to_string(),
-                    message_id: hdrs
-                        .as_ref()
-                        .and_then(|m| m.message_id())
-                        .map(str::to_string),
-                    subject: hdrs.as_ref().and_then(|m| m.subject()).map(str::to_string),
+                    message_id: header_field(raw, "message-id", true),
+                    subject: header_field(raw, "subject", false),
                 });
             }
             _ if depth == 0 && part.is_text() => {
                 let text: Cow<'m, str> = match &part.body {
-                    PartType::Html(h) => Cow::Owned(mail_parser::decoders::html::html_to_text(h)),
+                    PartType::Html(h) => {
+                        st.html.push(h.as_ref());
+                        continue;
+                    }
                     PartType::Text(t) => Cow::Borrowed(t.as_ref()),
                     _ => Cow::Borrowed(""),
                 };
                 if st.human.is_none() && !text.trim().is_empty() && !part.is_text_html() {
-                    st.human = Some(text.to_string());
+                    st.human = Some(text.clone());
                 }
                 if st.prose_len < MAX_LEGACY_TEXT {
                     st.prose_len += text.len();
@@ -186,9 +251,7 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         ));
     }
     let input: &[u8] = normalised.as_deref().unwrap_or(bytes);
-    let msg = MessageParser::default()
-        .parse(input)
-        .ok_or(DsnError::Unreadable)?;
+    let msg = parser().parse(input).ok_or(DsnError::Unreadable)?;
     let root = msg.parts.first().ok_or(DsnError::Unreadable)?;
     let (ct, report_type) = content_type(root);
     let mut st = Walk {
@@ -196,27 +259,38 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         warnings,
         human: None,
         prose: Vec::new(),
+        html: Vec::new(),
         prose_len: 0,
         returned: None,
     };
     walk(&msg, 0, &mut st, limits)?;
+    let mut prose_cache: Option<Cow<'_, str>> = None;
 
     if st.reports.iter().all(|r| r.depth > 0) {
         // No status part in the bounce itself: maybe the MIME structure is
         // broken and the fields sit in raw text.
         // Decoded prose first (fields inside a quoted-printable text part),
         // then the raw body (fields behind broken boundaries).
-        let prose = st.prose.join("\n");
+        let prose = prose_cache.get_or_insert_with(|| st.prose());
         let body = input.get(root.offset_body as usize..).unwrap_or(&[]);
-        let raw = String::from_utf8_lossy(body);
-        let text: Cow<'_, str> = if find_status_block(&prose).is_some() {
-            Cow::Owned(prose)
+        // Raw bytes only when the message claims to be a delivery report.
+        let claims_report = report_type.as_deref() == Some("delivery-status")
+            || (root.is_multipart() && contains_ci(body, b"/delivery-status"));
+        // Fields inside prose sit near its start; do not scan returned text.
+        let head = &prose.as_bytes()[..prose.len().min(16 * 1024)];
+        let text: Cow<'_, str> = if let Some(p) = find_status_block(head) {
+            Cow::Owned(prose[p..].to_string())
+        } else if claims_report && may_hold_fields(body) {
+            match find_status_block(body) {
+                Some(p) => String::from_utf8_lossy(&body[p..]),
+                None => Cow::Borrowed(""),
+            }
         } else {
-            raw
+            Cow::Borrowed("")
         };
-        if let Some(start) = find_status_block(&text) {
+        if !text.is_empty() {
             let mut w = Vec::new();
-            let (per_message, recipients) = parse_status_body(&text[start..], limits, &mut w)?;
+            let (per_message, recipients) = parse_status_body(&text, limits, &mut w)?;
             if !recipients.is_empty() || per_message.reporting_mta.is_some() {
                 st.warnings.push(Warning::new(
                     WarningKind::BrokenBoundary,
@@ -251,9 +325,8 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         .filter(|r| r.lacks_mailbox())
         .count();
     if prose_needed > 0 {
-        let prose = st.prose.join("\n");
-        let returned_to = returned_recipients(&msg);
-        let found = legacy::extract(&prose, &returned_to, &msg);
+        let prose = prose_cache.get_or_insert_with(|| st.prose());
+        let found = legacy::extract(prose, &msg);
         if found.recipients.len() == prose_needed {
             let mut it = found.recipients.into_iter();
             for r in st
@@ -282,13 +355,19 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
     let mut legacy_flag = false;
     let mut legacy_format = None;
     if !has_recipients {
-        let prose: String = if st.prose.is_empty() {
-            String::new()
-        } else {
-            st.prose.join("\n")
-        };
-        let returned_to = returned_recipients(&msg);
-        let found = legacy::extract(&prose, &returned_to, &msg);
+        let prose = prose_cache.get_or_insert_with(|| st.prose());
+        let found = legacy::extract(prose, &msg);
+        if let Some(at) = found.returned_at {
+            if st.returned.is_none() {
+                st.returned = inline_returned(&prose[at..]);
+            }
+            // The quoted message is not part of the human-readable text.
+            if let Some(h) = &st.human {
+                if h.as_ptr() == prose.as_ptr() && at <= h.len() {
+                    st.human = Some(Cow::Owned(h[..at].to_string()));
+                }
+            }
+        }
         if !found.recipients.is_empty() {
             legacy_flag = true;
             legacy_format = found.format.map(str::to_string);
@@ -329,7 +408,7 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
             .and_then(|a| a.address())
             .map(str::to_string),
         reports: st.reports,
-        human_text: st.human,
+        human_text: st.human.map(Cow::into_owned),
         returned: st.returned,
         legacy: legacy_flag,
         legacy_format,
@@ -337,8 +416,102 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
     })
 }
 
+/// One field of a header block, decoded by mail-parser's field parsers
+/// (`id` for a message id, unstructured text otherwise).
+fn header_field(raw: &[u8], name: &str, id: bool) -> Option<String> {
+    let mut pos = 0;
+    while pos < raw.len() {
+        let end = find_byte(&raw[pos..], b'\n').map_or(raw.len(), |e| pos + e + 1);
+        let line = &raw[pos..end];
+        if line == b"\n" || line == b"\r\n" {
+            return None;
+        }
+        if line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()] == b':'
+        {
+            let mut stream = mail_parser::parsers::MessageStream::new(&raw[pos + name.len() + 1..]);
+            let v = if id {
+                stream.parse_id()
+            } else {
+                stream.parse_unstructured()
+            };
+            return v.as_text().map(str::to_string);
+        }
+        pos = end;
+    }
+    None
+}
+
+/// A returned message quoted inline after a legacy bounce's prose: headers
+/// only when nothing but blank lines follows the header block.
+fn inline_returned(rest: &str) -> Option<Returned> {
+    let start = legacy::inline_header_start(rest)?;
+    let block = &rest[start..];
+    let bytes = block.as_bytes();
+    let body_at = block
+        .find("\n\n")
+        .or_else(|| block.find("\n\r\n"))
+        .map(|p| p + 1);
+    let has_body = body_at.is_some_and(|p| !block[p..].trim().is_empty());
+    Some(Returned {
+        kind: if has_body {
+            ReturnedKind::FullMessage
+        } else {
+            ReturnedKind::HeadersOnly
+        },
+        content_type: "inline".to_string(),
+        message_id: header_field(bytes, "message-id", true),
+        subject: header_field(bytes, "subject", false),
+    })
+}
+
+/// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    let upper = first.to_ascii_uppercase();
+    let mut i = 0;
+    while i < hay.len() {
+        let found = if first == upper {
+            find_byte(&hay[i..], first)
+        } else {
+            hay[i..].iter().position(|&b| b == first || b == upper)
+        };
+        let Some(p) = found else {
+            return false;
+        };
+        let at = i + p;
+        if hay.len() - at >= needle.len() && hay[at..at + needle.len()].eq_ignore_ascii_case(needle)
+        {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
+}
+
+/// Cheap test before looking for DSN fields in raw bytes: a colon right
+/// after `...recipient` or `-MTA`, in any case.
+fn may_hold_fields(body: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(p) = find_byte(&body[i..], b':') {
+        let c = i + p;
+        i = c + 1;
+        let before = &body[..c];
+        let ends = |s: &[u8]| {
+            before.len() >= s.len() && before[before.len() - s.len()..].eq_ignore_ascii_case(s)
+        };
+        if ends(b"recipient") || ends(b"-mta") {
+            return true;
+        }
+    }
+    false
+}
+
 /// Recipient addresses (To, Cc) of the first returned message, if any.
-fn returned_recipients(msg: &Message<'_>) -> Vec<String> {
+pub(crate) fn returned_recipients(msg: &Message<'_>) -> Vec<String> {
     let mut out = Vec::new();
     for part in msg.parts.iter().skip(1) {
         if let Some(m) = part.message() {
@@ -353,4 +526,30 @@ fn returned_recipients(msg: &Message<'_>) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn bare_cr_detection_agrees(buf in proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), any::<u8>()], 0..80)
+        ) {
+            let naive = (0..buf.len()).any(|k| buf[k] == b'\r' && buf.get(k + 1) != Some(&b'\n'));
+            prop_assert_eq!(has_bare_cr(&buf), naive);
+            if let Some(out) = normalise_cr(&buf) {
+                prop_assert!(naive);
+                prop_assert!(!has_bare_cr(&out));
+                prop_assert_eq!(out.len(), buf.len());
+            }
+        }
+
+        #[test]
+        fn byte_search_agrees(buf in proptest::collection::vec(any::<u8>(), 0..64), b in any::<u8>()) {
+            prop_assert_eq!(find_byte(&buf, b), buf.iter().position(|&x| x == b));
+        }
+    }
 }

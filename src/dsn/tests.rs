@@ -107,6 +107,21 @@ fn findings_cite_sections() {
     let fs = check(&parse(delayed.as_bytes()).unwrap());
     assert!(fs.iter().any(|f| f.rule == "dsn.status.class-vs-action"));
 
+    // A delayed 4.x.x report without Will-Retry-Until is fine.
+    let delayed = DSN
+        .replace("Action: failed", "Action: delayed")
+        .replace("Status: 5.1.1", "Status: 4.4.1")
+        .replace("550-5.1.1 no such", "450-4.4.1 no such")
+        .replace("550 5.1.1 user", "450 4.4.1 user");
+    let fs = check(&parse(delayed.as_bytes()).unwrap());
+    assert!(fs.is_empty(), "{fs:?}");
+
+    let pipe = DSN.replace("smtp; 550-5.1.1 no such", "smtp; mailbox unavailable");
+    let fs = check(&parse(pipe.as_bytes()).unwrap());
+    assert!(fs.iter().any(|f| f.rule == "dsn.diagnostic-code.smtp-reply"
+        && f.section == "RFC 3464 §2.3.6"
+        && f.strength == Strength::Should));
+
     let queued = DSN.replace(
         "Your message could not be delivered.",
         "Your message is delayed; we will keep trying.",
@@ -146,6 +161,9 @@ hello\n";
     assert_eq!(r[0].address().as_deref(), Some("user@example.net"));
     assert_eq!(r[0].reply().unwrap().code, 550);
     assert_eq!(r[0].class(), Some(5));
+    let ret = d.returned.as_ref().unwrap();
+    assert_eq!(ret.kind, ReturnedKind::FullMessage);
+    assert_eq!(ret.content_type, "inline");
 }
 
 #[test]
@@ -162,4 +180,111 @@ fn limits_and_garbage() {
         })
     );
     assert_eq!(parse(b""), Err(DsnError::Unreadable));
+}
+
+#[test]
+fn legacy_exim() {
+    let msg = "From: Mail Delivery System <Mailer-Daemon@mx.example.org>\n\
+To: sender@example.org\n\
+Subject: Mail delivery failed: returning message to sender\n\
+Auto-Submitted: auto-replied\n\
+\n\
+This message was created automatically by mail delivery software.\n\
+\n\
+A message that you sent could not be delivered to one or more of its\n\
+recipients. This is a permanent error. The following address(es) failed:\n\
+\n\
+  alice@example.net\n\
+    SMTP error from remote mail server after RCPT TO:<alice@example.net>:\n\
+    host mx.example.net [192.0.2.7]: 550 5.1.1 <alice@example.net>: Recipient address rejected\n\
+  bob@example.net\n\
+    SMTP error from remote mail server after RCPT TO:<bob@example.net>:\n\
+    host mx.example.net [192.0.2.7]: 452 4.2.2 Mailbox full\n\
+\n\
+------ This is a copy of the message, including all the headers. ------\n\
+\n\
+From: sender@example.org\n\
+To: alice@example.net, bob@example.net, carol@example.net\n\
+Subject: hi\n\
+\n\
+hello\n";
+    let d = parse(msg.as_bytes()).unwrap();
+    assert!(d.legacy);
+    assert_eq!(d.legacy_format.as_deref(), Some("exim"));
+    let r: Vec<_> = d.recipients().collect();
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0].address().as_deref(), Some("alice@example.net"));
+    assert_eq!(r[0].reply().unwrap().code, 550);
+    assert_eq!(r[0].class(), Some(5));
+    assert_eq!(r[1].address().as_deref(), Some("bob@example.net"));
+    assert_eq!(r[1].class(), Some(4));
+}
+
+#[test]
+fn nested_and_global_status_parts() {
+    let msg = "From: postmaster@mx.example.org\r\n\
+Content-Type: multipart/mixed; boundary=\"OUT\"\r\n\
+\r\n\
+--OUT\r\n\
+Content-Type: multipart/report; report-type=global-delivery-status; boundary=\"IN\"\r\n\
+\r\n\
+--IN\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+Not delivered.\r\n\
+--IN\r\n\
+Content-Type: message/global-delivery-status\r\n\
+\r\n\
+Reporting-MTA: dns; mx.example.org\r\n\
+\r\n\
+Final-Recipient: utf-8; j\u{00f6}rg@b\u{00fc}cher.example\r\n\
+Action: failed\r\n\
+Status: 5.1.1\r\n\
+\r\n\
+--IN--\r\n\
+--OUT--\r\n";
+    let d = parse(msg.as_bytes()).unwrap();
+    assert!(d.has_warning(WarningKind::NestedStatusPart));
+    let rep = d.primary_reports().next().unwrap();
+    assert_eq!(rep.source, Source::GlobalDeliveryStatus);
+    let r = &rep.recipients[0];
+    assert!(r.final_recipient.as_ref().unwrap().is_kind("utf-8"));
+    assert_eq!(
+        r.address().as_deref(),
+        Some("j\u{00f6}rg@b\u{00fc}cher.example")
+    );
+    assert!(check(&d).iter().any(|f| f.rule == "dsn.content-type"));
+}
+
+#[test]
+fn broken_boundary_is_recovered() {
+    // The declared boundary never appears: the fields are found in the raw text.
+    let msg = "From: MAILER-DAEMON@mx.example.org\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"XYZ\"\n\
+\n\
+--ABC\n\
+Content-Type: text/plain\n\
+\n\
+The message could not be delivered.\n\
+\n\
+--ABC\n\
+Content-Type: message/delivery-status\n\
+\n\
+Reporting-MTA: dns; mx.example.org\n\
+\n\
+Final-Recipient: rfc822; a@example.net\n\
+Action: failed\n\
+Status: 5.1.1\n\
+\n\
+--ABC--\n";
+    let d = parse(msg.as_bytes()).unwrap();
+    assert!(
+        d.has_warning(WarningKind::BrokenBoundary),
+        "{:?}",
+        d.warnings
+    );
+    let r: Vec<_> = d.recipients().collect();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].address().as_deref(), Some("a@example.net"));
+    assert!(!d.legacy);
 }

@@ -285,6 +285,26 @@ pub enum ReplyError {
     TrailingData { offset: usize },
 }
 
+/// Position of the first LF in `hay`, eight bytes at a time.
+#[inline]
+fn find_lf(hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const LF: u64 = LO * b'\n' as u64;
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ LF;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
+}
+
 /// Checks the start of a line (complete or not) as far as it goes.
 /// Returns the code once three digits are present.
 fn check_head(head: &[u8], line: usize) -> Result<Option<u16>, ReplyError> {
@@ -330,7 +350,7 @@ fn check_head(head: &[u8], line: usize) -> Result<Option<u16>, ReplyError> {
 pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, usize)>, ReplyError> {
     let mut pos = 0usize;
     let mut first_code: Option<u16> = None;
-    let mut lines: Vec<String> = Vec::new();
+    let mut lines: Vec<String> = Vec::with_capacity(4);
     let mut bare_lf = false;
     loop {
         let line_no = lines.len() + 1;
@@ -342,7 +362,7 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, us
         let rest = &buf[pos..];
         // Look for the line end no further than the limit allows.
         let window = limits.max_line.saturating_add(2).min(rest.len());
-        let Some(nl) = rest[..window].iter().position(|&b| b == b'\n') else {
+        let Some(nl) = find_lf(&rest[..window]) else {
             // Incomplete line: validate what is there, then enforce length.
             check_head(rest, line_no)?;
             let too_long = rest.len() > limits.max_line.saturating_add(1)
@@ -384,7 +404,10 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, us
         }
         let last = line.get(3) != Some(&b'-');
         let text = line.get(4..).unwrap_or(&[]);
-        lines.push(String::from_utf8_lossy(text).into_owned());
+        lines.push(match std::str::from_utf8(text) {
+            Ok(t) => t.to_owned(),
+            Err(_) => String::from_utf8_lossy(text).into_owned(),
+        });
         pos += nl + 1;
         if last {
             return Ok(Some((
@@ -682,6 +705,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn lf_search_agrees(buf in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..64)) {
+            prop_assert_eq!(find_lf(&buf), buf.iter().position(|&b| b == b'\n'));
+        }
+
         #[test]
         fn wire_round_trip(r in arb_reply(), tail in proptest::collection::vec(any::<u8>(), 0..8)) {
             let wire = r.to_wire();

@@ -233,6 +233,14 @@ fn rfc3463(s: &str) -> Option<EnhancedStatus> {
     (!(st.subject == 0 && st.detail >= 900)).then_some(st)
 }
 
+/// Recipient sets and status classes against the hand-checked tables.
+///
+/// A sisimai sample "carries a delivery-status part" when `formats.tsv`
+/// counts one; the other sisimai samples, feedback reports (ARF) aside, are
+/// the legacy ones. A flufl sample counts as delivery-status when its
+/// detector is `dsn`; flufl samples without expected addresses are skipped.
+/// The status class is compared where sisimai's hand-written status is an
+/// RFC 3463 code (its private 5.0.9xx codes excluded).
 #[test]
 fn recipients_and_status_classes() {
     let Some(root) = corpus_root() else { return };
@@ -284,6 +292,7 @@ fn recipients_and_status_classes() {
     let mut fl_ds = Tally::default();
     let mut fl_legacy = Tally::default();
     let mut fl_skipped = 0;
+    let mut fl_by_detector: BTreeMap<String, Tally> = BTreeMap::new();
     for r in table(&root.join("flufl/expected.tsv")) {
         let set: BTreeSet<String> = r["expected_addresses"]
             .split_whitespace()
@@ -302,6 +311,10 @@ fn recipients_and_status_classes() {
                 r["sample"], r["detector"]
             ));
         }
+        fl_by_detector
+            .entry(r["detector"].clone())
+            .or_default()
+            .add(good);
         if r["detector"] == "dsn" {
             fl_ds.add(good)
         } else {
@@ -357,6 +370,9 @@ fn recipients_and_status_classes() {
     println!(
         "recipient set found (flufl, {fl_skipped} samples without expected addresses skipped):"
     );
+    for (c, t) in &fl_by_detector {
+        println!("  {c:<40} {:>3}/{:<3} = {:.1}%", t.ok, t.total, t.pct());
+    }
     println!(
         "  dsn:    {}/{} = {:.1}%",
         fl_ds.ok,
@@ -399,11 +415,6 @@ fn recipients_and_status_classes() {
         all_legacy.pct()
     );
     assert!(
-        all_ds.pct() >= 99.0,
-        "delivery-status recipients {:.1}% < 99%",
-        all_ds.pct()
-    );
-    assert!(
         all_legacy.pct() >= 85.0,
         "legacy recipients {:.1}% < 85%",
         all_legacy.pct()
@@ -412,6 +423,13 @@ fn recipients_and_status_classes() {
         cls_ds.pct() >= 95.0,
         "status class {:.1}% < 95%",
         cls_ds.pct()
+    );
+    assert!(
+        all_ds.pct() >= 99.0,
+        "delivery-status recipients {:.1}% < 99% ({} of {} samples differ; see the misses above)",
+        all_ds.pct(),
+        all_ds.total - all_ds.ok,
+        all_ds.total
     );
 }
 
@@ -507,6 +525,13 @@ fn no_sample_panics() {
         if r.is_err() {
             panics.push(p.display().to_string());
         }
+        // Truncated copies (a transfer cut short) must not panic either.
+        for k in 1..6 {
+            let cut = &bytes[..bytes.len() * k / 6];
+            if std::panic::catch_unwind(|| dsn::parse(cut).map(|d| dsn::check(&d))).is_err() {
+                panics.push(format!("{} cut at {}", p.display(), cut.len()));
+            }
+        }
     }
     println!(
         "parsed {} samples in {:?}; slowest {:?} ({}) [{} build]",
@@ -532,6 +557,9 @@ fn dump_sample() {
     let Some(root) = corpus_root() else { return };
     if let Some(d) = parse_file(&root.join(name)) {
         println!("{}", dsn::render_text(&d));
-        println!("{:#?}", d.reports);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d.reports).unwrap_or_default()
+        );
     }
 }

@@ -1,3 +1,6 @@
-//! Integration tests: the real binary, the real lab, the real Postfix.
+//! Integration tests: the real binary against the lab Postfix, and the parsers against real bounces.
 
+mod dsn_corpus;
+mod dsn_props;
 mod lab;
+mod reply_diagnostics;
