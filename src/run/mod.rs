@@ -370,18 +370,38 @@ pub async fn run_one(
     if result.error.is_none() {
         result.verdicts = judge_loop(&sc, &scope, &rec, target.settings()).await;
     }
+    result.duration = rec.now();
+    finish_sessions(&rec).await;
 
     for h in hosts {
         h.stop();
     }
     watchers.abort_all();
     services.dns.remove_zone(&origin);
-    result.duration = rec.now();
     result.observations = std::mem::take(&mut *rec.lock());
     result
 }
 
 /// Decide expectations on every observation until all are decided or the deadline passes.
+/// How long open sessions may take to finish once the verdicts are in.
+const SESSION_GRACE: Duration = Duration::from_secs(1);
+
+/// Let sessions still open finish (the target's QUIT after a delivery), so
+/// transcripts are whole; a stalled session is cut after [`SESSION_GRACE`].
+async fn finish_sessions(rec: &Recorder) {
+    let until = tokio::time::Instant::now() + SESSION_GRACE;
+    loop {
+        let changed = rec.changed();
+        if rec.lock().sessions.iter().all(|s| s.closed) {
+            return;
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(until) => return,
+        }
+    }
+}
+
 async fn judge_loop(
     sc: &Scenario,
     scope: &Scope,
