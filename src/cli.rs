@@ -136,34 +136,48 @@ fn list(paths: &[PathBuf]) -> ExitCode {
 fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
     let mut bad = 0;
     for f in files {
-        let parsed = std::fs::read(f)
-            .map_err(|e| format!("cannot read {}: {e}", f.display()))
-            .and_then(|b| crate::dsn::parse(&b).map_err(|e| format!("{}: {e}", f.display())));
-        match parsed {
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
             Err(e) => {
                 bad += 1;
-                eprintln!("error: {e}");
+                eprintln!("error: cannot read {}: {e}", f.display());
+                continue;
             }
-            Ok(d) => {
-                let findings = crate::dsn::check(&d);
-                if json {
-                    let v = serde_json::json!({
-                        "file": f.display().to_string(),
-                        "dsn": d,
-                        "findings": findings,
-                    });
-                    println!("{v}");
-                } else {
-                    println!("== {}", f.display());
-                    print!("{}", crate::dsn::render_text(&d));
-                    if findings.is_empty() {
-                        println!("conformance: no findings");
-                    }
-                    for x in &findings {
-                        println!(
-                            "finding: {} ({} {}): {}",
-                            x.rule, x.section, x.strength, x.detail
-                        );
+        };
+        // An mbox file holds several messages; each is reported on its own.
+        let messages = crate::dsn::split_mbox(&bytes);
+        for (n, msg) in messages.iter().enumerate() {
+            let name = if messages.len() > 1 {
+                format!("{} (message {})", f.display(), n + 1)
+            } else {
+                f.display().to_string()
+            };
+            match crate::dsn::parse(msg) {
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("error: {name}: {e}");
+                }
+                Ok(d) => {
+                    let findings = crate::dsn::check(&d);
+                    if json {
+                        let v = serde_json::json!({
+                            "file": name,
+                            "dsn": d,
+                            "findings": findings,
+                        });
+                        println!("{v}");
+                    } else {
+                        println!("== {name}");
+                        print!("{}", crate::dsn::render_text(&d));
+                        if findings.is_empty() {
+                            println!("conformance: no findings");
+                        }
+                        for x in &findings {
+                            println!(
+                                "finding: {} ({} {}): {}",
+                                x.rule, x.section, x.strength, x.detail
+                            );
+                        }
                     }
                 }
             }

@@ -496,6 +496,41 @@ impl Dsn {
     }
 }
 
+/// Split a file that may be an mbox (messages each opened by a `From ` line)
+/// into its messages, without the `From ` lines. Anything else is one message.
+pub fn split_mbox(bytes: &[u8]) -> Vec<&[u8]> {
+    if !bytes.starts_with(b"From ") {
+        return vec![bytes];
+    }
+    let mut starts = Vec::new();
+    let mut at = 0;
+    let mut prev_blank = true;
+    while at < bytes.len() {
+        // Lines end in LF, CRLF or a lone CR.
+        let end = match bytes[at..].iter().position(|&b| b == b'\n' || b == b'\r') {
+            None => bytes.len(),
+            Some(i) if bytes[at + i] == b'\r' && bytes.get(at + i + 1) == Some(&b'\n') => {
+                at + i + 2
+            }
+            Some(i) => at + i + 1,
+        };
+        let line = &bytes[at..end];
+        if prev_blank && line.starts_with(b"From ") {
+            starts.push((at, end));
+        }
+        prev_blank = matches!(line, b"\n" | b"\r\n" | b"\r");
+        at = end;
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, body))| {
+            let stop = starts.get(i + 1).map_or(bytes.len(), |&(next, _)| next);
+            &bytes[body..stop.max(body)]
+        })
+        .collect()
+}
+
 impl fmt::Display for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&render_text(self))

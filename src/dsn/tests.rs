@@ -288,3 +288,27 @@ Status: 5.1.1\n\
     assert_eq!(r[0].address().as_deref(), Some("a@example.net"));
     assert!(!d.legacy);
 }
+
+#[test]
+fn mbox_files_split_into_messages() {
+    let mbox = b"From a@b Thu Apr 29 23:34:45 2015\nSubject: one\n\nbody 1\nFrom here is not a separator\n\nFrom c@d Thu Apr 29 23:34:46 2015\nSubject: two\n\nbody 2\n";
+    let parts = super::split_mbox(mbox);
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].starts_with(b"Subject: one\n"));
+    assert!(parts[0].ends_with(b"From here is not a separator\n\n"));
+    assert_eq!(parts[1], b"Subject: two\n\nbody 2\n");
+    let plain = b"Subject: x\n\nFrom me\n";
+    assert_eq!(super::split_mbox(plain), vec![&plain[..]]);
+}
+
+#[test]
+fn mbox_split_reads_cr_and_crlf_line_ends() {
+    for eol in ["\r", "\r\n"] {
+        let mbox = format!(
+            "From a@b x{eol}Subject: one{eol}{eol}b{eol}{eol}From c@d y{eol}Subject: two{eol}"
+        );
+        let parts = super::split_mbox(mbox.as_bytes());
+        assert_eq!(parts.len(), 2, "{eol:?}");
+        assert_eq!(parts[1], format!("Subject: two{eol}").as_bytes());
+    }
+}

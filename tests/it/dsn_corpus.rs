@@ -62,15 +62,24 @@ fn table(path: &Path) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// Parse a sample; a sample that is an mbox of several bounces gives one
+/// value carrying the reports of all of them.
 fn parse_file(path: &Path) -> Option<Dsn> {
     let bytes = std::fs::read(path).expect("read sample");
-    match dsn::parse(&bytes) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            println!("  {}: error: {e}", path.display());
-            None
+    let mut merged: Option<Dsn> = None;
+    for msg in dsn::split_mbox(&bytes) {
+        match dsn::parse(msg) {
+            Ok(d) => match merged.as_mut() {
+                None => merged = Some(d),
+                Some(m) => m.reports.extend(d.reports),
+            },
+            Err(e) => {
+                println!("  {}: error: {e}", path.display());
+                return None;
+            }
         }
     }
+    merged
 }
 
 fn pct(ok: usize, total: usize) -> f64 {
