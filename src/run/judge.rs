@@ -36,6 +36,7 @@ pub fn is_negative(e: &Expect) -> bool {
                 ..
             }
             | Expect::Order(_)
+            | Expect::NotQueried { .. }
     )
 }
 
@@ -202,6 +203,24 @@ pub fn decide(e: &Expect, cx: &Ctx) -> Decision {
                     seen.join("; ")
                 }
             ))
+        }
+        Expect::Queried { name, qtype } | Expect::NotQueried { name, qtype } => {
+            let scoped = scope.name(name);
+            let hit = o
+                .dns
+                .iter()
+                .find(|q| q.name.eq_ignore_ascii_case(&scoped) && q.qtype.eq_ignore_ascii_case(qtype));
+            let want = matches!(e, Expect::Queried { .. });
+            match (hit, want) {
+                (Some(q), true) => Decision::Pass(format!("queried at {:.3} s ({})", q.at.as_secs_f64(), q.outcome)),
+                (Some(q), false) => Decision::Fail(format!(
+                    "expected no DNS query for {name} {qtype}; the target asked at {:.3} s",
+                    q.at.as_secs_f64()
+                )),
+                (None, true) => pending_or(format!("expected a DNS query for {name} {qtype}; none was seen")),
+                (None, false) if last => Decision::Pass(format!("{name} {qtype} was never queried")),
+                (None, false) => Decision::Pending,
+            }
         }
         Expect::NoDsn => {
             let ours: Vec<String> = sc

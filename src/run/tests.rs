@@ -535,3 +535,29 @@ fn auto_submitted_is_read_from_the_top_level_header_only() {
     let why = fail_text(one(&sc, &dsn_obs(&no), 5.0, true));
     assert!(why.contains("Auto-Submitted: no"), "{why}");
 }
+
+#[test]
+fn dns_queries_are_matched_by_scoped_name_and_type() {
+    use crate::run::observe::DnsQuery;
+    let sc = scenario(
+        "[[expect]]\nqueried = \"dest.test MX\"\n[[expect]]\nnot_queried = \"dest.test A\"\n",
+    );
+    let mut o = Observations::default();
+    let q = |name: &str, qtype: &str| DnsQuery {
+        at: secs(0.1),
+        name: name.into(),
+        qtype: qtype.into(),
+        outcome: "Answered { count: 1 }".into(),
+    };
+    // An unscoped name is another scenario's: it does not count.
+    o.dns.push(q("dest.test", "MX"));
+    let d = judge(&sc, &o, 0.2, false);
+    assert_eq!(d, vec![Decision::Pending, Decision::Pending]);
+    o.dns.push(q(&Scope::new(0).name("dest.test"), "MX"));
+    let d = judge(&sc, &o, 0.3, false);
+    assert!(is_pass(&d[0]), "{d:?}");
+    assert_eq!(d[1], Decision::Pending, "a negative waits for the end");
+    assert!(is_pass(&judge(&sc, &o, 9.0, true)[1]));
+    o.dns.push(q(&Scope::new(0).name("dest.test"), "A"));
+    assert!(fail_text(judge(&sc, &o, 0.4, false).remove(1)).contains("the target asked at 0.100 s"));
+}

@@ -142,6 +142,10 @@ pub enum ExpectFile {
     RetryAfter(RetryAfterFile),
     /// The target refused the message in session, or bounced it, with this status.
     RefusedOrDsn(RefusedOrDsnFile),
+    /// The target looked this name up: `"dest.test MX"`.
+    Queried(String),
+    /// The target never looked this name up: `"dest.test A"`.
+    NotQueried(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -232,6 +232,15 @@ pub enum Expect {
     RefusedOrDsn {
         status: String,
     },
+    /// A DNS query the target made (name as written, record type upper-case).
+    Queried {
+        name: String,
+        qtype: String,
+    },
+    NotQueried {
+        name: String,
+        qtype: String,
+    },
 }
 
 /// A time in an expectation: fixed, or read from the target's settings.
@@ -341,6 +350,8 @@ impl Expect {
                 }
             }
             Expect::NoDsn => "no DSN sent".into(),
+            Expect::Queried { name, qtype } => format!("DNS query {name} {qtype}"),
+            Expect::NotQueried { name, qtype } => format!("no DNS query {name} {qtype}"),
             Expect::NotDelivered { within, host } => format!(
                 "nothing delivered{} within {}",
                 host.as_ref()
@@ -823,6 +834,14 @@ impl Validator<'_> {
                         status: r.status.clone(),
                     }
                 }
+                ExpectFile::Queried(q) | ExpectFile::NotQueried(q) => {
+                    let (name, qtype) = parse_query(q).map_err(|m| self.error(span.clone(), m))?;
+                    if matches!(e.get_ref(), ExpectFile::Queried(_)) {
+                        Expect::Queried { name, qtype }
+                    } else {
+                        Expect::NotQueried { name, qtype }
+                    }
+                }
                 ExpectFile::NoDsn(true) => Expect::NoDsn,
                 ExpectFile::NoDsn(false) => {
                     return Err(self.error(
@@ -950,6 +969,24 @@ fn check_status_pattern(s: &str) -> Result<(), String> {
             "bad status `{s}`: write a class (\"5\") or an RFC 3463 code (\"5.1.10\")"
         ))
     }
+}
+
+/// Parse a query expectation: `NAME TYPE`.
+fn parse_query(q: &str) -> Result<(String, String), String> {
+    let w: Vec<&str> = q.split_whitespace().collect();
+    let [name, qtype] = w.as_slice() else {
+        return Err(format!(
+            "bad query `{q}`: write `NAME TYPE`, e.g. `dest.test MX`"
+        ));
+    };
+    check_name(name)?;
+    let qtype = qtype.to_ascii_uppercase();
+    if !["A", "AAAA", "MX", "CNAME", "TXT", "PTR"].contains(&qtype.as_str()) {
+        return Err(format!(
+            "unknown record type `{qtype}` in `{q}`: use A, AAAA, MX, CNAME, TXT or PTR"
+        ));
+    }
+    Ok((name.to_ascii_lowercase(), qtype))
 }
 
 /// Parse `NAME TYPE DATA`.

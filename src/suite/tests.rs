@@ -284,3 +284,32 @@ fn a_record_can_point_at_the_target() {
     let (_, msg) = err(&GOOD.replace("\"null.test MX 0 .\"", "\"self.dest.test A nowhere\""));
     assert!(msg.contains("an IPv4 address or `target`"), "{msg}");
 }
+
+#[test]
+fn dns_query_expectations_are_checked() {
+    let text = GOOD.replace(
+        "delivered = { host = \"mx10\" }",
+        "queried = \"dest.test mx\"\n[[expect]]\nnot_queried = \"dest.test A\"",
+    );
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
+    assert_eq!(
+        s.expects,
+        vec![
+            Expect::Queried {
+                name: "dest.test".into(),
+                qtype: "MX".into()
+            },
+            Expect::NotQueried {
+                name: "dest.test".into(),
+                qtype: "A".into()
+            },
+        ]
+    );
+    let (_, msg) = err(&GOOD.replace("delivered = { host = \"mx10\" }", "queried = \"dest.test\""));
+    assert!(msg.contains("write `NAME TYPE`"), "{msg}");
+    let (_, msg) = err(&GOOD.replace(
+        "delivered = { host = \"mx10\" }",
+        "queried = \"dest.com MX\"",
+    ));
+    assert!(msg.contains("must end in .test"), "{msg}");
+}
