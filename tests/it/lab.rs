@@ -363,3 +363,92 @@ fn user_postfix_config_is_used_and_checked() {
         "processes left behind"
     );
 }
+
+/// Run scenario files with extra arguments; (exit code, stdout + stderr).
+fn run_files(extra: &[&str], files: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["run", "--no-known"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(files);
+    let out = mtaspec(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+const BROKEN_BY_SETTINGS: [&str; 3] = [
+    "suites/bounce-origin/0001-rcpt-550-dsn.toml",
+    "suites/mx-fallback/0001-refused-connection.toml",
+    "suites/retry-4xx/0003-rcpt-451.toml",
+];
+
+/// Three settings that break a MUST each: the scenario fails, the run exits
+/// 1, and the output states the rule (section, strength) and what was
+/// observed instead.
+#[test]
+fn nonconformant_settings_fail_the_scenarios_they_break() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let cases = [
+        // 5xx turned into 4xx: the target never bounces.
+        (
+            "soft_bounce=yes",
+            BROKEN_BY_SETTINGS[0],
+            "RFC 5321 §4.5.5, §6.1; RFC 3461 §6.1 MUST",
+            "observed: no DSN",
+        ),
+        // Only one MX address is tried: no fallback to MX 20.
+        (
+            "smtp_mx_address_limit=1",
+            BROKEN_BY_SETTINGS[1],
+            "RFC 5321 §5.1 MUST",
+            "expected delivery via mx20",
+        ),
+        // Queue lifetime 0: one try, then bounce — no retry after a 4xx.
+        (
+            "maximal_queue_lifetime=0",
+            BROKEN_BY_SETTINGS[2],
+            "RFC 5321 §4.2.1, §4.5.4.1 MUST",
+            "returned bob@dest.test as failed in a DSN",
+        ),
+    ];
+    for (set, file, rule, observed) in cases {
+        let (code, text) = run_files(&["--set", set], &[file]);
+        assert_eq!(
+            code,
+            Some(1),
+            "--set {set} on {file} should fail the run:\n{text}"
+        );
+        assert!(text.contains("FAIL "), "--set {set}: no FAIL line:\n{text}");
+        assert!(
+            text.contains(&format!("rule ({rule})")),
+            "--set {set}: the rule is not explained:\n{text}"
+        );
+        assert!(
+            text.contains(observed),
+            "--set {set}: the observation is not reported:\n{text}"
+        );
+    }
+    assert_eq!(
+        lab_processes(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+}
+
+/// The same scenarios pass on the lab's stock settings, so the failures
+/// above come from the settings, not from the scenarios.
+#[test]
+fn the_same_scenarios_pass_on_stock_settings() {
+    if !lab_available() {
+        return;
+    }
+    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let (code, text) = run_files(&[], &BROKEN_BY_SETTINGS);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("3 passed, 0 failed"), "{text}");
+}
