@@ -169,15 +169,6 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
                     } else {
                         println!("== {name}");
                         print!("{}", crate::dsn::render_text(&d));
-                        if findings.is_empty() {
-                            println!("conformance: no findings");
-                        }
-                        for x in &findings {
-                            println!(
-                                "finding: {} ({} {}): {}",
-                                x.rule, x.section, x.strength, x.detail
-                            );
-                        }
                     }
                 }
             }
