@@ -225,8 +225,11 @@ fn interrupted_run_tears_the_lab_down() {
         .expect("the lab never became ready");
     assert!(!lab_processes().is_empty(), "postfix is not running");
     std::thread::sleep(Duration::from_millis(300));
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     let err = reader.join().unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
