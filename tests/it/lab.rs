@@ -181,6 +181,23 @@ fn wrong_expectation_gives_a_failing_verdict_and_exit_1() {
 
 #[test]
 fn interrupted_run_tears_the_lab_down() {
+    interrupt_with(
+        nix::sys::signal::Signal::SIGINT,
+        130,
+        "interrupted: lab torn down",
+    );
+}
+
+#[test]
+fn terminated_run_tears_the_lab_down() {
+    interrupt_with(
+        nix::sys::signal::Signal::SIGTERM,
+        143,
+        "terminated: lab torn down",
+    );
+}
+
+fn interrupt_with(signal: nix::sys::signal::Signal, code: i32, said: &str) {
     if !lab_available() {
         return;
     }
@@ -225,15 +242,11 @@ fn interrupted_run_tears_the_lab_down() {
         .expect("the lab never became ready");
     assert!(!lab_processes().is_empty(), "postfix is not running");
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     let status = child.wait().unwrap();
     let err = reader.join().unwrap();
-    assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted: lab torn down"), "{err}");
+    assert_eq!(status.code(), Some(code), "{err}");
+    assert!(err.contains(said), "{err}");
     assert_eq!(
         lab_processes(),
         Vec::<String>::new(),
