@@ -2,3 +2,4 @@
 
 mod dsn_corpus;
 mod dsn_props;
+mod fuzz_regressions;
