@@ -40,7 +40,7 @@ fn line(data: &[u8]) -> Vec<u8> {
         let target = MAX_COMMAND_LINE - 8 + usize::from(mode >> 4);
         let at = out.len().min(usize::from(mode >> 2 & 3) * 6);
         let pad = target.saturating_sub(out.len());
-        out.splice(at..at, std::iter::repeat(b'x').take(pad));
+        out.splice(at..at, std::iter::repeat_n(b'x', pad));
     }
     out
 }
