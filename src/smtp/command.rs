@@ -52,6 +52,9 @@ pub enum CommandError {
     TooLong,
     #[error("command line is not valid UTF-8")]
     NotUtf8,
+    /// A line feed before the line's own end: two lines were passed as one.
+    #[error("command line has a line feed before its end")]
+    StrayLineFeed,
     #[error("{verb} needs {what}")]
     Syntax {
         verb: &'static str,
@@ -69,6 +72,9 @@ impl Command {
             .strip_suffix(b"\n")
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
             .unwrap_or(line);
+        if line.contains(&b'\n') {
+            return Err(CommandError::StrayLineFeed);
+        }
         let line = std::str::from_utf8(line).map_err(|_| CommandError::NotUtf8)?;
         if line.trim().is_empty() {
             return Err(CommandError::Empty);
@@ -199,6 +205,7 @@ impl fmt::Display for Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn reads_envelope_commands() {
@@ -272,5 +279,123 @@ mod tests {
             assert_eq!(c.to_string(), line);
             assert_eq!(Command::parse(c.to_string().as_bytes()).unwrap(), c);
         }
+    }
+
+    /// A HELO/EHLO/VRFY argument: trimmed by the parser, so no surrounding
+    /// whitespace (possibly empty).
+    fn arb_word() -> impl Strategy<Value = String> {
+        // Ends are neither ASCII nor Unicode whitespace (U+1680 is the first
+        // non-ASCII one above U+00A0).
+        "([!-~\u{c0}-\u{167f}]([ -~\u{a1}-\u{10ffff}]{0,30}[!-~\u{c0}-\u{167f}])?)?"
+    }
+
+    /// A path between angle brackets: anything but `>` and line ends.
+    fn arb_path() -> impl Strategy<Value = String> {
+        "[^>\r\n]{0,40}"
+    }
+
+    /// ESMTP parameters: no ASCII whitespace inside.
+    fn arb_params() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec("[!-~\u{a1}-\u{10ffff}]{1,16}", 0..5)
+    }
+
+    fn arb_command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            arb_word().prop_map(Command::Helo),
+            arb_word().prop_map(Command::Ehlo),
+            (arb_path(), arb_params()).prop_map(|(path, params)| Command::Mail { path, params }),
+            (arb_path(), arb_params()).prop_map(|(path, params)| Command::Rcpt { path, params }),
+            Just(Command::Data),
+            (any::<u64>(), any::<bool>()).prop_map(|(size, last)| Command::Bdat { size, last }),
+            Just(Command::Rset),
+            Just(Command::Noop),
+            Just(Command::Quit),
+            arb_word().prop_map(Command::Vrfy),
+            Just(Command::StartTls),
+            // Verbs the parser does not model: upper case, no space, and
+            // never one of the modelled verbs (they all start with another letter).
+            ("X[A-Z0-9-]{0,12}", "([^\r\n][^\n]{0,40})?")
+                .prop_map(|(verb, arg)| Command::Other { verb, arg }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn formatting_then_parsing_gives_the_command(cmd in arb_command()) {
+            let line = cmd.to_string();
+            prop_assert_eq!(Command::parse(line.as_bytes()), Ok(cmd.clone()));
+            prop_assert_eq!(Command::parse(format!("{line}\r\n").as_bytes()), Ok(cmd.clone()));
+            if !line.ends_with('\r') {
+                // A bare LF ends the line too (a CR before it would be eaten).
+                prop_assert_eq!(Command::parse(format!("{line}\n").as_bytes()), Ok(cmd.clone()));
+            }
+            // Case of the verb does not matter.
+            let lower = match line.split_once(' ') {
+                Some((v, rest)) => format!("{} {rest}", v.to_ascii_lowercase()),
+                None => line.to_ascii_lowercase(),
+            };
+            prop_assert_eq!(Command::parse(lower.as_bytes()), Ok(cmd));
+        }
+
+        #[test]
+        fn never_panics_on_any_bytes(line in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(cmd) = Command::parse(&line) {
+                // Whatever was read formats to a line that reads back the same.
+                let text = cmd.to_string();
+                prop_assert!(text.len() <= line.len() + 1);
+                prop_assert_eq!(Command::parse(text.as_bytes()), Ok(cmd));
+            }
+        }
+
+        #[test]
+        fn never_panics_on_command_like_lines(line in "((HELO|EHLO|MAIL|RCPT|BDAT|VRFY|mail|rcpt|XFOO)( |  |\t)?(FROM:|TO:|from: )?<?[a-z@.]{0,8}>?( [A-Z]+=[a-z0-9]+| LAST| [0-9]{1,22})*(\r?\n)?)") {
+            if let Ok(cmd) = Command::parse(line.as_bytes()) {
+                prop_assert_eq!(Command::parse(cmd.to_string().as_bytes()), Ok(cmd));
+            }
+        }
+
+        #[test]
+        fn oversized_line_is_too_long(cmd in arb_command(), extra in 1usize..300, crlf in any::<bool>()) {
+            // A valid command padded past the limit is refused whatever it says.
+            let mut line = cmd.to_string().into_bytes();
+            let end: &[u8] = if crlf { b"\r\n" } else { b"" };
+            let pad = (MAX_COMMAND_LINE + extra).saturating_sub(line.len() + end.len());
+            line.extend(std::iter::repeat_n(b'a', pad));
+            line.extend_from_slice(end);
+            prop_assert!(line.len() > MAX_COMMAND_LINE);
+            prop_assert_eq!(Command::parse(&line), Err(CommandError::TooLong));
+        }
+
+        #[test]
+        fn oversized_bytes_are_too_long(len in MAX_COMMAND_LINE + 1..MAX_COMMAND_LINE + 2000, fill in any::<u8>()) {
+            prop_assert_eq!(Command::parse(&vec![fill; len]), Err(CommandError::TooLong));
+        }
+    }
+
+    #[test]
+    fn formatting_may_grow_a_line_past_the_limit() {
+        // The parser accepts a parameter glued to the path; formatting adds
+        // the space, so a line at the limit formats to one octet more.
+        let mut line = b"MAIL FROM:<a@b.test>".to_vec();
+        line.resize(MAX_COMMAND_LINE, b'x');
+        let cmd = Command::parse(&line).unwrap();
+        assert_eq!(cmd.to_string().len(), MAX_COMMAND_LINE + 1);
+        assert_eq!(
+            Command::parse(cmd.to_string().as_bytes()),
+            Err(CommandError::TooLong)
+        );
+    }
+
+    #[test]
+    fn stray_line_feed_is_refused() {
+        assert_eq!(
+            Command::parse(b"FOO a\n\n"),
+            Err(CommandError::StrayLineFeed)
+        );
+        assert_eq!(
+            Command::parse(b"QUIT\nRSET\r\n"),
+            Err(CommandError::StrayLineFeed)
+        );
+        assert_eq!(Command::parse(b"QUIT\r\n"), Ok(Command::Quit));
     }
 }

@@ -3,5 +3,6 @@
 mod dsn_cli;
 mod dsn_corpus;
 mod dsn_props;
+mod fuzz_regressions;
 mod lab;
 mod reply_diagnostics;
