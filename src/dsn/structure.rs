@@ -398,6 +398,17 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         }
     }
 
+    // Recipients recovered from damaged fields or read from prose obey the
+    // same limit as those read from a delivery-status part.
+    if st
+        .reports
+        .iter()
+        .any(|r| r.recipients.len() > limits.max_recipients)
+    {
+        return Err(DsnError::TooManyRecipients {
+            limit: limits.max_recipients,
+        });
+    }
     Ok(Dsn {
         content_type: ct.unwrap_or_else(|| "text/plain".to_string()),
         report_type,

@@ -1105,10 +1105,12 @@ fn step(s: &str) -> Result<Step, String> {
                 let code_ok = b.len() >= 3
                     && b[..3].iter().all(u8::is_ascii_digit)
                     && (b'2'..=b'5').contains(&b[0]);
-                let sep_ok = b.len() == 3
-                    || (b[3] == b' ' && i == last)
-                    || (b[3] == b'-' && i < last)
-                    || (b[3] == b' ' && lines.len() == 1);
+                let sep_ok = match b.get(3) {
+                    None => b.len() == 3,
+                    Some(b' ') => i == last,
+                    Some(b'-') => i < last,
+                    Some(_) => false,
+                };
                 if !code_ok || !sep_ok {
                     return Err(format!(
                         "bad reply `{text}`: write `NNN text` (multi-line: `250-first\\n250 last`), `drop` or `stall`"

@@ -1,9 +1,7 @@
 //! Inputs found by the fuzz targets (fuzz/), fed back byte for byte, and the
 //! properties of the DSN parser that the unit tests do not cover.
 //!
-//! Each test names the target that found its input. A test marked
-//! `#[ignore]` records a defect in code outside the fuzzed parser's own
-//! module; remove the attribute once the defect is fixed.
+//! Each test names the target that found its input.
 
 use std::path::Path;
 
@@ -70,7 +68,19 @@ fn one_recipient() -> DsnLimits {
 
 #[test]
 fn dsn_legacy_recipients_parse_without_panic() {
-    let d = dsn::parse_with(DSN_LEGACY_TWO_RECIPIENTS.as_bytes(), &one_recipient()).unwrap();
+    // Over the limit: the limit error, not a panic and not a silent excess.
+    assert!(matches!(
+        dsn::parse_with(DSN_LEGACY_TWO_RECIPIENTS.as_bytes(), &one_recipient()),
+        Err(DsnError::TooManyRecipients { limit: 1 })
+    ));
+    let d = dsn::parse_with(
+        DSN_LEGACY_TWO_RECIPIENTS.as_bytes(),
+        &DsnLimits {
+            max_recipients: 2,
+            ..one_recipient()
+        },
+    )
+    .unwrap();
     assert!(d.legacy);
     let _ = dsn::check(&d);
     let _ = dsn::render_text(&d);
@@ -80,8 +90,8 @@ fn dsn_legacy_recipients_parse_without_panic() {
 /// dsn: fields recovered from raw text (no MIME structure), read with
 /// `max_recipients = 2`, minimised by `cargo fuzz tmin` (input `da 00 8c df
 /// b2 2e 73 4c 52 40`, token-mapped). The recovered report gets three
-/// recipients: the qmail-style prose heuristics add them to the report
-/// without the limit check.
+/// recipients: the qmail-style prose heuristics added them to the report
+/// without the limit check (now refused with the limit error).
 const DSN_RECOVERED_THREE_RECIPIENTS: &[u8] = b"\r\nReporting-MTA: dns; mx.test\r\n\xdf  b@dest.test\r\n=?utf-8?q?caf=C3=A9?=To: a@src.test\r\nMessage-ID: <m1@src.test>\r\n--- Below this line is a copy of the message.\r\nStatus: ";
 
 fn two_recipients() -> DsnLimits {
@@ -93,7 +103,18 @@ fn two_recipients() -> DsnLimits {
 
 #[test]
 fn dsn_recovered_fields_parse_without_panic() {
-    let d = dsn::parse_with(DSN_RECOVERED_THREE_RECIPIENTS, &two_recipients()).unwrap();
+    assert!(matches!(
+        dsn::parse_with(DSN_RECOVERED_THREE_RECIPIENTS, &two_recipients()),
+        Err(DsnError::TooManyRecipients { limit: 2 })
+    ));
+    let d = dsn::parse_with(
+        DSN_RECOVERED_THREE_RECIPIENTS,
+        &DsnLimits {
+            max_recipients: 3,
+            ..one_recipient()
+        },
+    )
+    .unwrap();
     assert_eq!(d.reports.len(), 1);
     assert_eq!(d.reports[0].source, Source::RecoveredFields);
     assert!(d.has_warning(WarningKind::Heuristic));
@@ -102,7 +123,6 @@ fn dsn_recovered_fields_parse_without_panic() {
 }
 
 #[test]
-#[ignore = "src/dsn (legacy prose heuristics) does not apply DsnLimits::max_recipients to recipients read from prose"]
 fn dsn_prose_recipients_respect_the_limit() {
     for (msg, limits) in [
         (DSN_LEGACY_TWO_RECIPIENTS.as_bytes(), one_recipient()),
@@ -135,7 +155,6 @@ const SCENARIO_TAIL: &str = "[[message]]\nfrom = \"a@src.test\"\nto = [\"b@dest.
 /// an empty line of a multi-line reply) panics in `step()` of
 /// src/suite/mod.rs, which reads `b[3]` before checking the length.
 #[test]
-#[ignore = "src/suite/mod.rs step() indexes b[3] of replies shorter than 4 octets"]
 fn suite_short_reply_is_an_error() {
     for reply in ["x", "25", "2", "250-a\\n\\n250 b"] {
         let text = format!(
