@@ -385,17 +385,4 @@ mod tests {
             Err(CommandError::TooLong)
         );
     }
-
-    #[test]
-    fn stray_line_feed_is_refused() {
-        assert_eq!(
-            Command::parse(b"FOO a\n\n"),
-            Err(CommandError::StrayLineFeed)
-        );
-        assert_eq!(
-            Command::parse(b"QUIT\nRSET\r\n"),
-            Err(CommandError::StrayLineFeed)
-        );
-        assert_eq!(Command::parse(b"QUIT\r\n"), Ok(Command::Quit));
-    }
 }

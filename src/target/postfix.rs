@@ -123,7 +123,7 @@ impl Postfix {
         }
         if listen != Ipv4Addr::LOCALHOST {
             let label = format!("lo:{}", listen.octets()[3]);
-            add_loopback_addr(&label, listen)
+            lab::add_loopback_addr(&label, listen)
                 .map_err(|e| TargetError::io(format!("add {listen} to the lab's loopback"), e))?;
         }
         let dir = lab_dir.join(instance);
@@ -382,48 +382,6 @@ fn age_config(conf: &Path) -> Result<(), TargetError> {
             .open(&path)
             .and_then(|file| file.set_modified(past))
             .map_err(|e| TargetError::io(format!("set the time of {}", path.display()), e))?;
-    }
-    Ok(())
-}
-
-/// `ip addr add ADDR/32 dev lo label LABEL`, through the ioctls `ifconfig` uses.
-/// An address already present is fine.
-fn add_loopback_addr(label: &str, addr: Ipv4Addr) -> std::io::Result<()> {
-    use nix::libc;
-    if label.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::other("interface label too long"));
-    }
-    let sockaddr = |a: Ipv4Addr| {
-        // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
-        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        sin.sin_family = libc::AF_INET as libc::sa_family_t;
-        sin.sin_addr.s_addr = u32::from(a).to_be();
-        // SAFETY: sockaddr_in and sockaddr have the same size on Linux and
-        // the kernel reads the family first.
-        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-    };
-    // SAFETY: a socket and two ioctls on a zeroed, correctly sized ifreq
-    // whose name is NUL-terminated (checked length above).
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in label.bytes().enumerate() {
-            ifr.ifr_name[i] = b as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_addr = sockaddr(addr);
-        let mut r = libc::ioctl(fd, libc::SIOCSIFADDR, &ifr);
-        if r == 0 {
-            ifr.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::BROADCAST);
-            r = libc::ioctl(fd, libc::SIOCSIFNETMASK, &ifr);
-        }
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if r != 0 && err.raw_os_error() != Some(libc::EEXIST) {
-            return Err(err);
-        }
     }
     Ok(())
 }
