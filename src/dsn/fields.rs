@@ -21,57 +21,40 @@ enum Scope {
     Other,
 }
 
+/// Per-message fields (RFC 3464 §2.2), then per-recipient fields (§2.3).
+const MESSAGE_FIELDS: usize = 5;
+const KNOWN: [&str; 14] = [
+    "reporting-mta",
+    "original-envelope-id",
+    "arrival-date",
+    "received-from-mta",
+    "dsn-gateway",
+    "original-recipient",
+    "final-recipient",
+    "action",
+    "status",
+    "remote-mta",
+    "diagnostic-code",
+    "last-attempt-date",
+    "final-log-id",
+    "will-retry-until",
+];
+
+fn known(name: &str) -> Option<usize> {
+    KNOWN.iter().position(|k| k.eq_ignore_ascii_case(name))
+}
+
 fn scope(name: &str) -> Scope {
-    const MSG: [&str; 5] = [
-        "reporting-mta",
-        "original-envelope-id",
-        "arrival-date",
-        "received-from-mta",
-        "dsn-gateway",
-    ];
-    const RCPT: [&str; 9] = [
-        "original-recipient",
-        "final-recipient",
-        "action",
-        "status",
-        "remote-mta",
-        "diagnostic-code",
-        "last-attempt-date",
-        "final-log-id",
-        "will-retry-until",
-    ];
-    if MSG.iter().any(|m| m.eq_ignore_ascii_case(name)) {
-        Scope::Message
-    } else if RCPT.iter().any(|m| m.eq_ignore_ascii_case(name)) {
-        Scope::Recipient
-    } else {
-        Scope::Other
+    match known(name) {
+        Some(i) if i < MESSAGE_FIELDS => Scope::Message,
+        Some(_) => Scope::Recipient,
+        None => Scope::Other,
     }
 }
 
 /// The lowercase name of a known DSN field, or `""` for any other field.
 fn canon(name: &str) -> &'static str {
-    const KNOWN: [&str; 14] = [
-        "reporting-mta",
-        "original-envelope-id",
-        "arrival-date",
-        "received-from-mta",
-        "dsn-gateway",
-        "original-recipient",
-        "final-recipient",
-        "action",
-        "status",
-        "remote-mta",
-        "diagnostic-code",
-        "last-attempt-date",
-        "final-log-id",
-        "will-retry-until",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| k.eq_ignore_ascii_case(name))
-        .copied()
-        .unwrap_or("")
+    known(name).map_or("", |i| KNOWN[i])
 }
 
 /// One unfolded field: name as written and value with folds joined.

@@ -63,7 +63,7 @@ impl Status {
 pub fn observations_text(r: &ScenarioResult) -> String {
     use std::fmt::Write;
     let o = &r.observations;
-    let unscope = |s: &str| s.replace(&format!(".{}.test", r.scope), ".test");
+    let unscope = |s: &str| r.scope.unscope(s);
     let mut t = String::new();
     for i in &o.injections {
         let _ = writeln!(

@@ -51,8 +51,8 @@ pub struct ScenarioResult {
     pub error: Option<String>,
     pub duration: Duration,
     pub observations: Observations,
-    /// The scope label, to read transcripts.
-    pub scope: String,
+    /// The scenario's names and addresses in the lab, to read transcripts.
+    pub scope: Scope,
     /// The address of the target instance that ran the scenario.
     pub instance: String,
     /// Set when the scenario is a known deviation of the target: the reason.
@@ -80,7 +80,7 @@ impl ScenarioResult {
             error: None,
             duration: Duration::ZERO,
             observations: Observations::default(),
-            scope: scope.label.clone(),
+            scope: scope.clone(),
             instance: String::new(),
             known: None,
         }

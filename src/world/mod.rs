@@ -11,7 +11,7 @@ use fake_dns::{FaultRule, QType, Record, Zone};
 use std::net::Ipv4Addr;
 
 /// Names and addresses of one scenario inside the lab.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Scope {
     /// The scenario's position in the run (decides its addresses).
     pub index: usize,

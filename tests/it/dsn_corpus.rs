@@ -556,19 +556,3 @@ fn no_sample_panics() {
     );
     assert!(panics.is_empty(), "panicked on {panics:?}");
 }
-
-/// Prints one parsed sample: `DSN_SAMPLE=sisimai/bsd/x.eml cargo test --test it dump -- --nocapture`.
-#[test]
-fn dump_sample() {
-    let Ok(name) = std::env::var("DSN_SAMPLE") else {
-        return;
-    };
-    let Some(root) = corpus_root() else { return };
-    if let Some(d) = parse_file(&root.join(name)) {
-        println!("{}", dsn::render_text(&d));
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&d.reports).unwrap_or_default()
-        );
-    }
-}

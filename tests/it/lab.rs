@@ -21,7 +21,7 @@ fn lab_available() -> bool {
         return false;
     }
     assert!(
-        nix_is_root(),
+        nix::unistd::geteuid().is_root(),
         "the lab tests need root (namespaces, ports 25/53); run as root or set MTASPEC_SKIP_LAB_TESTS=1"
     );
     assert!(
@@ -29,17 +29,6 @@ fn lab_available() -> bool {
         "the lab tests need Debian's postfix: run scripts/setup as root, or set MTASPEC_SKIP_LAB_TESTS=1"
     );
     true
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn mtaspec(args: &[&str]) -> Output {
@@ -79,12 +68,14 @@ fn lab_dirs() -> Vec<PathBuf> {
 // The lab tests run one at a time: they compare what is left on the machine.
 static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The lab, held for one test; `None` when the lab tests are skipped.
+fn lab() -> Option<std::sync::MutexGuard<'static, ()>> {
+    lab_available().then(|| LAB.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 #[test]
 fn passing_scenario_gives_exit_0_and_junit() {
-    if !lab_available() {
-        return;
-    }
-    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_g) = lab() else { return };
     let dirs_before = lab_dirs();
     let junit = tempfile::NamedTempFile::new().unwrap();
     let out = mtaspec(&["run", SCENARIO, "--junit", junit.path().to_str().unwrap()]);
@@ -131,10 +122,7 @@ fn passing_scenario_gives_exit_0_and_junit() {
 
 #[test]
 fn wrong_expectation_gives_a_failing_verdict_and_exit_1() {
-    if !lab_available() {
-        return;
-    }
-    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_g) = lab() else { return };
     let dir = tempfile::tempdir().unwrap();
     let suite = dir.path().join("mx-fallback");
     std::fs::create_dir(&suite).unwrap();
@@ -198,10 +186,7 @@ fn terminated_run_tears_the_lab_down() {
 }
 
 fn interrupt_with(signal: nix::sys::signal::Signal, code: i32, said: &str) {
-    if !lab_available() {
-        return;
-    }
-    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_g) = lab() else { return };
     let dir = tempfile::tempdir().unwrap();
     // A scenario that would wait for its whole deadline: a host that stalls.
     let text = std::fs::read_to_string(root().join(SCENARIO))
@@ -211,6 +196,10 @@ fn interrupt_with(signal: nix::sys::signal::Signal, code: i32, said: &str) {
             "[hosts.mx20]\nname = \"mx20.dest.test\"",
             "[hosts.mx20]\nname = \"mx20.dest.test\"\nattempt = [{ connect = \"stall\" }]",
         );
+    assert!(
+        text.contains("deadline = \"60s\"") && text.contains("connect = \"stall\""),
+        "the scenario no longer has the lines this test rewrites"
+    );
     let file = dir.path().join("0001-stall.toml");
     std::fs::write(&file, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mtaspec"))
@@ -256,10 +245,7 @@ fn interrupt_with(signal: nix::sys::signal::Signal, code: i32, said: &str) {
 
 #[test]
 fn bad_settings_and_files_are_harness_errors() {
-    if !lab_available() {
-        return;
-    }
-    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_g) = lab() else { return };
     let out = mtaspec(&["run", SCENARIO, "--set", "relayhost=[127.0.0.9]"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -291,10 +277,7 @@ fn bad_settings_and_files_are_harness_errors() {
 
 #[test]
 fn without_root_the_run_stops_at_once_and_says_why() {
-    if !lab_available() {
-        return;
-    }
-    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_g) = lab() else { return };
     // Drop to the nobody user for this one run.
     let out = Command::new("setpriv")
         .args([
@@ -327,10 +310,7 @@ fn list_shows_the_scenarios() {
 
 #[test]
 fn user_postfix_config_is_used_and_checked() {
-    if !lab_available() {
-        return;
-    }
-    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_g) = lab() else { return };
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("conf");
     std::fs::create_dir(&conf).unwrap();
@@ -405,10 +385,7 @@ const BROKEN_BY_SETTINGS: [&str; 3] = [
 /// observed instead.
 #[test]
 fn nonconformant_settings_fail_the_scenarios_they_break() {
-    if !lab_available() {
-        return;
-    }
-    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_g) = lab() else { return };
     let cases = [
         // 5xx turned into 4xx: the target never bounces.
         (
@@ -460,10 +437,7 @@ fn nonconformant_settings_fail_the_scenarios_they_break() {
 /// above come from the settings, not from the scenarios.
 #[test]
 fn the_same_scenarios_pass_on_stock_settings() {
-    if !lab_available() {
-        return;
-    }
-    let _g = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_g) = lab() else { return };
     let (code, text) = run_files(&[], &BROKEN_BY_SETTINGS);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("3 passed, 0 failed"), "{text}");
