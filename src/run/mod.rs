@@ -313,13 +313,12 @@ pub async fn run_one(
         let mut rx = services.dns.subscribe();
         let rec = rec.clone();
         let origin = origin.clone();
-        let start = std::time::SystemTime::now();
         watchers.spawn(async move {
             loop {
                 match rx.recv().await {
                     Ok(q) => {
                         if q.name == origin || q.name.ends_with(&format!(".{origin}")) {
-                            let at = q.at.duration_since(start).unwrap_or_default();
+                            let at = rec.since_wall(q.at);
                             rec.update(|o| {
                                 o.dns.push(DnsQuery {
                                     at,

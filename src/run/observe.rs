@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 /// Everything observed in one scenario; times are since the scenario began.
@@ -80,6 +80,8 @@ pub struct DnsQuery {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     pub start: Instant,
+    /// The wall-clock time of `start`, for events stamped with `SystemTime`.
+    wall: SystemTime,
     obs: Arc<Mutex<Observations>>,
     changed: Arc<Notify>,
 }
@@ -88,6 +90,7 @@ impl Default for Recorder {
     fn default() -> Self {
         Recorder {
             start: Instant::now(),
+            wall: SystemTime::now(),
             obs: Arc::default(),
             changed: Arc::default(),
         }
@@ -97,6 +100,10 @@ impl Default for Recorder {
 impl Recorder {
     pub fn since(&self, t: Instant) -> Duration {
         t.saturating_duration_since(self.start)
+    }
+
+    pub fn since_wall(&self, t: SystemTime) -> Duration {
+        t.duration_since(self.wall).unwrap_or_default()
     }
 
     pub fn now(&self) -> Duration {
