@@ -211,9 +211,7 @@ impl Services {
 
     pub async fn stop(self) {
         self.sniffer.abort();
-        for i in self.instances {
-            i.target.stop().await;
-        }
+        futures::future::join_all(self.instances.into_iter().map(|i| i.target.stop())).await;
         self.dns.shutdown().await;
     }
 }

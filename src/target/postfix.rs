@@ -342,7 +342,8 @@ impl Postfix {
 
     /// Stop master and every process of its group; reap them.
     pub async fn stop(mut self) {
-        self.kill(Duration::from_secs(5));
+        // Waiting for master to exit blocks: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || self.kill(Duration::from_secs(5))).await;
     }
 
     fn kill(&mut self, grace: Duration) {
