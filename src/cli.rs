@@ -35,6 +35,8 @@ pub enum Cmd {
         #[arg(default_value = "suites")]
         paths: Vec<PathBuf>,
     },
+    /// List the MTAs mtaspec can test: installed or not, version, knobs each can set.
+    Targets,
     /// Parse bounce messages (DSNs) and judge their RFC 3464 conformance.
     Dsn {
         /// Print one JSON object per message instead of text.
@@ -51,13 +53,14 @@ pub struct RunArgs {
     /// Suite folders or scenario files.
     #[arg(default_value = "suites")]
     pub paths: Vec<PathBuf>,
-    /// The MTA under test.
-    #[arg(long, value_enum, default_value_t = TargetKind::Postfix)]
-    pub target: TargetKind,
+    /// The MTA under test (see `mtaspec targets`).
+    #[arg(long, default_value = "postfix", value_name = "NAME")]
+    pub target: String,
     /// Write JUnit XML here (one testsuite per suite folder, one testcase per scenario).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Lay a main.cf setting on the target, e.g. --set maximal_queue_lifetime=10s (repeatable).
+    /// Lay a setting of the target's own configuration on it, e.g. for Postfix
+    /// --set maximal_queue_lifetime=10s (repeatable). Scenario knobs win over it.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Use the main.cf and master.cf in DIR (mtaspec adds only what the lab needs).
@@ -67,7 +70,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub strict: bool,
     /// Known deviations of the target: scenario id patterns → reason (default:
-    /// known-deviations/postfix.toml in the suite folder).
+    /// known-deviations/<target>.toml in the suite folder).
     #[arg(long, value_name = "FILE", conflicts_with = "no_known")]
     pub known: Option<PathBuf>,
     /// Ignore the known-deviations file: report every deviation as such.
@@ -78,18 +81,13 @@ pub struct RunArgs {
     pub verbose: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum TargetKind {
-    /// Debian's postfix package, started privately in the lab.
-    Postfix,
-}
-
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::List { paths } => list(&paths),
         Cmd::Dsn { json, files } => dsn(json, &files),
+        Cmd::Targets => targets(),
         Cmd::Run(args) => run(args),
     }
 }
@@ -131,6 +129,30 @@ fn list(paths: &[PathBuf]) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn targets() -> ExitCode {
+    use crate::target::{knobs::Knob, Support};
+    for m in crate::target::all() {
+        let state = match m.version() {
+            Ok(v) => format!("installed, version {v}"),
+            Err(e) => format!("not installed: {e}"),
+        };
+        println!("{}: {state}", m.name());
+        let (yes, no): (Vec<Knob>, Vec<Knob>) = Knob::ALL
+            .into_iter()
+            .partition(|k| m.support(*k) == Support::Yes);
+        println!(
+            "  knobs: {}",
+            yes.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+        );
+        for k in no {
+            if let Support::No(why) = m.support(k) {
+                println!("  cannot set {k}: {why}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
@@ -186,12 +208,23 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let mta = match crate::target::by_name(&args.target) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = mta.version() {
+        eprintln!("error: target {}: {e}", mta.name());
+        return ExitCode::from(2);
+    }
     let known_path = if args.no_known {
         None
     } else {
         args.known
             .clone()
-            .or_else(|| suite::known::Known::find(&args.paths, "postfix"))
+            .or_else(|| suite::known::Known::find(&args.paths, mta.name()))
     };
     let known = match known_path.as_deref().map(suite::known::Known::load) {
         None => suite::known::Known::default(),
@@ -238,7 +271,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         tokio::select! {
-            code = run_in_lab(&lab, &args, &opts, &known, scenarios) => code,
+            code = run_in_lab(&lab, mta, &args, &opts, &known, scenarios) => code,
             _ = tokio::signal::ctrl_c() => { eprintln!("interrupted: lab torn down"); ExitCode::from(130) }
             _ = term.recv() => { eprintln!("terminated: lab torn down"); ExitCode::from(143) }
         }
@@ -250,23 +283,28 @@ fn run(args: RunArgs) -> ExitCode {
 
 async fn run_in_lab(
     lab: &crate::lab::Lab,
+    mta: &'static dyn crate::target::Mta,
     args: &RunArgs,
     opts: &TargetOptions,
     known: &suite::known::Known,
     scenarios: Vec<suite::Scenario>,
 ) -> ExitCode {
     let begin = Instant::now();
-    let groups = run::setting_groups(&scenarios).len();
-    eprintln!("starting the lab: fake DNS, connection watcher, {groups} postfix instance(s) ...");
-    for (k, v) in &opts.sets {
+    let groups = run::setting_groups(&scenarios, mta).len();
+    eprintln!(
+        "starting the lab: fake DNS, connection watcher, {groups} {} instance(s) ...",
+        mta.name()
+    );
+    if !opts.sets.is_empty() {
         let over: Vec<&str> = scenarios
             .iter()
-            .filter(|s| s.target_set.get(k).is_some_and(|x| x != v))
+            .filter(|s| !s.knobs.is_empty() || s.target_sets.contains_key(mta.name()))
             .map(|s| s.id.as_str())
             .collect();
         if !over.is_empty() {
             eprintln!(
-                "note: --set {k}={v} is overridden by the [target] settings of {} scenario(s) that need their own value: {}",
+                "note: the knobs and [target.{}] settings of {} scenario(s) win over --set: {}",
+                mta.name(),
                 over.len(),
                 over.join(", ")
             );
@@ -283,7 +321,7 @@ async fn run_in_lab(
             eprintln!("warning: known deviation `{pat}` matches no scenario of this run");
         }
     }
-    let services = match Services::start(lab, opts, &scenarios).await {
+    let services = match Services::start(lab, mta, opts, &scenarios).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -292,13 +330,17 @@ async fn run_in_lab(
     };
     let startup = services.startup;
     eprintln!(
-        "lab ready in {:.1} s (postfix {:.1} s); running {} scenarios",
+        "lab ready in {:.1} s ({} {:.1} s); running {} scenarios",
         startup.as_secs_f64(),
+        mta.name(),
         services.target().startup_time().as_secs_f64(),
         scenarios.len()
     );
-    for (set, e) in &services.failed {
-        eprintln!("error: the instance for settings {set:?} did not start: {e}");
+    for (g, e) in &services.failed {
+        eprintln!(
+            "error: the instance for settings {} did not start: {e}",
+            g.describe()
+        );
     }
     let progress = console::Progress::new(scenarios.len(), args.verbose);
     let results = run::run_all(&services, scenarios, known, &|e: Event| progress.on(e)).await;
@@ -323,7 +365,7 @@ async fn run_in_lab(
     }
     print!("{}", console::summary(&results, wall, startup));
     if let Some(path) = &args.junit {
-        let report = junit::report(&results, "postfix", wall);
+        let report = junit::report(&results, mta.name(), wall);
         if let Err(e) = junit::write(&report, path) {
             eprintln!("error: cannot write JUnit to {}: {e}", path.display());
             return ExitCode::from(2);

@@ -62,6 +62,9 @@ pub fn failure_text(r: &ScenarioResult) -> String {
     if let Some(e) = &r.error {
         t.push_str(&format!("          error: {e}\n"));
     }
+    if let Some(why) = &r.unsupported {
+        t.push_str(&format!("          unsupported: {why}\n"));
+    }
     match (Status::of(r), &r.known) {
         (Status::Known, Some(why)) => {
             t.push_str(&format!("          known deviation of the target: {why}\n"))
@@ -91,6 +94,7 @@ pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) ->
         err: usize,
         known: usize,
         gone: usize,
+        unsup: usize,
         longest: Duration,
     }
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
@@ -106,22 +110,24 @@ pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) ->
                 row.pass += 1;
                 row.gone += 1
             }
+            Status::Unsupported => row.unsup += 1,
         }
         row.longest = row.longest.max(r.duration);
     }
     let mut t = format!(
-        "\n{:<20} {:>5} {:>5} {:>9} {:>5} {:>5} {:>12}\n",
-        "suite", "pass", "fail", "deviation", "known", "error", "longest (s)"
+        "\n{:<20} {:>5} {:>5} {:>9} {:>5} {:>11} {:>5} {:>12}\n",
+        "suite", "pass", "fail", "deviation", "known", "unsupported", "error", "longest (s)"
     );
     let mut tot = Row::default();
     for (suite, r) in &rows {
         t.push_str(&format!(
-            "{:<20} {:>5} {:>5} {:>9} {:>5} {:>5} {:>12.1}\n",
+            "{:<20} {:>5} {:>5} {:>9} {:>5} {:>11} {:>5} {:>12.1}\n",
             suite,
             r.pass,
             r.fail,
             r.dev,
             r.known,
+            r.unsup,
             r.err,
             r.longest.as_secs_f64()
         ));
@@ -131,15 +137,17 @@ pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) ->
         tot.err += r.err;
         tot.known += r.known;
         tot.gone += r.gone;
+        tot.unsup += r.unsup;
         tot.longest = tot.longest.max(r.longest);
     }
     t.push_str(&format!(
-        "{:<20} {:>5} {:>5} {:>9} {:>5} {:>5} {:>12.1}\n",
+        "{:<20} {:>5} {:>5} {:>9} {:>5} {:>11} {:>5} {:>12.1}\n",
         "total",
         tot.pass,
         tot.fail,
         tot.dev,
         tot.known,
+        tot.unsup,
         tot.err,
         tot.longest.as_secs_f64()
     ));
@@ -150,13 +158,14 @@ pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) ->
         ));
     }
     t.push_str(&format!(
-        "\n{} passed, {} failed ({} MUST, {} deviations, {} errors), {} known deviations ({} scenarios; wall time {:.1} s, lab start-up {:.1} s)\n",
+        "\n{} passed, {} failed ({} MUST, {} deviations, {} errors), {} known deviations, {} unsupported ({} scenarios; wall time {:.1} s, lab start-up {:.1} s)\n",
         tot.pass,
         tot.fail + tot.dev + tot.err,
         tot.fail,
         tot.dev,
         tot.err,
         tot.known,
+        tot.unsup,
         results.len(),
         wall.as_secs_f64(),
         startup.as_secs_f64()

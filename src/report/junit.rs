@@ -35,6 +35,15 @@ pub fn report(results: &[ScenarioResult], target: &str, wall: Duration) -> Repor
                 s.set_description(super::console::failure_text(r));
                 s
             }
+            Status::Unsupported => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(format!(
+                    "unsupported: {}",
+                    r.unsupported.clone().unwrap_or_default()
+                ));
+                s.set_type("unsupported");
+                s
+            }
             Status::Error => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 s.set_message(r.error.clone().unwrap_or_default());

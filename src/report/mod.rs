@@ -26,11 +26,15 @@ pub enum Status {
     Known,
     /// Passed although listed as a known deviation: the list is out of date.
     NoLongerSeen,
+    /// Not run: the target cannot honour a knob the scenario needs.
+    Unsupported,
 }
 
 impl Status {
     pub fn of(r: &ScenarioResult) -> Status {
-        if r.error.is_some() {
+        if r.unsupported.is_some() {
+            Status::Unsupported
+        } else if r.error.is_some() {
             Status::Error
         } else if r.passed() {
             if r.known.is_some() {
@@ -55,6 +59,7 @@ impl Status {
             Status::Error => "ERROR",
             Status::Known => "KNOWN",
             Status::NoLongerSeen => "PASS*",
+            Status::Unsupported => "UNSUPPORTED",
         }
     }
 }

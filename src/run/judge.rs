@@ -4,7 +4,6 @@ use super::observe::{Delivery, Observations};
 use crate::suite::{DsnExpect, Expect, Returned, Scenario, Timer, SENDER_MX};
 use crate::world::Scope;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The state of one expectation.
@@ -68,8 +67,8 @@ pub struct Ctx<'a> {
     pub now: Duration,
     /// Nothing more will be observed: pending becomes final.
     pub last: bool,
-    /// The effective settings of the target instance that ran the scenario.
-    pub settings: &'a BTreeMap<String, String>,
+    /// The effective knobs of the target instance that ran the scenario.
+    pub knobs: &'a crate::target::knobs::Knobs,
     /// The target's own host name (Reporting-MTA).
     pub hostname: &'a str,
 }
@@ -336,7 +335,7 @@ pub fn decide(e: &Expect, cx: &Ctx) -> Decision {
         }
         Expect::RetryAfter { host, min, max } => {
             let times = attempt_times(o, host);
-            let resolve = |t: &Timer| -> Result<Duration, String> { resolve_timer(t, cx.settings) };
+            let resolve = |t: &Timer| -> Result<Duration, String> { resolve_timer(t, cx.knobs) };
             let (min_d, max_d) = match (min.as_ref().map(resolve).transpose(), max.as_ref().map(resolve).transpose()) {
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(m), _) | (_, Err(m)) => return Decision::Fail(m),
@@ -536,56 +535,14 @@ pub fn status_matches(status: &str, pattern: &str) -> bool {
     status == pattern || status.starts_with(&format!("{pattern}."))
 }
 
-/// Resolve a timer against the instance's settings (Postfix time units).
-pub fn resolve_timer(t: &Timer, settings: &BTreeMap<String, String>) -> Result<Duration, String> {
+/// Resolve a timer against the effective knobs of the instance that ran the scenario.
+pub fn resolve_timer(t: &Timer, knobs: &crate::target::knobs::Knobs) -> Result<Duration, String> {
     match t {
         Timer::Fixed(d) => Ok(*d),
-        Timer::Setting(k) => {
-            let v = settings
-                .get(k)
-                .map(String::as_str)
-                .or_else(|| POSTFIX_TIME_DEFAULTS.iter().find(|(n, _)| n == k).map(|(_, v)| *v))
-                .ok_or_else(|| {
-                    format!("the target setting `{k}` is not known to mtaspec; write a duration instead")
-                })?;
-            postfix_time(k, v)
-                .ok_or_else(|| format!("cannot read the target setting {k} = {v} as a time"))
-        }
+        Timer::Knob(k) => knobs.get(k).and_then(|v| v.as_time()).ok_or_else(|| {
+            format!("the target does not report its `{k}`; write a duration instead")
+        }),
     }
-}
-
-/// Postfix defaults for time settings the lab does not set.
-const POSTFIX_TIME_DEFAULTS: &[(&str, &str)] = &[
-    ("delay_warning_time", "0h"),
-    ("queue_run_delay", "300s"),
-    ("minimal_backoff_time", "300s"),
-    ("maximal_backoff_time", "4000s"),
-    ("maximal_queue_lifetime", "5d"),
-    ("bounce_queue_lifetime", "5d"),
-];
-
-/// A Postfix time value: a number with an optional unit (s, m, h, d, w); a bare
-/// number takes the parameter's default unit (days for lifetimes, hours for
-/// delay_warning_time, seconds otherwise).
-pub fn postfix_time(key: &str, v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let n: u64 = v[..split].parse().ok()?;
-    let unit = match &v[split..] {
-        "" if key.ends_with("_lifetime") => "d",
-        "" if key == "delay_warning_time" => "h",
-        "" => "s",
-        u => u,
-    };
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n * secs))
 }
 
 /// Times of the connection attempts to `host` (SYNs seen, or sessions when the watcher saw none).

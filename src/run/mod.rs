@@ -7,8 +7,8 @@ use crate::client;
 use crate::lab::{self, sniff, Lab};
 use crate::report::Event;
 use crate::suite::Scenario;
-use crate::target::postfix::Postfix;
-use crate::target::{TargetError, TargetOptions};
+use crate::target::knobs::{self, Knobs};
+use crate::target::{Mta, Spec, Support, TargetError, TargetOptions};
 use crate::world::{self, host::Host, Scope};
 use judge::{decide, waits_for_quiet, window_end, Ctx, Decision};
 use observe::{ConnectSeen, DnsQuery, Observations, Recorder};
@@ -57,6 +57,8 @@ pub struct ScenarioResult {
     pub instance: String,
     /// Set when the scenario is a known deviation of the target: the reason.
     pub known: Option<String>,
+    /// Set when the target cannot honour a knob the scenario needs: why.
+    pub unsupported: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,11 +85,13 @@ impl ScenarioResult {
             scope: scope.clone(),
             instance: String::new(),
             known: None,
+            unsupported: None,
         }
     }
 
     pub fn passed(&self) -> bool {
         self.error.is_none()
+            && self.unsupported.is_none()
             && self
                 .verdicts
                 .iter()
@@ -95,21 +99,60 @@ impl ScenarioResult {
     }
 }
 
+/// What makes scenarios need their own target instance: their knobs and
+/// their raw settings for the MTA under test. The default instance has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Group {
+    pub knobs: Knobs,
+    pub set: BTreeMap<String, String>,
+}
+
+impl Group {
+    pub fn of(sc: &Scenario, mta: &dyn Mta) -> Group {
+        Group {
+            knobs: sc.knobs.clone(),
+            set: sc.target_sets.get(mta.name()).cloned().unwrap_or_default(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .knobs
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        parts.extend(self.set.iter().map(|(k, v)| format!("{k} = {v}")));
+        if parts.is_empty() {
+            "defaults".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Why `mta` cannot run `sc`: a knob the scenario needs that it cannot set.
+pub fn unsupported(sc: &Scenario, mta: &dyn Mta) -> Option<String> {
+    sc.knobs.keys().find_map(|k| match mta.support(*k) {
+        Support::Yes => None,
+        Support::No(why) => Some(format!("{} cannot set `{k}`: {why}", mta.name())),
+    })
+}
+
 /// One running target instance and the scenario settings it was started with.
 pub struct Instance {
-    /// Scenario `[target] set` settings (empty for the default instance).
-    pub set: BTreeMap<String, String>,
-    pub target: Postfix,
+    pub group: Group,
+    pub target: Box<dyn crate::target::Instance>,
 }
 
 /// The lab's shared services while a run lasts.
 pub struct Services {
+    pub mta: &'static dyn Mta,
     pub dns: fake_dns::DnsHandle,
     pub syns: broadcast::Sender<sniff::ConnectAttempt>,
     /// One instance per distinct scenario settings; the first has none.
     pub instances: Vec<Instance>,
     /// Groups whose instance could not start: their scenarios report this error.
-    pub failed: Vec<(BTreeMap<String, String>, String)>,
+    pub failed: Vec<(Group, String)>,
     sniffer: tokio::task::JoinHandle<()>,
     pub startup: Duration,
 }
@@ -124,12 +167,13 @@ pub fn instance_addr(n: usize) -> Ipv4Addr {
     }
 }
 
-/// The distinct scenario settings, the empty set (default instance) first.
-pub fn setting_groups(scenarios: &[Scenario]) -> Vec<BTreeMap<String, String>> {
-    let mut groups = vec![BTreeMap::new()];
-    for sc in scenarios {
-        if !groups.contains(&sc.target_set) {
-            groups.push(sc.target_set.clone());
+/// The distinct groups of the scenarios `mta` can run, the default first.
+pub fn setting_groups(scenarios: &[Scenario], mta: &dyn Mta) -> Vec<Group> {
+    let mut groups = vec![Group::default()];
+    for sc in scenarios.iter().filter(|sc| unsupported(sc, mta).is_none()) {
+        let g = Group::of(sc, mta);
+        if !groups.contains(&g) {
+            groups.push(g);
         }
     }
     groups
@@ -141,6 +185,7 @@ impl Services {
     /// start; an instance with scenario settings that fails only fails its scenarios.
     pub async fn start(
         lab: &Lab,
+        mta: &'static dyn Mta,
         opts: &TargetOptions,
         scenarios: &[Scenario],
     ) -> Result<Services, RunError> {
@@ -151,50 +196,60 @@ impl Services {
             .map_err(|source| RunError::Dns { addr, source })?;
         let (syns, _) = broadcast::channel(4096);
         let sniffer = sniff::start(syns.clone()).map_err(RunError::Sniff)?;
-        let groups = setting_groups(scenarios);
+        let groups = setting_groups(scenarios, mta);
         if groups.len() > 200 {
             return Err(RunError::TooManyInstances(groups.len()));
         }
-        let starts = groups.iter().enumerate().map(|(n, set)| {
-            let mut o = opts.clone();
-            o.sets
-                .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let name = if n == 0 {
-                "postfix".to_string()
-            } else {
-                format!("postfix-{n}")
+        let starts = groups.iter().enumerate().map(|(n, g)| {
+            let spec = Spec {
+                lab_dir: lab.dir().to_path_buf(),
+                instance: if n == 0 {
+                    mta.name().to_string()
+                } else {
+                    format!("{}-{n}", mta.name())
+                },
+                listen: instance_addr(n),
+                defaults: knobs::lab_defaults(),
+                knobs: g.knobs.clone(),
+                sets: opts.sets.clone(),
+                set: g.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                config_dir: opts.config_dir.clone(),
             };
-            // Each start runs blocking commands (postconf, postfix check):
-            // its own task lets instances start side by side.
-            let dir = lab.dir().to_path_buf();
-            tokio::spawn(async move { Postfix::start(&dir, &o, &name, instance_addr(n)).await })
+            // Each start runs blocking commands and waits for the greeting:
+            // its own thread lets instances start side by side.
+            tokio::task::spawn_blocking(move || mta.start(&spec))
         });
-        let started: Vec<Result<Postfix, TargetError>> = futures::future::join_all(starts)
-            .await
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|e| {
-                    Err(TargetError::io(
-                        "start the target",
-                        std::io::Error::other(e.to_string()),
-                    ))
+        let started: Vec<Result<Box<dyn crate::target::Instance>, TargetError>> =
+            futures::future::join_all(starts)
+                .await
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|e| {
+                        Err(TargetError::io(
+                            "start the target",
+                            std::io::Error::other(e.to_string()),
+                        ))
+                    })
                 })
-            })
-            .collect();
+                .collect();
         let mut instances = Vec::new();
         let mut failed = Vec::new();
-        for (n, (set, r)) in groups.into_iter().zip(started).enumerate() {
+        for (n, (group, r)) in groups.into_iter().zip(started).enumerate() {
             match r {
-                Ok(target) => instances.push(Instance { set, target }),
+                Ok(target) => instances.push(Instance { group, target }),
                 Err(e) if n == 0 => {
                     sniffer.abort();
                     dns.shutdown().await;
+                    for mut i in instances {
+                        i.target.stop();
+                    }
                     return Err(RunError::Target(e));
                 }
-                Err(e) => failed.push((set, e.to_string())),
+                Err(e) => failed.push((group, e.to_string())),
             }
         }
         Ok(Services {
+            mta,
             dns,
             syns,
             instances,
@@ -205,13 +260,18 @@ impl Services {
     }
 
     /// The default instance (no scenario settings).
-    pub fn target(&self) -> &Postfix {
-        &self.instances[0].target
+    pub fn target(&self) -> &dyn crate::target::Instance {
+        self.instances[0].target.as_ref()
     }
 
     pub async fn stop(self) {
         self.sniffer.abort();
-        futures::future::join_all(self.instances.into_iter().map(|i| i.target.stop())).await;
+        // Stopping waits for processes to exit: keep it off the async workers.
+        let stops = self
+            .instances
+            .into_iter()
+            .map(|mut i| tokio::task::spawn_blocking(move || i.target.stop()));
+        futures::future::join_all(stops).await;
         self.dns.shutdown().await;
     }
 }
@@ -227,13 +287,19 @@ pub async fn run_all(
     let services_ref = services;
     let futures = scenarios.into_iter().enumerate().map(|(i, sc)| async move {
         events(Event::Started { id: sc.id.clone() });
-        let mut r = match services_ref.instances.iter().find(|x| x.set == sc.target_set) {
-            Some(inst) => run_one(services_ref, &inst.target, i, sc).await,
+        let group = Group::of(&sc, services_ref.mta);
+        let mut r = match services_ref.instances.iter().find(|x| x.group == group) {
+            _ if unsupported(&sc, services_ref.mta).is_some() => {
+                let mut r = ScenarioResult::new(&sc, &Scope::new(i));
+                r.unsupported = unsupported(&sc, services_ref.mta);
+                r
+            }
+            Some(inst) => run_one(services_ref, inst.target.as_ref(), i, sc).await,
             None => {
                 let why = services_ref
                     .failed
                     .iter()
-                    .find(|(set, _)| *set == sc.target_set)
+                    .find(|(g, _)| *g == group)
                     .map(|(_, e)| e.clone())
                     .unwrap_or_else(|| "no instance was started for these settings".into());
                 let mut r = ScenarioResult::new(&sc, &Scope::new(i));
@@ -254,7 +320,7 @@ pub async fn run_all(
 /// One scenario: world up, inject, judge on every event, world down.
 pub async fn run_one(
     services: &Services,
-    target: &Postfix,
+    target: &dyn crate::target::Instance,
     index: usize,
     sc: Scenario,
 ) -> ScenarioResult {
@@ -365,7 +431,7 @@ pub async fn run_one(
         }
     }
     if result.error.is_none() {
-        result.verdicts = judge_loop(&sc, &scope, &rec, target.settings()).await;
+        result.verdicts = judge_loop(&sc, &scope, &rec, target).await;
     }
     result.duration = rec.now();
     finish_sessions(&rec).await;
@@ -403,13 +469,10 @@ async fn judge_loop(
     sc: &Scenario,
     scope: &Scope,
     rec: &Recorder,
-    settings: &BTreeMap<String, String>,
+    target: &dyn crate::target::Instance,
 ) -> Vec<Verdict> {
     let deadline = tokio::time::Instant::from_std(rec.start + sc.deadline);
-    let hostname = settings
-        .get("myhostname")
-        .cloned()
-        .unwrap_or_else(|| lab::TARGET_HOSTNAME.to_string());
+    let hostname = target.hostname();
     let decide_all = |last: bool| -> Vec<Decision> {
         let o = rec.lock();
         let cx = Ctx {
@@ -418,7 +481,7 @@ async fn judge_loop(
             o: &o,
             now: rec.now(),
             last,
-            settings,
+            knobs: target.knobs(),
             hostname: &hostname,
         };
         sc.expects.iter().map(|e| decide(e, &cx)).collect()

@@ -3,9 +3,9 @@
 use super::judge::*;
 use super::observe::{ConnectSeen, Delivery, Injection, Line, Observations, Session};
 use super::{instance_addr, setting_groups};
+use super::{unsupported, Group};
 use crate::suite::{parse_scenario, Expect, Scenario, Timer};
 use crate::world::Scope;
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
@@ -71,13 +71,13 @@ fn syn(host: &str, at: f64) -> ConnectSeen {
 
 fn judge(sc: &Scenario, o: &Observations, now: f64, last: bool) -> Vec<Decision> {
     let scope = Scope::new(0);
-    let settings: BTreeMap<String, String> = [
-        ("minimal_backoff_time", "1s"),
-        ("maximal_backoff_time", "2s"),
-        ("maximal_queue_lifetime", "5"),
+    use crate::target::knobs::{Knob, Knobs, Value};
+    let knobs: Knobs = [
+        (Knob::RetryMin, Value::Time(secs(1.0))),
+        (Knob::RetryMax, Value::Time(secs(2.0))),
+        (Knob::QueueLifetime, Value::Time(secs(5.0 * 86400.0))),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let cx = Ctx {
         sc,
@@ -85,7 +85,7 @@ fn judge(sc: &Scenario, o: &Observations, now: f64, last: bool) -> Vec<Decision>
         o,
         now: secs(now),
         last,
-        settings: &settings,
+        knobs: &knobs,
         hostname: "mta.target.test",
     };
     sc.expects.iter().map(|e| decide(e, &cx)).collect()
@@ -195,11 +195,11 @@ fn attempts_count_syns_and_bound_both_ways() {
 #[test]
 fn retry_gaps_are_checked_against_the_target_settings() {
     let sc = scenario(
-        "[[expect]]\nretry_after = { host = \"mx\", min = \"minimal_backoff_time\", max = \"maximal_backoff_time\" }\n",
+        "[[expect]]\nretry_after = { host = \"mx\", min = \"retry_min\", max = \"retry_max\" }\n",
     );
     assert!(matches!(
         &sc.expects[0],
-        Expect::RetryAfter { min: Some(Timer::Setting(k)), max: Some(Timer::Setting(_)), .. } if k == "minimal_backoff_time"
+        Expect::RetryAfter { min: Some(Timer::Knob(k)), max: Some(Timer::Knob(_)), .. } if *k == crate::target::knobs::Knob::RetryMin
     ));
     let mut o = Observations::default();
     o.connects.push(syn("mx", 0.1));
@@ -210,7 +210,7 @@ fn retry_gaps_are_checked_against_the_target_settings() {
         panic!("expected a pass")
     };
     assert!(text.contains("gaps 1.05, 1.05 s"), "{text}");
-    assert!(text.contains("minimal_backoff_time = 1.0 s"), "{text}");
+    assert!(text.contains("retry_min = 1.0 s"), "{text}");
     assert!(text.contains("allowance 1.0 s"), "{text}");
 
     // One short gap is within the clock's rounding (Postfix keeps whole seconds)...
@@ -226,7 +226,7 @@ fn retry_gaps_are_checked_against_the_target_settings() {
     }
     let why = fail_text(one(&sc, &fast, 0.6, false));
     assert!(
-        why.contains("2 retries came within 0.400 s") && why.contains("2 × minimal_backoff_time"),
+        why.contains("2 retries came within 0.400 s") && why.contains("2 × retry_min"),
         "{why}"
     );
     // A single gap far below a long minimum fails on its own.
@@ -240,12 +240,12 @@ fn retry_gaps_are_checked_against_the_target_settings() {
         "{why}"
     );
 
-    // A first retry far later than maximal_backoff_time.
+    // A first retry far later than retry_max.
     let mut slow = Observations::default();
     slow.connects.push(syn("mx", 0.1));
     slow.connects.push(syn("mx", 6.1));
     let why = fail_text(one(&sc, &slow, 6.2, false));
-    assert!(why.contains("later than maximal_backoff_time"), "{why}");
+    assert!(why.contains("later than retry_max"), "{why}");
 
     // No retry at all: overdue once max (plus allowances) has passed.
     let mut none = Observations::default();
@@ -255,30 +255,21 @@ fn retry_gaps_are_checked_against_the_target_settings() {
 }
 
 #[test]
-fn postfix_times_take_the_parameter_default_unit() {
+fn a_knob_the_target_does_not_report_is_an_error_not_a_guess() {
+    use crate::target::knobs::{Knob, Knobs, Value};
+    let knobs: Knobs = [(Knob::RetryMin, Value::Time(secs(3.0)))]
+        .into_iter()
+        .collect();
     assert_eq!(
-        postfix_time("minimal_backoff_time", "300s"),
-        Some(secs(300.0))
+        resolve_timer(&Timer::Knob(Knob::RetryMin), &knobs),
+        Ok(secs(3.0))
     );
-    assert_eq!(postfix_time("minimal_backoff_time", "2"), Some(secs(2.0)));
+    let why = resolve_timer(&Timer::Knob(Knob::QueueRun), &knobs).unwrap_err();
+    assert!(why.contains("does not report its `queue_run`"), "{why}");
     assert_eq!(
-        postfix_time("maximal_queue_lifetime", "5"),
-        Some(secs(5.0 * 86400.0))
+        resolve_timer(&Timer::Fixed(secs(2.0)), &knobs),
+        Ok(secs(2.0))
     );
-    assert_eq!(
-        postfix_time("delay_warning_time", "4"),
-        Some(secs(4.0 * 3600.0))
-    );
-    assert_eq!(postfix_time("x", "1w"), Some(secs(7.0 * 86400.0)));
-    assert_eq!(postfix_time("x", "1y"), None);
-    assert_eq!(postfix_time("x", "soon"), None);
-    let settings = BTreeMap::new();
-    // A setting the lab does not set falls back to Postfix's default.
-    assert_eq!(
-        resolve_timer(&Timer::Setting("queue_run_delay".into()), &settings),
-        Ok(secs(300.0))
-    );
-    assert!(resolve_timer(&Timer::Setting("no_such_time".into()), &settings).is_err());
 }
 
 fn injection(accepted: bool, reply: &str) -> Injection {
@@ -499,18 +490,69 @@ fn instances_get_distinct_addresses_and_groups_are_deduplicated() {
     let plain = scenario("[[expect]]\ncontacted = \"mx\"\n");
     let set = parse_scenario(
         Path::new("suites/x/0002-t.toml"),
+        &format!("{HEAD}[target]\nqueue_lifetime = \"5s\"\n[[expect]]\ncontacted = \"mx\"\n"),
+    )
+    .unwrap();
+    let raw = parse_scenario(
+        Path::new("suites/x/0003-t.toml"),
         &format!(
-            "{HEAD}[target]\nset = {{ maximal_queue_lifetime = \"5s\" }}\n[[expect]]\ncontacted = \"mx\"\n"
+            "{HEAD}[target.postfix]\nset = {{ soft_bounce = \"yes\" }}\n[target.exim]\nset = {{ x = \"1\" }}\n[[expect]]\ncontacted = \"mx\"\n"
         ),
     )
     .unwrap();
-    let groups = setting_groups(&[set.clone(), plain, set]);
-    assert_eq!(groups.len(), 2);
-    assert!(groups[0].is_empty());
+    let groups = setting_groups(&[set.clone(), plain, set, raw.clone()], &NoRetryKnobs);
+    assert_eq!(groups.len(), 3);
+    assert_eq!(groups[0], Group::default());
     assert_eq!(
-        groups[1].get("maximal_queue_lifetime").map(String::as_str),
-        Some("5s")
+        groups[1]
+            .knobs
+            .get(&crate::target::knobs::Knob::QueueLifetime),
+        Some(&crate::target::knobs::Value::Time(secs(5.0)))
     );
+    // Only the raw settings for the MTA under test count.
+    assert_eq!(
+        groups[2].set.get("soft_bounce").map(String::as_str),
+        Some("yes")
+    );
+    assert!(!groups[2].set.contains_key("x"));
+}
+
+/// An MTA that cannot set its retry delay, for the unsupported outcome.
+struct NoRetryKnobs;
+
+impl crate::target::Mta for NoRetryKnobs {
+    fn name(&self) -> &'static str {
+        "postfix"
+    }
+    fn version(&self) -> Result<String, crate::target::TargetError> {
+        Ok("0".into())
+    }
+    fn support(&self, knob: crate::target::knobs::Knob) -> crate::target::Support {
+        match knob {
+            crate::target::knobs::Knob::RetryMin => crate::target::Support::No("compiled in"),
+            _ => crate::target::Support::Yes,
+        }
+    }
+    fn start(
+        &self,
+        _: &crate::target::Spec,
+    ) -> Result<Box<dyn crate::target::Instance>, crate::target::TargetError> {
+        unreachable!("not started in unit tests")
+    }
+}
+
+#[test]
+fn a_knob_the_target_cannot_set_makes_the_scenario_unsupported_and_gets_no_instance() {
+    let needs = parse_scenario(
+        Path::new("suites/x/0004-t.toml"),
+        &format!("{HEAD}[target]\nretry_min = \"1s\"\n[[expect]]\ncontacted = \"mx\"\n"),
+    )
+    .unwrap();
+    let why = unsupported(&needs, &NoRetryKnobs).expect("unsupported");
+    assert!(why.contains("cannot set `retry_min`: compiled in"), "{why}");
+    assert_eq!(setting_groups(&[needs], &NoRetryKnobs).len(), 1);
+    let plain = scenario("[[expect]]\ncontacted = \"mx\"\n");
+    assert_eq!(unsupported(&plain, &NoRetryKnobs), None);
 }
 
 #[test]

@@ -19,9 +19,10 @@ pub struct ScenarioFile {
     pub deadline: Option<Spanned<String>>,
     /// Quiet time before "never" expectations are judged once all else is decided.
     pub settle: Option<Spanned<String>>,
-    /// Settings for the target; scenarios with settings get their own instance.
+    /// Neutral knobs (`queue_lifetime = "5s"`) and per-target tables
+    /// (`[target.postfix] set = {...}`); scenarios with settings get their own instance.
     #[serde(default)]
-    pub target: TargetFile,
+    pub target: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     pub dns: DnsFile,
     #[serde(default)]
@@ -30,13 +31,6 @@ pub struct ScenarioFile {
     pub messages: Vec<Spanned<MessageFile>>,
     #[serde(default, rename = "expect")]
     pub expects: Vec<Spanned<ExpectFile>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetFile {
-    /// Target settings (Postfix main.cf), e.g. `{ maximal_queue_lifetime = "5s" }`.
-    pub set: Option<Spanned<BTreeMap<String, toml::Value>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

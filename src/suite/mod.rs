@@ -55,8 +55,11 @@ pub struct Scenario {
     pub strength: Strength,
     pub deadline: Duration,
     pub settle: Duration,
-    /// Target settings this scenario needs (its own instance when not empty).
-    pub target_set: BTreeMap<String, String>,
+    /// Neutral knobs this scenario needs (`[target]`); a target that cannot
+    /// set one reports the scenario as unsupported.
+    pub knobs: crate::target::knobs::Knobs,
+    /// Raw settings per target name (`[target.NAME] set`), used only on that target.
+    pub target_sets: BTreeMap<String, BTreeMap<String, String>>,
     pub records: Vec<DnsRecord>,
     pub faults: Vec<DnsFault>,
     pub hosts: Vec<HostSpec>,
@@ -247,15 +250,15 @@ pub enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {
     Fixed(Duration),
-    /// A target setting such as `minimal_backoff_time`, read from the instance that ran the scenario.
-    Setting(String),
+    /// A neutral knob such as `retry_min`, read from the instance that ran the scenario.
+    Knob(crate::target::knobs::Knob),
 }
 
 impl std::fmt::Display for Timer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Timer::Fixed(d) => write!(f, "{}", humantime::format_duration(*d)),
-            Timer::Setting(k) => f.write_str(k),
+            Timer::Knob(k) => f.write_str(k.name()),
         }
     }
 }
@@ -478,6 +481,101 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// `[target]`: neutral knobs, and `[target.NAME] set = {...}` per target.
+    #[allow(clippy::type_complexity)]
+    fn target(
+        &self,
+        t: &BTreeMap<String, toml::Spanned<toml::Value>>,
+    ) -> Result<
+        (
+            crate::target::knobs::Knobs,
+            BTreeMap<String, BTreeMap<String, String>>,
+        ),
+        SuiteError,
+    > {
+        use crate::target::knobs::{Knob, Value};
+        let mut knobs = crate::target::knobs::Knobs::new();
+        let mut sets = BTreeMap::new();
+        for (k, v) in t {
+            let span = v.span();
+            let v = v.get_ref();
+            if let Some(knob) = Knob::from_name(k) {
+                let v = Value::parse(knob, v).map_err(|m| self.error(span.clone(), m))?;
+                knobs.insert(knob, v);
+                continue;
+            }
+            let targets = crate::target::names();
+            if !targets.contains(&k.as_str()) && !crate::target::FUTURE_NAMES.contains(&k.as_str())
+            {
+                let hint = if k == "set" {
+                    " (target settings are neutral knobs now; raw settings go in [target.<name>] set = {...})"
+                } else {
+                    ""
+                };
+                return Err(self.error(
+                    span,
+                    format!(
+                        "unknown [target] key `{k}`{hint}: use a knob ({}) or a per-target table [target.NAME] with NAME one of {}",
+                        Knob::names(),
+                        crate::target::FUTURE_NAMES.join(", ")
+                    ),
+                ));
+            }
+            let toml::Value::Table(table) = v else {
+                return Err(self.error(
+                    span,
+                    format!("[target.{k}] must be a table with `set = {{ ... }}`"),
+                ));
+            };
+            let mut set = BTreeMap::new();
+            for (tk, tv) in table {
+                if tk != "set" {
+                    return Err(self.error(
+                        span,
+                        format!("unknown key `{tk}` in [target.{k}]: only `set = {{ ... }}`"),
+                    ));
+                }
+                let toml::Value::Table(pairs) = tv else {
+                    return Err(self.error(
+                        span,
+                        format!("[target.{k}] set must be a table of settings"),
+                    ));
+                };
+                for (pk, pv) in pairs {
+                    if pk.is_empty()
+                        || !pk
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                    {
+                        return Err(self.error(
+                            span,
+                            format!(
+                                "bad target setting name `{pk}`: letters, digits, _ and . only"
+                            ),
+                        ));
+                    }
+                    let pv = match pv {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
+                        other => {
+                            return Err(self.error(
+                                span,
+                                format!(
+                                "target setting `{pk}` must be a string, number or boolean, not {}",
+                                other.type_str()
+                            ),
+                            ))
+                        }
+                    };
+                    set.insert(pk.clone(), pv);
+                }
+            }
+            sets.insert(k.clone(), set);
+        }
+        Ok((knobs, sets))
+    }
+
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> SuiteError {
         let upto = &self.text[..span.start.min(self.text.len())];
         let line = upto.matches('\n').count() + 1;
@@ -856,32 +954,7 @@ impl Validator<'_> {
             return Err(self.error(0..0, "no [[expect]]: a scenario checks at least one thing"));
         }
 
-        let mut target_set = BTreeMap::new();
-        if let Some(set) = &raw.target.set {
-            for (k, v) in set.get_ref() {
-                if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(self.error(
-                        set.span(),
-                        format!("bad target setting name `{k}`: letters, digits and _ only"),
-                    ));
-                }
-                let v = match v {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
-                    other => {
-                        return Err(self.error(
-                            set.span(),
-                            format!(
-                                "target setting `{k}` must be a string, number or boolean, not {}",
-                                other.type_str()
-                            ),
-                        ))
-                    }
-                };
-                target_set.insert(k.clone(), v);
-            }
-        }
+        let (knobs, target_sets) = self.target(&raw.target)?;
 
         Ok(Scenario {
             id: format!("{suite}/{stem}"),
@@ -893,7 +966,8 @@ impl Validator<'_> {
             strength,
             deadline,
             settle,
-            target_set,
+            knobs,
+            target_sets,
             records,
             faults,
             hosts,
@@ -922,18 +996,26 @@ fn file_message(m: &file::MessageFile) -> MessageSpec {
     }
 }
 
-/// A duration ("2s") or the name of a target setting ("minimal_backoff_time").
+/// A duration ("2s") or the name of a neutral knob ("retry_min").
 fn parse_timer(t: &str) -> Result<Timer, String> {
+    use crate::target::knobs::Knob;
     if t.starts_with(|c: char| c.is_ascii_digit()) {
         humantime::parse_duration(t)
             .map(Timer::Fixed)
-            .map_err(|e| format!("bad duration `{t}`: {e} (write e.g. \"2s\" or a setting name)"))
-    } else if !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Ok(Timer::Setting(t.to_string()))
+            .map_err(|e| format!("bad duration `{t}`: {e} (write e.g. \"2s\" or a knob name)"))
     } else {
-        Err(format!(
-            "bad time `{t}`: write a duration (\"2s\") or a target setting (\"minimal_backoff_time\")"
-        ))
+        match Knob::from_name(t) {
+            Some(k) if !k.is_count() => Ok(Timer::Knob(k)),
+            _ => Err(format!(
+                "bad time `{t}`: write a duration (\"2s\") or a time knob ({})",
+                Knob::ALL
+                    .into_iter()
+                    .filter(|k| !k.is_count())
+                    .map(Knob::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     }
 }
 

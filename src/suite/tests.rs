@@ -216,9 +216,7 @@ fn windows_counts_and_retry_timers_are_validated() {
 
     let s = parse_scenario(
         Path::new("suites/x/0001-t.toml"),
-        &with_expect(
-            r#"retry_after = { host = "mx10", min = "1s", max = "maximal_backoff_time" }"#,
-        ),
+        &with_expect(r#"retry_after = { host = "mx10", min = "1s", max = "retry_max" }"#),
     )
     .unwrap();
     assert_eq!(
@@ -226,7 +224,7 @@ fn windows_counts_and_retry_timers_are_validated() {
         Expect::RetryAfter {
             host: "mx10".into(),
             min: Some(Timer::Fixed(Duration::from_secs(1))),
-            max: Some(Timer::Setting("maximal_backoff_time".into())),
+            max: Some(Timer::Knob(crate::target::knobs::Knob::RetryMax)),
         }
     );
     let (_, msg) = err(&with_expect(r#"retry_after = { host = "mx10" }"#));
@@ -244,36 +242,45 @@ fn windows_counts_and_retry_timers_are_validated() {
 }
 
 #[test]
-fn target_settings_load_as_strings_and_bad_ones_name_the_line() {
+fn target_knobs_and_raw_settings_load_and_bad_ones_name_the_line() {
+    use crate::target::knobs::{Knob, Value};
     let text = GOOD.replace(
         "[dns]",
-        "[target]\nset = { maximal_queue_lifetime = \"5s\", hopcount_limit = 101, soft_bounce = false }\n\n[dns]",
+        "[target]\nqueue_lifetime = \"5s\"\nhop_limit = 101\n\n[target.postfix]\nset = { soft_bounce = false, smtp_mx_address_limit = 1 }\n\n[dns]",
     );
     let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
     assert_eq!(
-        s.target_set
-            .get("maximal_queue_lifetime")
-            .map(String::as_str),
-        Some("5s")
+        s.knobs.get(&Knob::QueueLifetime),
+        Some(&Value::Time(Duration::from_secs(5)))
     );
+    assert_eq!(s.knobs.get(&Knob::HopLimit), Some(&Value::Count(101)));
+    let pf = &s.target_sets["postfix"];
+    assert_eq!(pf.get("soft_bounce").map(String::as_str), Some("no"));
     assert_eq!(
-        s.target_set.get("hopcount_limit").map(String::as_str),
-        Some("101")
+        pf.get("smtp_mx_address_limit").map(String::as_str),
+        Some("1")
     );
-    assert_eq!(
-        s.target_set.get("soft_bounce").map(String::as_str),
-        Some("no")
-    );
-    let (line, msg) = err(&GOOD.replace("[dns]", "[target]\nset = { \"a b\" = \"1\" }\n[dns]"));
-    assert_eq!(line, 8);
+    let (line, msg) = err(&GOOD.replace(
+        "[dns]",
+        "[target.postfix]\nset = { \"a b\" = \"1\" }\n[dns]",
+    ));
+    assert_eq!(line, 7, "the [target.postfix] table");
     assert!(msg.contains("bad target setting name `a b`"), "{msg}");
-    let (_, msg) = err(&GOOD.replace("[dns]", "[target]\nset = { x = [1] }\n[dns]"));
+    let (_, msg) = err(&GOOD.replace("[dns]", "[target.postfix]\nset = { x = [1] }\n[dns]"));
     assert!(msg.contains("must be a string, number or boolean"), "{msg}");
+    // The old Postfix-only form is refused with the way forward.
+    let (_, msg) = err(&GOOD.replace(
+        "[dns]",
+        "[target]\nset = { maximal_queue_lifetime = \"5s\" }\n[dns]",
+    ));
+    assert!(msg.contains("[target.<name>] set"), "{msg}");
+    let (_, msg) = err(&GOOD.replace("[dns]", "[target]\nqueue_lifetime = 5\n[dns]"));
+    assert!(msg.contains("is a time in quotes"), "{msg}");
+    let (_, msg) = err(&GOOD.replace("[dns]", "[target.qmail]\nset = { a = 1 }\n[dns]"));
+    assert!(msg.contains("unknown [target] key `qmail`"), "{msg}");
     // No [target] at all: the default instance.
-    assert!(parse_scenario(Path::new("suites/x/0001-t.toml"), GOOD)
-        .unwrap()
-        .target_set
-        .is_empty());
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), GOOD).unwrap();
+    assert!(s.knobs.is_empty() && s.target_sets.is_empty());
 }
 
 #[test]

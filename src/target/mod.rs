@@ -1,14 +1,173 @@
-//! Target stage: the MTA under test, started inside the lab.
+//! Target stage: the MTA under test behind one interface ([`Mta`] → [`Instance`]), started inside the lab.
+//!
+//! "Which MTA" is an [`Mta`]: it knows its binaries, its configuration and
+//! how the neutral [`knobs`] translate into it. [`Mta::start`] gives a running
+//! [`Instance`] on a lab address. The run stage only ever sees these two
+//! traits; no MTA's own setting names leave its module.
 
+pub mod knobs;
 pub mod postfix;
 
-use std::path::PathBuf;
+use knobs::{Knob, Knobs};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every MTA mtaspec knows, in the order `mtaspec targets` lists them.
+pub fn all() -> Vec<&'static dyn Mta> {
+    vec![&postfix::POSTFIX]
+}
+
+/// The MTA called `name`, or an error listing the names.
+pub fn by_name(name: &str) -> Result<&'static dyn Mta, TargetError> {
+    all()
+        .into_iter()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| TargetError::UnknownTarget {
+            name: name.to_string(),
+            known: all()
+                .iter()
+                .map(|m| m.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Every target name a scenario may write a `[target.NAME]` table for,
+/// including MTAs this build does not drive yet.
+pub const FUTURE_NAMES: &[&str] = &["postfix", "exim", "opensmtpd", "sendmail", "chasquid"];
+
+/// Names of the targets this build drives.
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|m| m.name()).collect()
+}
+
+/// Whether an MTA can set a knob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    Yes,
+    /// It cannot: why (e.g. "the retry delay is compiled in").
+    No(&'static str),
+}
+
+/// Which MTA: its knowledge of binaries, configuration and knobs.
+pub trait Mta: Sync {
+    /// Short name, as in `--target NAME` and `[target.NAME]`.
+    fn name(&self) -> &'static str;
+    /// The installed version, or [`TargetError::NotInstalled`] naming the fix.
+    fn version(&self) -> Result<String, TargetError>;
+    /// Whether this MTA can set `knob`.
+    fn support(&self, knob: Knob) -> Support;
+    /// Write the instance's files and start it; returns once it greets on
+    /// `spec.listen`:25. Blocking: call it off the async workers.
+    fn start(&self, spec: &Spec) -> Result<Box<dyn Instance>, TargetError>;
+}
+
+/// What one instance is started with.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The lab's private folder; the instance keeps its files in `lab_dir/instance`.
+    pub lab_dir: PathBuf,
+    /// The instance's folder name (`postfix`, `postfix-1`, ...).
+    pub instance: String,
+    /// The loopback address it listens on (port 25).
+    pub listen: Ipv4Addr,
+    /// The lab's default knobs (fast timers): a user's own configuration may
+    /// override these.
+    pub defaults: Knobs,
+    /// The scenario's knobs: these win over everything but the lab's own settings.
+    pub knobs: Knobs,
+    /// The user's raw settings in the MTA's own terms (`--set`).
+    pub sets: Vec<(String, String)>,
+    /// The scenario's raw settings for this MTA (`[target.NAME] set`): they
+    /// win over the user's and over the knobs.
+    pub set: Vec<(String, String)>,
+    /// The user's configuration folder (`--postfix-config`), if any.
+    pub config_dir: Option<PathBuf>,
+}
+
+/// A message still in the target's queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Queued {
+    pub id: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// Why the last delivery attempt failed, if the queue says.
+    pub reason: Option<String>,
+}
+
+/// A running instance of an MTA.
+pub trait Instance: Send + Sync + std::fmt::Debug {
+    /// Which MTA this is.
+    fn mta(&self) -> &'static str;
+    /// Where it accepts mail.
+    fn smtp_addr(&self) -> SocketAddr;
+    /// The host name it uses (HELO, Reporting-MTA, Received:).
+    fn hostname(&self) -> String;
+    /// The effective neutral knobs, read back from its configuration.
+    fn knobs(&self) -> &Knobs;
+    /// Its effective own settings, for reports.
+    fn settings(&self) -> &BTreeMap<String, String>;
+    /// The lab's settings that replaced the user's own, with the reason (for reports).
+    fn overrides(&self) -> &[(String, String)] {
+        &[]
+    }
+    /// The messages still queued.
+    fn queue(&self) -> Result<Vec<Queued>, TargetError>;
+    /// Ask it to retry every queued message now.
+    fn flush(&self) -> Result<(), TargetError>;
+    /// The last `n` lines of its log.
+    fn log_tail(&self, n: usize) -> String;
+    /// How long start-up took.
+    fn startup_time(&self) -> Duration;
+    /// Stop it and everything it started, and reap them. Blocking; idempotent.
+    fn stop(&mut self);
+}
+
+/// Wait until `addr` greets with 220, while `alive` says the daemon still runs.
+pub(crate) fn wait_for_greeting(
+    addr: SocketAddr,
+    limit: Duration,
+    mut alive: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    use std::io::Read;
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        alive()?;
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 3];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"220" {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(String::new())
+}
+
+/// The last `n` lines of the files in `paths`, concatenated.
+pub(crate) fn tail_files(paths: &[&Path], n: usize) -> String {
+    let mut text = String::new();
+    for p in paths {
+        text.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
 
 /// Why the target could not be prepared, started or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("{tool} was not found ({path}); install Debian's postfix package: `apt-get install postfix` (see README)")]
-    NotInstalled { tool: &'static str, path: PathBuf },
+    #[error("{tool} was not found ({path}); install it with `{fix}` (see README)")]
+    NotInstalled {
+        tool: &'static str,
+        path: PathBuf,
+        fix: &'static str,
+    },
+    #[error("unknown target `{name}`; the targets are: {known}")]
+    UnknownTarget { name: String, known: String },
     #[error("setting `{key}` would break the lab: {why}")]
     Forbidden { key: String, why: &'static str },
     #[error(

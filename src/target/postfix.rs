@@ -5,7 +5,8 @@
 //! `--set` settings on top, adds only what the lab needs, and runs the
 //! `master` daemon as its own child so that it can always reap and stop it.
 
-use super::{TargetError, TargetOptions};
+use super::knobs::{Knob, Knobs, Value};
+use super::{Instance, Mta, Queued, Spec, Support, TargetError};
 use crate::lab;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const POSTCONF: &str = "/usr/sbin/postconf";
-const POSTFIX: &str = "/usr/sbin/postfix";
+const POSTFIX_BIN: &str = "/usr/sbin/postfix";
+const POSTQUEUE: &str = "/usr/sbin/postqueue";
 
 /// Settings the lab needs; a user may not change them.
 const LAB_OWNED: &[(&str, &str)] = &[
@@ -68,49 +70,101 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("smtp_address_preference", "ipv4"),
 ];
 
-/// Fast timers, so that retries and expiries happen in seconds.
-pub const TIMERS: &[(&str, &str)] = &[
-    ("queue_run_delay", "1s"),
-    ("minimal_backoff_time", "1s"),
-    ("maximal_backoff_time", "2s"),
-    ("smtp_connect_timeout", "2s"),
-    ("maximal_queue_lifetime", "30s"),
-    ("bounce_queue_lifetime", "30s"),
-];
-
 const MASTER_CF: &str = include_str!("postfix/master.cf");
+
+/// The main.cf parameter behind each neutral knob.
+fn parameter(knob: Knob) -> &'static str {
+    match knob {
+        Knob::QueueLifetime => "maximal_queue_lifetime",
+        Knob::BounceLifetime => "bounce_queue_lifetime",
+        Knob::DelayWarning => "delay_warning_time",
+        Knob::RetryMin => "minimal_backoff_time",
+        Knob::RetryMax => "maximal_backoff_time",
+        Knob::QueueRun => "queue_run_delay",
+        Knob::ConnectTimeout => "smtp_connect_timeout",
+        Knob::HopLimit => "hopcount_limit",
+    }
+}
+
+/// A knob's value in main.cf syntax (whole seconds; Postfix has no finer unit).
+fn main_cf_value(knob: Knob, v: Value) -> String {
+    match v {
+        Value::Count(n) => n.to_string(),
+        Value::Time(d) => {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            // queue_run_delay = 0 is fatal; 1s is Postfix's finest.
+            let secs = if knob == Knob::QueueRun {
+                secs.max(1)
+            } else {
+                secs
+            };
+            format!("{secs}s")
+        }
+    }
+}
+
+const INSTALL: &str = "scripts/setup (Debian's postfix package)";
+
+/// Debian's Postfix, run as a private instance.
+pub struct PostfixMta;
+
+/// The Postfix target.
+pub static POSTFIX: PostfixMta = PostfixMta;
+
+impl Mta for PostfixMta {
+    fn name(&self) -> &'static str {
+        "postfix"
+    }
+
+    fn version(&self) -> Result<String, TargetError> {
+        installed()?;
+        run(Command::new(POSTCONF).args(["-d", "-h", "mail_version"])).map(|v| v.trim().to_string())
+    }
+
+    fn support(&self, _knob: Knob) -> Support {
+        Support::Yes
+    }
+
+    fn start(&self, spec: &Spec) -> Result<Box<dyn Instance>, TargetError> {
+        Postfix::start(spec).map(|p| Box::new(p) as Box<dyn Instance>)
+    }
+}
+
+fn installed() -> Result<(), TargetError> {
+    for (tool, path) in [("postconf", POSTCONF), ("postfix", POSTFIX_BIN)] {
+        if !Path::new(path).exists() {
+            return Err(TargetError::NotInstalled {
+                tool,
+                path: path.into(),
+                fix: INSTALL,
+            });
+        }
+    }
+    Ok(())
+}
 
 /// A running private Postfix instance.
 #[derive(Debug)]
 pub struct Postfix {
     dir: PathBuf,
+    conf: PathBuf,
     listen: Ipv4Addr,
     master: Option<Child>,
     settings: BTreeMap<String, String>,
+    knobs: Knobs,
     started: Duration,
 }
 
 impl Postfix {
     /// Write the instance's files, start `master`, and wait until it greets on `listen`:25.
     ///
-    /// `instance` names the instance's folder under the lab (`postfix`,
+    /// `spec.instance` names the instance's folder under the lab (`postfix`,
     /// `postfix-1`, ...): every instance needs its own queue and address.
-    pub async fn start(
-        lab_dir: &Path,
-        opts: &TargetOptions,
-        instance: &str,
-        listen: Ipv4Addr,
-    ) -> Result<Postfix, TargetError> {
+    pub fn start(spec: &Spec) -> Result<Postfix, TargetError> {
         let begin = Instant::now();
-        for (tool, path) in [("postconf", POSTCONF), ("postfix", POSTFIX)] {
-            if !Path::new(path).exists() {
-                return Err(TargetError::NotInstalled {
-                    tool,
-                    path: path.into(),
-                });
-            }
-        }
-        for (k, _) in &opts.sets {
+        let (lab_dir, instance, listen) = (&spec.lab_dir, &spec.instance, spec.listen);
+        installed()?;
+        for (k, _) in spec.sets.iter().chain(&spec.set) {
             forbid(k)?;
         }
         // Postfix checks that inet_interfaces names an address of an interface:
@@ -138,6 +192,7 @@ impl Postfix {
             .ok_or(TargetError::NotInstalled {
                 tool: "the postfix user",
                 path: "/etc/passwd".into(),
+                fix: INSTALL,
             })?;
         let data = dir.join("data");
         nix::unistd::chown(&data, Some(owner.uid), Some(owner.gid))
@@ -147,7 +202,7 @@ impl Postfix {
 
         // Base configuration: the user's, or an empty main.cf and our master.cf.
         let mut user_keys = BTreeMap::new();
-        match &opts.config_dir {
+        match &spec.config_dir {
             Some(src) => {
                 for f in ["main.cf", "master.cf"] {
                     let from = src.join(f);
@@ -175,15 +230,30 @@ impl Postfix {
             }
         }
 
-        // Layers, last wins: defaults and timers (unless the user's main.cf set
-        // them), then --set, then what the lab needs.
+        // Layers, last wins: defaults and the lab's fast timers (unless the
+        // user's main.cf set them), then --set, then the scenario's knobs and
+        // raw settings, then what the lab needs.
         let mut settings: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in DEFAULTS.iter().chain(TIMERS) {
-            if !user_keys.contains_key(*k) {
-                settings.insert(k.to_string(), v.to_string());
+        let defaults = spec
+            .defaults
+            .iter()
+            .map(|(k, v)| (parameter(*k).to_string(), main_cf_value(*k, *v)));
+        for (k, v) in DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(defaults)
+        {
+            if !user_keys.contains_key(&k) {
+                settings.insert(k, v);
             }
         }
-        for (k, v) in &opts.sets {
+        for (k, v) in &spec.sets {
+            settings.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &spec.knobs {
+            settings.insert(parameter(*k).to_string(), main_cf_value(*k, *v));
+        }
+        for (k, v) in &spec.set {
             settings.insert(k.clone(), v.clone());
         }
         for (k, v) in lab_settings(&dir, listen) {
@@ -224,7 +294,7 @@ impl Postfix {
                 "{key} (Postfix does not know this parameter)"
             )));
         }
-        run(Command::new(POSTFIX).arg("-c").arg(&conf).arg("check")).map_err(|e| match e {
+        run(Command::new(POSTFIX_BIN).arg("-c").arg(&conf).arg("check")).map_err(|e| match e {
             // postfix check reports through the instance's log, not its output.
             TargetError::Command { command, output } => {
                 let log = std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
@@ -263,87 +333,54 @@ impl Postfix {
         let master = cmd
             .spawn()
             .map_err(|e| TargetError::io(format!("start {}", master_bin.display()), e))?;
+        // The effective knobs: what the instance runs with, from the user's
+        // main.cf, our layers, or Postfix's own defaults.
+        let mut effective = user_keys.clone();
+        effective.extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let knobs = Knob::ALL
+            .into_iter()
+            .filter_map(|k| {
+                let p = parameter(k);
+                let v = effective.get(p).map(String::as_str).or_else(|| {
+                    DEFAULT_VALUES
+                        .iter()
+                        .find(|(n, _)| *n == p)
+                        .map(|(_, v)| *v)
+                })?;
+                if k.is_count() {
+                    v.trim().parse().ok().map(|n| (k, Value::Count(n)))
+                } else {
+                    postfix_time(p, v).map(|d| (k, Value::Time(d)))
+                }
+            })
+            .collect();
         let mut pf = Postfix {
             dir,
+            conf,
             listen,
             master: Some(master),
             settings,
+            knobs,
             started: Duration::ZERO,
         };
-        pf.wait_ready(Duration::from_secs(15)).await?;
+        let addr = pf.smtp_addr();
+        let limit = Duration::from_secs(15);
+        let ready = super::wait_for_greeting(addr, limit, || match pf.master.as_mut() {
+            Some(m) => match m.try_wait() {
+                Ok(Some(status)) => Err(format!("master exited ({status})")),
+                _ => Ok(()),
+            },
+            None => Err("master is not running".into()),
+        });
+        if let Err(why) = ready {
+            return Err(TargetError::NotReady {
+                addr: addr.to_string(),
+                secs: limit.as_secs(),
+                log: format!("{why}\n{}", pf.log_tail(30)),
+            });
+        }
         pf.started = begin.elapsed();
         Ok(pf)
-    }
-
-    async fn wait_ready(&mut self, limit: Duration) -> Result<(), TargetError> {
-        use tokio::io::AsyncReadExt;
-        let until = Instant::now() + limit;
-        let addr = self.smtp_addr();
-        while Instant::now() < until {
-            if let Some(m) = self.master.as_mut() {
-                if let Ok(Some(status)) = m.try_wait() {
-                    return Err(TargetError::NotReady {
-                        addr: addr.to_string(),
-                        secs: limit.as_secs(),
-                        log: format!("master exited ({status})\n{}", self.log_tail(30)),
-                    });
-                }
-            }
-            if let Ok(Ok(mut s)) = tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio::net::TcpStream::connect(addr),
-            )
-            .await
-            {
-                let mut buf = [0u8; 3];
-                if let Ok(Ok(_)) =
-                    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await
-                {
-                    if &buf == b"220" {
-                        return Ok(());
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(TargetError::NotReady {
-            addr: addr.to_string(),
-            secs: limit.as_secs(),
-            log: self.log_tail(30),
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        "postfix"
-    }
-
-    /// Where the target accepts mail.
-    pub fn smtp_addr(&self) -> SocketAddr {
-        SocketAddr::from((self.listen, 25))
-    }
-
-    /// The effective settings mtaspec applied (for reports).
-    pub fn settings(&self) -> &BTreeMap<String, String> {
-        &self.settings
-    }
-
-    /// How long start-up took (files, check, master ready).
-    pub fn startup_time(&self) -> Duration {
-        self.started
-    }
-
-    /// The last `n` lines of the instance's log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let mut text = std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default();
-        text.push_str(&std::fs::read_to_string(self.dir.join("master.out")).unwrap_or_default());
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// Stop master and every process of its group; reap them.
-    pub async fn stop(mut self) {
-        // Waiting for master to exit blocks: keep it off the async workers.
-        let _ = tokio::task::spawn_blocking(move || self.kill(Duration::from_secs(5))).await;
     }
 
     fn kill(&mut self, grace: Duration) {
@@ -366,6 +403,108 @@ impl Postfix {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+impl Instance for Postfix {
+    fn mta(&self) -> &'static str {
+        "postfix"
+    }
+
+    fn smtp_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.listen, 25))
+    }
+
+    fn hostname(&self) -> String {
+        self.settings
+            .get("myhostname")
+            .cloned()
+            .unwrap_or_else(|| lab::TARGET_HOSTNAME.to_string())
+    }
+
+    fn knobs(&self) -> &Knobs {
+        &self.knobs
+    }
+
+    fn settings(&self) -> &BTreeMap<String, String> {
+        &self.settings
+    }
+
+    fn queue(&self) -> Result<Vec<Queued>, TargetError> {
+        let out = run(Command::new(POSTQUEUE).arg("-c").arg(&self.conf).arg("-j"))?;
+        Ok(out.lines().filter_map(parse_queue_line).collect())
+    }
+
+    fn flush(&self) -> Result<(), TargetError> {
+        run(Command::new(POSTQUEUE).arg("-c").arg(&self.conf).arg("-f")).map(|_| ())
+    }
+
+    fn log_tail(&self, n: usize) -> String {
+        super::tail_files(
+            &[&self.dir.join("maillog"), &self.dir.join("master.out")],
+            n,
+        )
+    }
+
+    fn startup_time(&self) -> Duration {
+        self.started
+    }
+
+    fn stop(&mut self) {
+        self.kill(Duration::from_secs(5));
+    }
+}
+
+/// One line of `postqueue -j` (one JSON object per queued message).
+fn parse_queue_line(line: &str) -> Option<Queued> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let rcpts = v.get("recipients")?.as_array()?;
+    Some(Queued {
+        id: v.get("queue_id")?.as_str()?.to_string(),
+        sender: v.get("sender")?.as_str().unwrap_or_default().to_string(),
+        recipients: rcpts
+            .iter()
+            .filter_map(|r| r.get("address")?.as_str().map(str::to_string))
+            .collect(),
+        reason: rcpts
+            .iter()
+            .find_map(|r| r.get("delay_reason")?.as_str().map(str::to_string)),
+    })
+}
+
+/// Postfix's defaults for the knob parameters the lab may leave unset.
+const DEFAULT_VALUES: &[(&str, &str)] = &[
+    ("delay_warning_time", "0h"),
+    ("queue_run_delay", "300s"),
+    ("minimal_backoff_time", "300s"),
+    ("maximal_backoff_time", "4000s"),
+    ("maximal_queue_lifetime", "5d"),
+    ("bounce_queue_lifetime", "5d"),
+    ("smtp_connect_timeout", "30s"),
+    ("hopcount_limit", "50"),
+];
+
+/// A Postfix time value: a number with an optional unit (s, m, h, d, w); a bare
+/// number takes the parameter's default unit (days for lifetimes, hours for
+/// delay_warning_time, seconds otherwise).
+pub fn postfix_time(key: &str, v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: u64 = v[..split].parse().ok()?;
+    let unit = match &v[split..] {
+        "" if key.ends_with("_lifetime") => "d",
+        "" if key == "delay_warning_time" => "h",
+        "" => "s",
+        u => u,
+    };
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n * secs))
 }
 
 impl Drop for Postfix {
