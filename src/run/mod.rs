@@ -513,10 +513,21 @@ async fn judge_loop(
         }
         let only_negatives = {
             let o = rec.lock();
-            sc.expects
-                .iter()
-                .zip(&decisions)
-                .all(|(e, d)| d.decided() || waits_for_quiet(e, sc, scope, &o))
+            sc.expects.iter().zip(&decisions).all(|(e, d)| {
+                d.decided()
+                    || waits_for_quiet(
+                        e,
+                        &Ctx {
+                            sc,
+                            scope,
+                            o: &o,
+                            now: rec.now(),
+                            last: false,
+                            knobs: target.knobs(),
+                            hostname: &hostname,
+                        },
+                    )
+            })
         };
         let wake = if only_negatives {
             (tokio::time::Instant::now() + sc.settle).min(deadline)
@@ -535,7 +546,7 @@ async fn judge_loop(
         .iter()
         .zip(decisions)
         .map(|(e, decision)| Verdict {
-            expect: e.describe(),
+            expect: judge::describe(e),
             decision,
         })
         .collect()
