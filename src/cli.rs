@@ -35,6 +35,13 @@ pub enum Cmd {
         #[arg(default_value = "suites")]
         paths: Vec<PathBuf>,
     },
+    /// Load every scenario file and apply the rules that refuse scenarios that
+    /// cannot fail (a positive expectation, negatives that can be observed).
+    Check {
+        /// Suite folders or scenario files.
+        #[arg(default_value = "suites")]
+        paths: Vec<PathBuf>,
+    },
     /// List the MTAs mtaspec can test: installed or not, version, knobs each can set.
     Targets,
     /// Parse bounce messages (DSNs) and judge their RFC 3464 conformance.
@@ -88,6 +95,7 @@ pub fn main() -> ExitCode {
         Cmd::List { paths } => list(&paths),
         Cmd::Dsn { json, files } => dsn(json, &files),
         Cmd::Targets => targets(),
+        Cmd::Check { paths } => check(&paths),
         Cmd::Run(args) => run(args),
     }
 }
@@ -98,18 +106,65 @@ fn load(paths: &[PathBuf]) -> Result<Vec<suite::Scenario>, ExitCode> {
         ExitCode::from(2)
     })?;
     let (ok, errs) = suite::load_all(&files);
-    if !errs.is_empty() {
+    let lints = lint_all(&ok);
+    if !errs.is_empty() || !lints.is_empty() {
         for e in &errs {
             eprintln!("error: {e}");
         }
+        for l in &lints {
+            eprintln!("error: {l}");
+        }
         eprintln!(
-            "{} of {} scenario files could not be loaded; nothing was run",
-            errs.len(),
+            "{} of {} scenario files could not be loaded or cannot fail; nothing was run",
+            errs.len() + lints.len(),
             files.len()
         );
         return Err(ExitCode::from(2));
     }
     Ok(ok)
+}
+
+/// The rules that refuse scenarios that cannot fail, as `file:line: why` lines.
+fn lint_all(scenarios: &[suite::Scenario]) -> Vec<String> {
+    scenarios
+        .iter()
+        .flat_map(|sc| {
+            crate::run::judge::lint(sc)
+                .into_iter()
+                .map(move |(line, why)| format!("{}:{line}: {why}", sc.path.display()))
+        })
+        .collect()
+}
+
+/// `mtaspec check`: load and lint every file, report every problem.
+fn check(paths: &[PathBuf]) -> ExitCode {
+    let files = match suite::discover(paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (ok, errs) = suite::load_all(&files);
+    let lints = lint_all(&ok);
+    for e in &errs {
+        eprintln!("error: {e}");
+    }
+    for l in &lints {
+        eprintln!("error: {l}");
+    }
+    let bad = errs.len() + lints.len();
+    eprintln!(
+        "{} scenario files checked: {} loaded, {} problem(s)",
+        files.len(),
+        ok.len(),
+        bad
+    );
+    if bad > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn list(paths: &[PathBuf]) -> ExitCode {

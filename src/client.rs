@@ -28,7 +28,12 @@ pub struct Outgoing {
 
 /// Compose the message: `received` Received: headers, the user's headers,
 /// then lettre's From/To/Subject/Date/Message-ID and body.
-pub fn compose(spec: &MessageSpec, from: &str, to: &[String]) -> Result<Outgoing, String> {
+pub fn compose(
+    spec: &MessageSpec,
+    from: &str,
+    header_from: Option<&str>,
+    to: &[String],
+) -> Result<Outgoing, String> {
     use lettre::message::{header::ContentType, Mailbox, Message};
     let parse = |a: &str| -> Result<Mailbox, String> {
         a.parse().map_err(|e| format!("address `{a}`: {e}"))
@@ -36,10 +41,10 @@ pub fn compose(spec: &MessageSpec, from: &str, to: &[String]) -> Result<Outgoing
     let mut b = Message::builder()
         .subject(spec.subject.clone())
         .header(ContentType::TEXT_PLAIN);
-    b = if from.is_empty() {
-        b.from(parse("mailer-daemon@client.test")?)
-    } else {
-        b.from(parse(from)?)
+    b = match header_from {
+        Some(h) => b.from(parse(h)?),
+        None if from.is_empty() => b.from(parse("mailer-daemon@client.test")?),
+        None => b.from(parse(from)?),
     };
     for t in to {
         b = b.to(parse(t)?);

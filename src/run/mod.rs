@@ -418,7 +418,8 @@ pub async fn run_one(
                 scope.address(&m.from)
             };
             let to: Vec<String> = m.to.iter().map(|t| scope.address(t)).collect();
-            match client::compose(m, &from, &to) {
+            let header_from = m.header_from.as_ref().map(|h| scope.address(h));
+            match client::compose(m, &from, header_from.as_deref(), &to) {
                 Ok(out) => {
                     let inj = client::inject(smtp, &out, n, &rec).await;
                     rec.update(|o| o.injections.push(inj));
@@ -462,6 +463,19 @@ async fn finish_sessions(rec: &Recorder) {
             _ = changed => {}
             _ = tokio::time::sleep_until(until) => return,
         }
+    }
+}
+
+/// Read the target's queue into the observations, for scenarios that expect
+/// the message still queued (the read runs the target's own tool: blocking).
+fn read_queue(sc: &Scenario, rec: &Recorder, target: &dyn crate::target::Instance) {
+    if sc
+        .expects
+        .iter()
+        .any(|e| matches!(e, crate::suite::Expect::Queued))
+    {
+        let q = tokio::task::block_in_place(|| target.queue()).map_err(|e| e.to_string());
+        rec.update(|o| o.queue = Some(q));
     }
 }
 
@@ -537,6 +551,7 @@ async fn judge_loop(
         tokio::select! {
             _ = changed => continue,
             _ = tokio::time::sleep_until(wake) => {
+                read_queue(sc, rec, target);
                 decisions = decide_all(true);
                 break;
             }

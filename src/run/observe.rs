@@ -16,6 +16,8 @@ pub struct Observations {
     pub injections: Vec<Injection>,
     /// DNS queries for the scenario's names.
     pub dns: Vec<DnsQuery>,
+    /// The target's queue, read once when the scenario ends (if it asks).
+    pub queue: Option<Result<Vec<crate::target::Queued>, String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +35,9 @@ pub struct Session {
     pub transcript: Vec<Line>,
     pub deliveries: Vec<Delivery>,
     pub closed: bool,
+    /// Commands (other than QUIT) the target sent after this host refused
+    /// the session in its greeting.
+    pub after_refusal: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -58,6 +58,7 @@ fn session(host: &str, at: f64, deliveries: Vec<Delivery>) -> Session {
         at: secs(at),
         transcript: vec![],
         deliveries,
+        after_refusal: Vec::new(),
         closed: true,
     }
 }
@@ -73,8 +74,8 @@ fn judge(sc: &Scenario, o: &Observations, now: f64, last: bool) -> Vec<Decision>
     let scope = Scope::new(0);
     use crate::target::knobs::{Knob, Knobs, Value};
     let knobs: Knobs = [
-        (Knob::RetryMin, Value::Time(secs(1.0))),
-        (Knob::RetryMax, Value::Time(secs(2.0))),
+        (Knob::RetryMin, Value::Time(secs(3.0))),
+        (Knob::RetryMax, Value::Time(secs(6.0))),
         (Knob::QueueLifetime, Value::Time(secs(5.0 * 86400.0))),
     ]
     .into_iter()
@@ -201,57 +202,64 @@ fn retry_gaps_are_checked_against_the_target_settings() {
         &sc.expects[0],
         Expect::RetryAfter { min: Some(Timer::Knob(k)), max: Some(Timer::Knob(_)), .. } if *k == crate::target::knobs::Knob::RetryMin
     ));
+    // The knobs the judge sees here: retry_min = 3 s, retry_max = 6 s.
     let mut o = Observations::default();
-    o.connects.push(syn("mx", 0.1));
-    o.connects.push(syn("mx", 1.15));
-    o.connects.push(syn("mx", 2.2));
-    assert_eq!(one(&sc, &o, 2.3, false), Decision::Pending);
-    let Decision::Pass(text) = one(&sc, &o, 5.0, true) else {
+    for t in [0.1, 3.15, 7.2] {
+        o.connects.push(syn("mx", t));
+    }
+    assert_eq!(one(&sc, &o, 7.3, false), Decision::Pending);
+    let Decision::Pass(text) = one(&sc, &o, 12.0, true) else {
         panic!("expected a pass")
     };
-    assert!(text.contains("gaps 1.05, 1.05 s"), "{text}");
-    assert!(text.contains("retry_min = 1.0 s"), "{text}");
+    assert!(text.contains("gaps 3.05, 4.05 s"), "{text}");
+    assert!(text.contains("retry_min = 3.0 s"), "{text}");
     assert!(text.contains("allowance 1.0 s"), "{text}");
 
-    // One short gap is within the clock's rounding (Postfix keeps whole seconds)...
+    // A gap within the 1 s tolerance below the minimum passes (whole-second clocks)...
     let mut rounded = Observations::default();
-    for t in [0.48, 1.77, 1.88, 2.94, 4.01] {
+    for t in [0.48, 2.51, 5.2] {
         rounded.connects.push(syn("mx", t));
     }
-    assert!(is_pass(&one(&sc, &rounded, 5.0, true)));
-    // ...but retries that keep coming too soon add up.
+    assert!(is_pass(&one(&sc, &rounded, 12.0, true)));
+    // ...one further below fails, whichever gap it is.
     let mut fast = Observations::default();
-    for t in [0.1, 0.3, 0.5] {
+    for t in [0.1, 3.2, 4.5] {
         fast.connects.push(syn("mx", t));
     }
-    let why = fail_text(one(&sc, &fast, 0.6, false));
+    let why = fail_text(one(&sc, &fast, 4.6, false));
     assert!(
-        why.contains("2 retries came within 0.400 s") && why.contains("2 × retry_min"),
+        why.contains("retry 2 came 1.300 s after the previous attempt, sooner than retry_min"),
         "{why}"
     );
-    // A single gap far below a long minimum fails on its own.
-    let long = scenario("[[expect]]\nretry_after = { host = \"mx\", min = \"10s\" }\n");
-    let mut two = Observations::default();
-    two.connects.push(syn("mx", 0.1));
-    two.connects.push(syn("mx", 2.1));
-    let why = fail_text(one(&long, &two, 2.2, false));
-    assert!(
-        why.contains("retry 1 came 2.000 s after the previous attempt, sooner than 10s"),
-        "{why}"
-    );
-
-    // A first retry far later than retry_max.
+    // Every gap is checked against the maximum, not only the first.
     let mut slow = Observations::default();
-    slow.connects.push(syn("mx", 0.1));
-    slow.connects.push(syn("mx", 6.1));
-    let why = fail_text(one(&sc, &slow, 6.2, false));
-    assert!(why.contains("later than retry_max"), "{why}");
+    for t in [0.1, 3.1, 11.2] {
+        slow.connects.push(syn("mx", t));
+    }
+    let why = fail_text(one(&sc, &slow, 11.3, false));
+    assert!(
+        why.contains("retry 2 came 8.100 s after the previous attempt, later than retry_max"),
+        "{why}"
+    );
 
     // No retry at all: overdue once max (plus allowances) has passed.
     let mut none = Observations::default();
     none.connects.push(syn("mx", 0.1));
     assert_eq!(one(&sc, &none, 1.0, false), Decision::Pending);
-    assert!(matches!(one(&sc, &none, 5.0, false), Decision::Fail(_)));
+    assert!(matches!(one(&sc, &none, 9.0, false), Decision::Fail(_)));
+}
+
+#[test]
+fn a_minimum_within_the_clock_tolerance_is_refused_as_unfailable() {
+    let sc = scenario("[[expect]]\ncontacted = \"mx\"\n[[expect]]\nretry_after = { host = \"mx\", min = \"1s\" }\n");
+    let problems = lint(&sc);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]
+            .1
+            .contains("not above the 1.0 s clock tolerance"),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -602,4 +610,165 @@ fn dns_queries_are_matched_by_scoped_name_and_type() {
     assert!(is_pass(&judge(&sc, &o, 9.0, true)[1]));
     o.dns.push(q(&Scope::new(0).name("dest.test"), "A"));
     assert!(fail_text(judge(&sc, &o, 0.4, false).remove(1)).contains("the target asked at 0.100 s"));
+}
+
+#[test]
+fn the_lint_refuses_each_kind_of_scenario_that_cannot_fail() {
+    let problems = |text: &str| -> Vec<String> {
+        let sc = parse_scenario(Path::new("suites/x/0009-t.toml"), text).unwrap();
+        lint(&sc)
+            .into_iter()
+            .map(|(l, w)| format!("{l}: {w}"))
+            .collect()
+    };
+    // Only negative expectations: nothing shows the target acted.
+    let p = problems(&format!(
+        "{HEAD}[[expect]]\nnot_contacted = \"mx20\"\n[[expect]]\nno_dsn = true\n"
+    ));
+    assert!(
+        p.iter().any(|x| x.contains("passes when nothing happens")),
+        "{p:?}"
+    );
+    // no_dsn with the null sender and nowhere for a bounce to go.
+    let null = HEAD.replace("from = \"alice@src.test\"", "from = \"\"");
+    let p = problems(&format!(
+        "{null}[[expect]]\ncontacted = \"mx\"\n[[expect]]\nno_dsn = true\n"
+    ));
+    assert!(
+        p.iter().any(|x| x.contains("`no DSN sent` cannot fail")),
+        "{p:?}"
+    );
+    // ... which `header_from` fixes: the forbidden bounce has somewhere to arrive.
+    let watched = null.replace(
+        "from = \"\"",
+        "from = \"\"\nheader_from = \"mailer-daemon@src.test\"",
+    );
+    let p = problems(&format!(
+        "{watched}[[expect]]\ncontacted = \"mx\"\n[[expect]]\nno_dsn = true\n"
+    ));
+    assert!(p.is_empty(), "{p:?}");
+    // deliveries = 0 on a host whose every attempt rejects the recipient.
+    let rejecting = HEAD.replace(
+        "[hosts.mx]\nname = \"mx.dest.test\"",
+        "[hosts.mx]\nname = \"mx.dest.test\"\nattempt = [{ rcpt = \"550 5.1.1 no\" }]",
+    );
+    let p = problems(&format!("{rejecting}[[expect]]\ncontacted = \"mx\"\n[[expect]]\ndeliveries = {{ host = \"mx\", count = 0 }}\n"));
+    assert!(
+        p.iter()
+            .any(|x| x.contains("can never accept a message (attempt 1: every RCPT)")),
+        "{p:?}"
+    );
+    // ... but not when a later attempt may accept.
+    let later = rejecting.replace(
+        "[{ rcpt = \"550 5.1.1 no\" }]",
+        "[{ rcpt = \"451 4.2.0 later\" }, {}]",
+    );
+    let p = problems(&format!("{later}[[expect]]\ncontacted = \"mx\"\n[[expect]]\ndeliveries = {{ host = \"mx\", count = 0 }}\n"));
+    assert!(p.is_empty(), "{p:?}");
+    // not_contacted on a host the target cannot find.
+    let hidden = HEAD.replace(
+        "[hosts.mx20]\nname = \"mx20.dest.test\"",
+        "[hosts.mx20]\nname = \"mx20.dest.test\"\naddress = false",
+    );
+    let p = problems(&format!(
+        "{hidden}[[expect]]\ncontacted = \"mx\"\n[[expect]]\nnot_contacted = \"mx20\"\n"
+    ));
+    assert!(
+        p.iter().any(|x| x.contains("has no address record")),
+        "{p:?}"
+    );
+    // Every rule names the line of the expectation.
+    assert!(p[0].starts_with("19: "), "{p:?}");
+}
+
+#[test]
+fn dsn_checks_compare_parsed_codes_exact_names_recipients_and_time() {
+    let o_with = |dsn: String, at: f64| {
+        let mut o = Observations::default();
+        o.sessions.push(session(
+            "sender-mx",
+            at,
+            vec![delivery("sender-mx", at, "", &[ALICE], &dsn)],
+        ));
+        o
+    };
+    let dsn = postfix_dsn("5.1.1", "failed", "");
+    // The status is read from the parsed code: a comment does not hide it...
+    let commented = dsn.replace("Status: 5.1.1", "Status: 5.1.1 (no such user)");
+    let sc = scenario("[[expect]]\ndsn = { status = \"5.1.1\" }\n");
+    assert!(is_pass(&one(&sc, &o_with(commented, 1.0), 1.0, false)));
+    // ... and text that only looks like the code does not match.
+    let fake = dsn.replace("Status: 5.1.1", "Status: 5.1.1x");
+    assert!(!is_pass(&one(&sc, &o_with(fake, 1.0), 1.0, true)));
+    // Remote-MTA must name the host exactly, not contain it.
+    let sc = scenario("[[expect]]\ndsn = { remote_mta = \"mx\" }\n");
+    assert!(is_pass(&one(&sc, &o_with(dsn.clone(), 1.0), 1.0, false)));
+    let longer = dsn.replace(
+        "Remote-MTA: dns; mx.dest.s0.test",
+        "Remote-MTA: dns; mx.dest.s0.test.evil",
+    );
+    assert!(!is_pass(&one(&sc, &o_with(longer, 1.0), 1.0, true)));
+    // Reporting-MTA likewise.
+    let sc = scenario("[[expect]]\ndsn = { reporting_mta = true }\n");
+    let other = dsn.replace(
+        "Reporting-MTA: dns; mta.target.test",
+        "Reporting-MTA: dns; mta.target.test.example",
+    );
+    assert!(is_pass(&one(&sc, &o_with(dsn.clone(), 1.0), 1.0, false)));
+    assert!(!is_pass(&one(&sc, &o_with(other, 1.0), 1.0, true)));
+    // A delivered recipient must not be reported on.
+    let sc = scenario("[[expect]]\ndsn = { not_rcpt = \"bob@dest.test\" }\n");
+    let why = fail_text(one(&sc, &o_with(dsn.clone(), 1.0), 1.0, true));
+    assert!(why.contains("reports on bob@dest.test"), "{why}");
+    // Not before the queue lifetime (5 days in these knobs) less 1 s.
+    let sc = scenario("[[expect]]\ndsn = { not_before = \"4s\" }\n");
+    let why = fail_text(one(&sc, &o_with(dsn.clone(), 2.5), 2.5, true));
+    assert!(why.contains("came at 2.500 s, before 4s"), "{why}");
+    assert!(is_pass(&one(&sc, &o_with(dsn, 3.2), 3.2, false)));
+}
+
+#[test]
+fn no_dsn_with_an_action_counts_only_that_action() {
+    let mut o = Observations::default();
+    o.sessions.push(session(
+        "sender-mx",
+        1.0,
+        vec![delivery(
+            "sender-mx",
+            1.0,
+            "",
+            &[ALICE],
+            &postfix_dsn("4.2.0", "delayed", ""),
+        )],
+    ));
+    let failed_only = scenario("[[expect]]\nno_dsn = { action = \"failed\" }\n");
+    assert!(is_pass(&one(&failed_only, &o, 2.0, true)));
+    let any = scenario("[[expect]]\nno_dsn = true\n");
+    assert!(matches!(one(&any, &o, 2.0, false), Decision::Fail(_)));
+}
+
+#[test]
+fn queued_is_read_from_the_targets_queue_at_the_end() {
+    let sc = scenario("[[expect]]\nqueued = true\n");
+    let mut o = Observations::default();
+    assert_eq!(one(&sc, &o, 1.0, false), Decision::Pending);
+    assert!(matches!(one(&sc, &o, 1.0, true), Decision::Fail(_)));
+    o.queue = Some(Ok(vec![crate::target::Queued {
+        id: "4ABC".into(),
+        sender: ALICE.into(),
+        recipients: vec!["someone@else.test".into()],
+        reason: None,
+    }]));
+    let why = fail_text(one(&sc, &o, 1.0, true));
+    assert!(why.contains("none for bob@dest.test"), "{why}");
+    o.queue = Some(Ok(vec![crate::target::Queued {
+        id: "4ABC".into(),
+        sender: ALICE.into(),
+        recipients: vec![BOB.into()],
+        reason: Some("connection refused".into()),
+    }]));
+    let Decision::Pass(text) = one(&sc, &o, 1.0, true) else {
+        panic!("expected a pass")
+    };
+    assert!(text.contains("queued as 4ABC"), "{text}");
 }

@@ -91,6 +91,9 @@ pub enum StepFile {
 #[serde(deny_unknown_fields)]
 pub struct MessageFile {
     pub from: String,
+    /// The From: header's address when it should differ from the envelope
+    /// sender (with `from = ""`, where a forbidden bounce would go).
+    pub header_from: Option<String>,
     pub to: Vec<String>,
     pub subject: Option<String>,
     pub body: Option<String>,
@@ -123,9 +126,11 @@ pub enum ExpectFile {
     /// The target accepted the injected message (250 at end of data).
     Accepted(bool),
     /// A DSN reached the sender's MX.
-    Dsn(DsnFile),
-    /// No DSN reached the sender's MX.
-    NoDsn(bool),
+    Dsn(Box<DsnFile>),
+    /// No DSN reached the sender's MX (`true`), or none with this action (`{ action = "failed" }`).
+    NoDsn(NoDsnFile),
+    /// The message is still in the target's own queue at the end (`true`).
+    Queued(bool),
     /// Nothing was delivered for the scenario's messages during a window.
     NotDelivered(NotDeliveredFile),
     /// Exactly `count` deliveries reached a host (catches double delivery).
@@ -140,6 +145,16 @@ pub enum ExpectFile {
     Queried(String),
     /// The target never looked this name up: `"dest.test A"`.
     NotQueried(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum NoDsnFile {
+    Any(bool),
+    Action {
+        /// Only DSNs with this Action count (failed, delayed, ...).
+        action: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +218,11 @@ pub struct DsnFile {
     pub action: Option<String>,
     /// The recipient the report is about (the first one by default).
     pub rcpt: Option<String>,
+    /// A recipient the DSN must not report on (one that was delivered).
+    pub not_rcpt: Option<String>,
+    /// The DSN must not arrive before this time since injection, less one
+    /// second of clock granularity: a duration or a time knob ("queue_lifetime").
+    pub not_before: Option<String>,
     /// `true`: Reporting-MTA must name the target's myhostname.
     pub reporting_mta: Option<bool>,
     /// A host key: Remote-MTA must name that host.

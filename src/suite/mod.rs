@@ -65,6 +65,8 @@ pub struct Scenario {
     pub hosts: Vec<HostSpec>,
     pub messages: Vec<MessageSpec>,
     pub expects: Vec<Expect>,
+    /// The line of each `[[expect]]` in the file, for error messages.
+    pub expect_lines: Vec<usize>,
 }
 
 /// A DNS record with names as written in the scenario (the world scopes them).
@@ -191,6 +193,8 @@ impl Attempt {
 #[derive(Debug, Clone)]
 pub struct MessageSpec {
     pub from: String,
+    /// The From: header's address, when it differs from the envelope sender.
+    pub header_from: Option<String>,
     pub to: Vec<String>,
     pub subject: String,
     pub body: String,
@@ -211,8 +215,13 @@ pub enum Expect {
     Contacted(String),
     NotContacted(String),
     Accepted(bool),
-    Dsn(DsnExpect),
-    NoDsn,
+    Dsn(Box<DsnExpect>),
+    /// No DSN (with this Action, when given) reached the sender.
+    NoDsn {
+        action: Option<String>,
+    },
+    /// The injected message is still in the target's queue at the end.
+    Queued,
     NotDelivered {
         within: Duration,
         host: Option<String>,
@@ -270,6 +279,10 @@ pub struct DsnExpect {
     pub status: Option<String>,
     pub action: Option<String>,
     pub rcpt: Option<String>,
+    /// A recipient the DSN must not report on.
+    pub not_rcpt: Option<String>,
+    /// Earliest arrival (less the clock granularity).
+    pub not_before: Option<Timer>,
     pub reporting_mta: bool,
     /// Host key whose name Remote-MTA must carry.
     pub remote_mta: Option<String>,
@@ -586,7 +599,10 @@ impl Validator<'_> {
         for m in &raw.messages {
             let span = m.span();
             let m = m.get_ref();
-            for addr in std::iter::once(&m.from).chain(&m.to) {
+            for addr in std::iter::once(&m.from)
+                .chain(&m.to)
+                .chain(m.header_from.as_ref())
+            {
                 if addr.is_empty() && std::ptr::eq(addr, &m.from) {
                     continue; // null reverse-path
                 }
@@ -607,7 +623,14 @@ impl Validator<'_> {
         // The sender domain's MX catches DSNs; add one unless the scenario did.
         let sender_domains: BTreeSet<String> = messages
             .iter()
-            .filter_map(|m| m.from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+            .filter_map(|m| {
+                let from = if m.from.is_empty() {
+                    m.header_from.as_deref()?
+                } else {
+                    &m.from
+                };
+                from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
+            })
             .collect();
         for d in sender_domains {
             let has_mx = records.iter().any(|r| {
@@ -633,6 +656,7 @@ impl Validator<'_> {
 
         let host_keys: BTreeSet<&str> = hosts.iter().map(|h| h.key.as_str()).collect();
         let mut expects = Vec::new();
+        let mut expect_lines = Vec::new();
         for e in &raw.expects {
             let span = e.span();
             let known = |h: &String| -> Result<(), SuiteError> {
@@ -728,7 +752,7 @@ impl Validator<'_> {
                         globset::Glob::new(g)
                             .map_err(|e| bad(format!("bad finding pattern `{g}`: {e}")))?;
                     }
-                    Expect::Dsn(DsnExpect {
+                    Expect::Dsn(Box::new(DsnExpect {
                         to: d.to.clone().unwrap_or(first_sender),
                         status: d.status.clone(),
                         action: d.action.as_ref().map(|a| a.to_ascii_lowercase()),
@@ -738,12 +762,19 @@ impl Validator<'_> {
                         diagnostic: d.diagnostic.clone(),
                         multipart_report: d.multipart_report == Some(true),
                         returned,
+                        not_rcpt: d.not_rcpt.clone(),
+                        not_before: d
+                            .not_before
+                            .as_deref()
+                            .map(parse_timer)
+                            .transpose()
+                            .map_err(|m| self.error(span.clone(), m))?,
                         envid: d.envid.clone(),
                         orcpt: d.orcpt.clone(),
                         will_retry_until: d.will_retry_until == Some(true),
                         auto_submitted: d.auto_submitted == Some(true),
                         no_findings: d.no_findings.clone(),
-                    })
+                    }))
                 }
                 ExpectFile::NotDelivered(n) => {
                     if let Some(h) = &n.host {
@@ -834,8 +865,18 @@ impl Validator<'_> {
                         Expect::NotQueried { name, qtype }
                     }
                 }
-                ExpectFile::NoDsn(true) => Expect::NoDsn,
-                ExpectFile::NoDsn(false) => {
+                ExpectFile::NoDsn(file::NoDsnFile::Any(true)) => Expect::NoDsn { action: None },
+                ExpectFile::NoDsn(file::NoDsnFile::Action { action }) => Expect::NoDsn {
+                    action: Some(action.to_ascii_lowercase()),
+                },
+                ExpectFile::Queued(true) => Expect::Queued,
+                ExpectFile::Queued(false) => {
+                    return Err(self.error(
+                        span,
+                        "`queued = false` checks nothing: expect a delivery or a DSN instead",
+                    ))
+                }
+                ExpectFile::NoDsn(file::NoDsnFile::Any(false)) => {
                     return Err(self.error(
                         span,
                         "`no_dsn = false` checks nothing: remove it or expect a `dsn`",
@@ -843,6 +884,12 @@ impl Validator<'_> {
                 }
             };
             expects.push(x);
+            expect_lines.push(
+                self.text[..span.start.min(self.text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1,
+            );
         }
         if expects.is_empty() {
             return Err(self.error(0..0, "no [[expect]]: a scenario checks at least one thing"));
@@ -867,6 +914,7 @@ impl Validator<'_> {
             hosts,
             messages,
             expects,
+            expect_lines,
         })
     }
 }
@@ -874,6 +922,7 @@ impl Validator<'_> {
 fn file_message(m: &file::MessageFile) -> MessageSpec {
     MessageSpec {
         from: m.from.clone(),
+        header_from: m.header_from.clone(),
         to: m.to.clone(),
         subject: m
             .subject

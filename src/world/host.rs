@@ -75,6 +75,7 @@ async fn serve(listener: TcpListener, spec: Arc<HostSpec>, rec: Recorder) {
                     transcript: Vec::new(),
                     deliveries: Vec::new(),
                     closed: false,
+                    after_refusal: Vec::new(),
                 });
                 o.sessions.len() - 1
             });
@@ -191,6 +192,10 @@ async fn session(
     if let Flow::Close = act(&mut s, &script.greeting, log).await? {
         return Ok(());
     }
+    // After a 4yz/5yz greeting the session takes no mail (RFC 5321 §3.1,
+    // §4.3.2): only QUIT is answered; anything else the target sends is
+    // recorded, since a client that ignores the greeting must be seen to.
+    let refused_greeting = positive(&script.greeting, b'4') || positive(&script.greeting, b'5');
     let mut mail_from: Option<(String, Vec<String>)> = None;
     let mut rcpts: Vec<String> = Vec::new();
     let mut rcpt_n = 0;
@@ -230,6 +235,17 @@ async fn session(
                 continue;
             }
         };
+        if refused_greeting && !matches!(cmd, Command::Quit) {
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            log.rec.update(|o| {
+                if let Some(x) = o.sessions.get_mut(log.idx) {
+                    x.after_refusal.push(text);
+                }
+            });
+            let reply = "503 5.5.1 this session was refused at the greeting; only QUIT";
+            act(&mut s, &Step::Reply(vec![reply.into()]), log).await?;
+            continue;
+        }
         let step = match &cmd {
             Command::Ehlo(_) => script.ehlo.clone(),
             Command::Helo(_) => script.helo.clone(),

@@ -133,6 +133,16 @@ impl Check for NotContacted<'_> {
         true
     }
 
+    fn unfailable(&self, sc: &Scenario) -> Option<String> {
+        let h = sc.hosts.iter().find(|x| x.key == *self.h)?;
+        (!h.address_record).then(|| {
+            format!(
+                "host `{}` has no address record, so the target can never find it; expect a look-up of its name instead (queried)",
+                self.h
+            )
+        })
+    }
+
     fn decide(&self, cx: &Ctx) -> Decision {
         let h = self.h;
         let (scope, o, last) = (cx.scope, cx.o, cx.last);
@@ -159,6 +169,10 @@ impl Check for Order<'_> {
     }
 
     fn negative(&self) -> bool {
+        true
+    }
+
+    fn anchor(&self) -> bool {
         true
     }
 
@@ -288,6 +302,23 @@ impl Check for Deliveries<'_> {
         true
     }
 
+    fn anchor(&self) -> bool {
+        *self.count > 0
+    }
+
+    fn unfailable(&self, sc: &Scenario) -> Option<String> {
+        if *self.count > 0 {
+            return None;
+        }
+        let h = sc.hosts.iter().find(|x| x.key == *self.host)?;
+        never_accepts(h).map(|why| {
+            format!(
+                "host `{}` can never accept a message ({why}); remove it or let an attempt accept",
+                self.host
+            )
+        })
+    }
+
     fn decide(&self, cx: &Ctx) -> Decision {
         let Self { host, count, rcpt } = *self;
         let (scope, o, last) = (cx.scope, cx.o, cx.last);
@@ -355,6 +386,10 @@ impl Check for Attempts<'_> {
 
     fn negative(&self) -> bool {
         self.at_most.is_some()
+    }
+
+    fn anchor(&self) -> bool {
+        self.at_least.is_some_and(|n| n > 0)
     }
 
     fn decide(&self, cx: &Ctx) -> Decision {
@@ -436,4 +471,36 @@ fn failed_dsn_for(o: &Observations, sc: &Scenario, scope: &Scope, rcpt: &str) ->
         });
         failed.then_some(d.at)
     })
+}
+
+/// Why every connection attempt of `h` refuses the message, or `None` if one may accept it.
+pub fn never_accepts(h: &crate::suite::HostSpec) -> Option<String> {
+    use crate::suite::{Connect, Step};
+    let refuses = |step: &Step, ok: u8| match step {
+        Step::Reply(l) => l
+            .last()
+            .and_then(|x| x.bytes().next())
+            .is_some_and(|c| c != ok),
+        _ => true,
+    };
+    let mut whys = Vec::new();
+    for (n, a) in h.attempts.iter().enumerate() {
+        let why = if !matches!(a.connect, Connect::Accept) {
+            Some(format!("attempt {}: connect {:?}", n + 1, a.connect).to_ascii_lowercase())
+        } else if refuses(&a.greeting, b'2') {
+            Some(format!("attempt {}: greeting", n + 1))
+        } else if refuses(&a.mail, b'2') {
+            Some(format!("attempt {}: MAIL", n + 1))
+        } else if a.rcpt.iter().all(|s| refuses(s, b'2')) {
+            Some(format!("attempt {}: every RCPT", n + 1))
+        } else if refuses(&a.data, b'3') {
+            Some(format!("attempt {}: DATA", n + 1))
+        } else if refuses(&a.eod, b'2') {
+            Some(format!("attempt {}: end of data", n + 1))
+        } else {
+            None
+        };
+        whys.push(why?);
+    }
+    Some(whys.join(", "))
 }

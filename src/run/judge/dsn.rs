@@ -90,45 +90,75 @@ impl Check for Dsn<'_> {
     }
 }
 
-/// No DSN was sent.
+/// No DSN (with `action`, when given) was sent.
 pub struct NoDsn<'a> {
-    pub _p: std::marker::PhantomData<&'a ()>,
+    pub action: &'a Option<String>,
 }
 
 impl Check for NoDsn<'_> {
     fn describe(&self) -> String {
-        "no DSN sent".into()
+        match self.action {
+            Some(a) => format!("no DSN with Action {a} sent"),
+            None => "no DSN sent".into(),
+        }
     }
 
     fn negative(&self) -> bool {
         true
     }
 
+    fn unfailable(&self, sc: &Scenario) -> Option<String> {
+        let somewhere = sc
+            .messages
+            .iter()
+            .any(|m| !m.from.is_empty() || m.header_from.is_some());
+        (!somewhere).then(|| {
+            "no message has a sender address a DSN could reach (from = \"\"); give it `header_from` so a forbidden bounce has somewhere to arrive".to_string()
+        })
+    }
+
     fn decide(&self, cx: &Ctx) -> Decision {
         let (sc, scope, o, last) = (cx.sc, cx.scope, cx.o, cx.last);
-
         let ours: Vec<String> = sc
             .messages
             .iter()
             .flat_map(|m| &m.to)
             .map(|t| scope.address(t))
             .collect();
-        // A null-sender message for anyone but the injected recipients is a DSN.
+        // A null-sender message for anyone but the injected recipients is a
+        // DSN; with an action given, only one reporting that action counts.
+        let action_of = |d: &Delivery| -> Option<String> {
+            let p = crate::dsn::parse(&d.data).ok()?;
+            for r in p.recipients() {
+                if let Some(name) = r.action.as_ref().and_then(|a| a.name()) {
+                    return Some(name.to_string());
+                }
+            }
+            None
+        };
         let dsn = o.sessions.iter().flat_map(|s| &s.deliveries).find(|d| {
             d.mail_from.is_empty()
                 && !d
                     .rcpts
                     .iter()
                     .all(|r| ours.iter().any(|x| x.eq_ignore_ascii_case(r)))
+                && self
+                    .action
+                    .as_ref()
+                    .is_none_or(|a| action_of(d).is_some_and(|x| x.eq_ignore_ascii_case(a)))
         });
         match dsn {
             Some(d) => Decision::Fail(format!(
-                "expected no DSN; one reached {} for {} at {:.3} s",
+                "expected {}; one reached {} for {} at {:.3} s",
+                self.describe(),
                 d.host,
                 scope.unscope(&d.rcpts.join(", ")),
                 d.at.as_secs_f64()
             )),
-            None if last => Decision::Pass("no DSN was sent".into()),
+            None if last => Decision::Pass(match self.action {
+                Some(a) => format!("no DSN with Action {a} was sent"),
+                None => "no DSN was sent".into(),
+            }),
             None => Decision::Pending,
         }
     }
@@ -218,9 +248,12 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
             None => "no recipient group".into(),
         });
     }
-    let st = rcpt
-        .and_then(|r| r.status.as_ref())
-        .map(|s| s.raw.trim().to_string());
+    // The parsed code, so that comments or odd spacing in the field can
+    // neither make a wrong code match nor a right one miss.
+    let st = rcpt.and_then(|r| r.status.as_ref()).map(|s| match &s.code {
+        Some(c) => c.to_string(),
+        None => format!("unreadable ({})", s.raw.trim()),
+    });
     let act = rcpt
         .and_then(|r| r.action.as_ref())
         .map(|a| a.raw().trim().to_ascii_lowercase());
@@ -230,6 +263,26 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
                 "Status {} (wanted {w})",
                 st.as_deref().unwrap_or("missing")
             ));
+        }
+    }
+    if let Some(nr) = &want.not_rcpt {
+        let a = scope.address(nr);
+        if p.recipients()
+            .any(|x| x.addresses().iter().any(|y| y.eq_ignore_ascii_case(&a)))
+        {
+            bad.push(format!("reports on {nr}, which must not be in it"));
+        }
+    }
+    if let Some(t) = &want.not_before {
+        match super::resolve_timer(t, cx.knobs) {
+            Ok(min) if d.at + super::GRANULARITY < min => bad.push(format!(
+                "came at {:.3} s, before {t} = {:.1} s (less {:.1} s of clock granularity)",
+                d.at.as_secs_f64(),
+                min.as_secs_f64(),
+                super::GRANULARITY.as_secs_f64()
+            )),
+            Ok(_) => {}
+            Err(m) => bad.push(m),
         }
     }
     if let Some(w) = &want.action {
@@ -244,11 +297,14 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
         .per_message()
         .and_then(|m| m.reporting_mta.as_ref())
         .map(|v| v.raw.clone());
+    let reporting_name = p
+        .per_message()
+        .and_then(|m| m.reporting_mta.as_ref())
+        .map(|v| mta_name(&v.value));
     if want.reporting_mta
-        && !reporting.as_deref().is_some_and(|r| {
-            r.to_ascii_lowercase()
-                .contains(&cx.hostname.to_ascii_lowercase())
-        })
+        && reporting_name
+            .as_deref()
+            .is_none_or(|r| r != cx.hostname.trim_end_matches('.').to_ascii_lowercase())
     {
         bad.push(format!(
             "Reporting-MTA {} (wanted the target's name {})",
@@ -258,7 +314,7 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
     }
     let remote = rcpt
         .and_then(|r| r.remote_mta.as_ref())
-        .map(|v| v.value.trim().trim_end_matches('.').to_ascii_lowercase());
+        .map(|v| mta_name(&v.value));
     if let Some(h) = &want.remote_mta {
         let idx = cx.sc.hosts.iter().position(|x| x.key == *h);
         let name = idx
@@ -266,8 +322,8 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
             .map(|n| scope.name(n));
         let addr = idx.map(|i| scope.host_addr(i).to_string());
         let ok = remote.as_deref().is_some_and(|r| {
-            name.as_deref().is_some_and(|n| r == n)
-                || addr.as_deref().is_some_and(|a| r.contains(a))
+            name.as_deref().is_some_and(|n| r == n.to_ascii_lowercase())
+                || addr.as_deref().is_some_and(|a| r == a)
         });
         if !ok {
             bad.push(format!(
@@ -455,4 +511,18 @@ pub fn auto_submitted(message: &[u8]) -> Option<String> {
                 .to_string()
         })
     })
+}
+
+/// The host name (or address literal) in a Reporting-MTA / Remote-MTA value
+/// (`mta.example; 127.0.0.1` style comments and brackets removed), lowercase.
+pub fn mta_name(value: &str) -> String {
+    let v = value.trim();
+    let v = v
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .next()
+        .unwrap_or(v);
+    v.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
 }

@@ -3,6 +3,7 @@
 mod delivery;
 mod dns;
 mod dsn;
+mod queue;
 mod timing;
 
 pub use dsn::auto_submitted;
@@ -73,8 +74,37 @@ pub trait Check {
     fn window_end(&self) -> Option<Duration> {
         None
     }
+    /// `true` when passing shows the target acted (delivered, contacted,
+    /// bounced, queried, kept the message ...): every scenario needs one.
+    fn anchor(&self) -> bool {
+        !self.negative()
+    }
+    /// Why this expectation can never fail in scenario `sc` (the place where
+    /// the forbidden event would show up does not exist), if so.
+    fn unfailable(&self, _sc: &Scenario) -> Option<String> {
+        None
+    }
     /// Decide it from the observations so far.
     fn decide(&self, cx: &Ctx) -> Decision;
+}
+
+/// The rules that refuse a scenario that cannot fail: `(line, why)` for each
+/// problem (the line of the expectation, or of the first one).
+pub fn lint(sc: &Scenario) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let line = |i: usize| sc.expect_lines.get(i).copied().unwrap_or(1);
+    for (i, e) in sc.expects.iter().enumerate() {
+        if let Some(why) = check(e).unfailable(sc) {
+            out.push((line(i), format!("`{}` cannot fail: {why}", describe(e))));
+        }
+    }
+    if !sc.expects.iter().any(|e| check(e).anchor()) {
+        out.push((
+            line(0),
+            "every expectation here passes when nothing happens: add one that shows the target acted (delivered, contacted, dsn, accepted, queried, queued, attempts with at_least)".into(),
+        ));
+    }
+    out
 }
 
 /// The one place that maps an expectation onto its family's [`Check`].
@@ -99,9 +129,8 @@ pub fn check(e: &Expect) -> Box<dyn Check + '_> {
             at_most,
         }),
         Expect::Dsn(want) => Box::new(dsn::Dsn { want }),
-        Expect::NoDsn => Box::new(dsn::NoDsn {
-            _p: std::marker::PhantomData,
-        }),
+        Expect::NoDsn { action } => Box::new(dsn::NoDsn { action }),
+        Expect::Queued => Box::new(queue::Queued),
         Expect::RefusedOrDsn { status } => Box::new(dsn::RefusedOrDsn { status }),
         Expect::RetryAfter { host, min, max } => Box::new(timing::RetryAfter { host, min, max }),
         Expect::Queried { name, qtype } => Box::new(dns::Query {
@@ -282,6 +311,18 @@ pub fn summary(o: &Observations) -> String {
             })
             .collect();
         let who = if h == SENDER_MX { "sender's MX" } else { h };
+        let ignored: Vec<&str> = o
+            .sessions
+            .iter()
+            .filter(|s| s.host == h)
+            .flat_map(|s| s.after_refusal.iter().map(String::as_str))
+            .collect();
+        if !ignored.is_empty() {
+            parts.push(format!(
+                "{who}: the target kept talking after a refusing greeting ({})",
+                ignored.join(" / ")
+            ));
+        }
         if delivered.is_empty() {
             parts.push(format!(
                 "{who}: {n} connection attempt(s), nothing accepted"
