@@ -561,4 +561,6 @@ async fn judge_loop(
 }
 
 #[cfg(test)]
+mod robust_tests;
+#[cfg(test)]
 mod tests;
