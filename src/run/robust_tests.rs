@@ -132,6 +132,9 @@ fn harness_notes_go_with_every_verdict_without_failing_it() {
             "{t}"
         );
     }
+    r.observations = o;
+    let table = crate::report::console::summary(&[r], Duration::from_secs(1), Duration::ZERO);
+    assert!(table.contains("1 scenario(s) carry harness notes"), "{table}");
 }
 
 #[tokio::test]
