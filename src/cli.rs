@@ -5,9 +5,26 @@ use crate::run::{self, Services};
 use crate::suite;
 use crate::target::TargetOptions;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// Print a line to standard output. `Err` once the reader has gone (a
+/// closed pipe, as in `mtaspec list | head -1`): stop printing, quietly.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        let mut o = std::io::stdout().lock();
+        writeln!(o, $($t)*).and_then(|()| o.flush())
+    }};
+}
+
+/// Print a line to standard error; a closed standard error is ignored.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,15 +113,15 @@ pub fn main() -> ExitCode {
 
 fn load(paths: &[PathBuf]) -> Result<Vec<suite::Scenario>, ExitCode> {
     let files = suite::discover(paths).map_err(|e| {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         ExitCode::from(2)
     })?;
     let (ok, errs) = suite::load_all(&files);
     if !errs.is_empty() {
         for e in &errs {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
-        eprintln!(
+        errln!(
             "{} of {} scenario files could not be loaded; nothing was run",
             errs.len(),
             files.len()
@@ -119,15 +136,18 @@ fn list(paths: &[PathBuf]) -> ExitCode {
         Err(code) => code,
         Ok(scenarios) => {
             for s in &scenarios {
-                println!(
+                let line = outln!(
                     "{:<45} {:<8} {:<18} {}",
                     s.id,
                     s.strength.to_string(),
                     s.rfc,
                     s.title
                 );
+                if line.is_err() {
+                    return ExitCode::SUCCESS; // the reader has all it wanted
+                }
             }
-            eprintln!("{} scenarios", scenarios.len());
+            errln!("{} scenarios", scenarios.len());
             ExitCode::SUCCESS
         }
     }
@@ -140,7 +160,7 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
             Ok(b) => b,
             Err(e) => {
                 bad += 1;
-                eprintln!("error: cannot read {}: {e}", f.display());
+                errln!("error: cannot read {}: {e}", f.display());
                 continue;
             }
         };
@@ -155,20 +175,22 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
             match crate::dsn::parse(msg) {
                 Err(e) => {
                     bad += 1;
-                    eprintln!("error: {name}: {e}");
+                    errln!("error: {name}: {e}");
                 }
                 Ok(d) => {
                     let findings = crate::dsn::check(&d);
-                    if json {
+                    let printed = if json {
                         let v = serde_json::json!({
                             "file": name,
                             "dsn": d,
                             "findings": findings,
                         });
-                        println!("{v}");
+                        outln!("{v}")
                     } else {
-                        println!("== {name}");
-                        print!("{}", crate::dsn::render_text(&d));
+                        outln!("== {name}\n{}", crate::dsn::render_text(&d).trim_end_matches('\n'))
+                    };
+                    if printed.is_err() {
+                        return ExitCode::SUCCESS; // the reader has gone
                     }
                 }
             }
@@ -197,7 +219,7 @@ fn run(args: RunArgs) -> ExitCode {
         None => suite::known::Known::default(),
         Some(Ok(k)) => k,
         Some(Err(e)) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -207,7 +229,7 @@ fn run(args: RunArgs) -> ExitCode {
             config_dir: args.postfix_config.clone(),
         },
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -215,7 +237,7 @@ fn run(args: RunArgs) -> ExitCode {
     let lab = match crate::lab::enter() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -225,7 +247,7 @@ fn run(args: RunArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -233,14 +255,14 @@ fn run(args: RunArgs) -> ExitCode {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: cannot watch SIGTERM: {e}");
+                errln!("error: cannot watch SIGTERM: {e}");
                 return ExitCode::from(2);
             }
         };
         tokio::select! {
             code = run_in_lab(&lab, &args, &opts, &known, scenarios) => code,
-            _ = tokio::signal::ctrl_c() => { eprintln!("interrupted: lab torn down"); ExitCode::from(130) }
-            _ = term.recv() => { eprintln!("terminated: lab torn down"); ExitCode::from(143) }
+            _ = tokio::signal::ctrl_c() => { errln!("interrupted: lab torn down"); ExitCode::from(130) }
+            _ = term.recv() => { errln!("terminated: lab torn down"); ExitCode::from(143) }
         }
     });
     // Dropping the runtime ends every task; the lab folder goes with `lab`.
@@ -257,7 +279,7 @@ async fn run_in_lab(
 ) -> ExitCode {
     let begin = Instant::now();
     let groups = run::setting_groups(&scenarios).len();
-    eprintln!("starting the lab: fake DNS, connection watcher, {groups} postfix instance(s) ...");
+    errln!("starting the lab: fake DNS, connection watcher, {groups} postfix instance(s) ...");
     for (k, v) in &opts.sets {
         let over: Vec<&str> = scenarios
             .iter()
@@ -265,7 +287,7 @@ async fn run_in_lab(
             .map(|s| s.id.as_str())
             .collect();
         if !over.is_empty() {
-            eprintln!(
+            errln!(
                 "note: --set {k}={v} is overridden by the [target] settings of {} scenario(s) that need their own value: {}",
                 over.len(),
                 over.join(", ")
@@ -274,31 +296,31 @@ async fn run_in_lab(
     }
     if let Some(p) = &known.path {
         let ids: Vec<&str> = scenarios.iter().map(|s| s.id.as_str()).collect();
-        eprintln!(
+        errln!(
             "known deviations: {} pattern(s) from {}",
             known.len(),
             p.display()
         );
         for pat in known.unmatched(&ids).into_iter().filter(|_| args.verbose) {
-            eprintln!("warning: known deviation `{pat}` matches no scenario of this run");
+            errln!("warning: known deviation `{pat}` matches no scenario of this run");
         }
     }
     let services = match Services::start(lab, opts, &scenarios).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
     let startup = services.startup;
-    eprintln!(
+    errln!(
         "lab ready in {:.1} s (postfix {:.1} s); running {} scenarios",
         startup.as_secs_f64(),
         services.target().startup_time().as_secs_f64(),
         scenarios.len()
     );
     for (set, e) in &services.failed {
-        eprintln!("error: the instance for settings {set:?} did not start: {e}");
+        errln!("error: the instance for settings {set:?} did not start: {e}");
     }
     let progress = console::Progress::new(scenarios.len(), args.verbose);
     let results = run::run_all(&services, scenarios, known, &|e: Event| progress.on(e)).await;
@@ -313,22 +335,23 @@ async fn run_in_lab(
 
     if args.verbose {
         for r in results.iter().filter(|r| Status::of(r) != Status::Pass) {
-            eprintln!(
+            errln!(
                 "\n--- {} observations\n{}",
                 r.id,
                 crate::report::observations_text(r)
             );
         }
-        eprintln!("--- target log (last lines)\n{target_log}");
+        errln!("--- target log (last lines)\n{target_log}");
     }
-    print!("{}", console::summary(&results, wall, startup));
+    // A reader that has gone (closed pipe) does not change the outcome.
+    let _ = outln!("{}", console::summary(&results, wall, startup).trim_end_matches('\n'));
     if let Some(path) = &args.junit {
         let report = junit::report(&results, "postfix", wall);
         if let Err(e) = junit::write(&report, path) {
-            eprintln!("error: cannot write JUnit to {}: {e}", path.display());
+            errln!("error: cannot write JUnit to {}: {e}", path.display());
             return ExitCode::from(2);
         }
-        eprintln!("JUnit written to {}", path.display());
+        errln!("JUnit written to {}", path.display());
     }
     let statuses: Vec<Status> = results.iter().map(Status::of).collect();
     if statuses.contains(&Status::Error) {
