@@ -7,3 +7,4 @@ mod dsn_props;
 mod fuzz_regressions;
 mod lab;
 mod reply_diagnostics;
+mod rogue;
