@@ -187,7 +187,10 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
                         });
                         outln!("{v}")
                     } else {
-                        outln!("== {name}\n{}", crate::dsn::render_text(&d).trim_end_matches('\n'))
+                        outln!(
+                            "== {name}\n{}",
+                            crate::dsn::render_text(&d).trim_end_matches('\n')
+                        )
                     };
                     if printed.is_err() {
                         return ExitCode::SUCCESS; // the reader has gone
@@ -344,7 +347,10 @@ async fn run_in_lab(
         errln!("--- target log (last lines)\n{target_log}");
     }
     // A reader that has gone (closed pipe) does not change the outcome.
-    let _ = outln!("{}", console::summary(&results, wall, startup).trim_end_matches('\n'));
+    let _ = outln!(
+        "{}",
+        console::summary(&results, wall, startup).trim_end_matches('\n')
+    );
     if let Some(path) = &args.junit {
         let report = junit::report(&results, "postfix", wall);
         if let Err(e) = junit::write(&report, path) {

@@ -200,10 +200,22 @@ mod tests {
         let t0 = Instant::now();
         let mut d = SynDedup::default();
         assert!(d.first(a, to, 7, t0));
-        assert!(!d.first(a, to, 7, t0 + Duration::from_secs(1)), "retransmission");
-        assert!(!d.first(a, to, 7, t0 + Duration::from_secs(63)), "late retransmission");
-        assert!(d.first(b, to, 7, t0 + Duration::from_secs(2)), "another source port");
-        assert!(d.first(a, to, 8, t0 + Duration::from_secs(3)), "4-tuple reused, new ISN");
+        assert!(
+            !d.first(a, to, 7, t0 + Duration::from_secs(1)),
+            "retransmission"
+        );
+        assert!(
+            !d.first(a, to, 7, t0 + Duration::from_secs(63)),
+            "late retransmission"
+        );
+        assert!(
+            d.first(b, to, 7, t0 + Duration::from_secs(2)),
+            "another source port"
+        );
+        assert!(
+            d.first(a, to, 8, t0 + Duration::from_secs(3)),
+            "4-tuple reused, new ISN"
+        );
         assert!(d.first(a, to, 8, t0 + SYN_MEMORY * 3), "long forgotten");
         // Memory stays bounded under a flood of distinct attempts.
         for port in 0..(SYN_MEMORY_SIZE as u32 + 10) {

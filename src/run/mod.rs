@@ -10,9 +10,9 @@ use crate::suite::Scenario;
 use crate::target::postfix::Postfix;
 use crate::target::{TargetError, TargetOptions};
 use crate::world::{self, host::Host, Scope};
+use futures::FutureExt;
 use judge::{decide, waits_for_quiet, window_end, Ctx, Decision};
 use observe::{ConnectSeen, DnsQuery, Observations, Recorder};
-use futures::FutureExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -411,7 +411,11 @@ pub async fn run_one(
     );
     // Connection attempts to this scenario's addresses, and DNS queries for its names.
     watchers.spawn(watch_syns(services.syns.subscribe(), rec.clone(), addrs));
-    watchers.spawn(watch_dns(services.dns.subscribe(), rec.clone(), origin.clone()));
+    watchers.spawn(watch_dns(
+        services.dns.subscribe(),
+        rec.clone(),
+        origin.clone(),
+    ));
     for (i, h) in sc.hosts.iter().enumerate() {
         let addr = SocketAddr::from((scope.host_addr(i), 25));
         match Host::start(h.clone(), addr, rec.clone()).await {

@@ -69,7 +69,11 @@ async fn a_lagged_syn_watcher_turns_a_passing_negative_into_a_harness_error() {
     let o = std::mem::take(&mut *rec.lock());
     assert_eq!(o.connects.len(), 4, "the attempts still in the channel");
     assert_eq!(o.lost.len(), 1, "{:?}", o.lost);
-    assert!(o.lost[0].contains("lost 6 connection attempt(s)"), "{:?}", o.lost);
+    assert!(
+        o.lost[0].contains("lost 6 connection attempt(s)"),
+        "{:?}",
+        o.lost
+    );
 
     let sc = scenario();
     let mut r = passing(&sc);
@@ -134,7 +138,10 @@ fn harness_notes_go_with_every_verdict_without_failing_it() {
     }
     r.observations = o;
     let table = crate::report::console::summary(&[r], Duration::from_secs(1), Duration::ZERO);
-    assert!(table.contains("1 scenario(s) carry harness notes"), "{table}");
+    assert!(
+        table.contains("1 scenario(s) carry harness notes"),
+        "{table}"
+    );
 }
 
 #[tokio::test]

@@ -668,7 +668,9 @@ impl Validator<'_> {
                         ));
                     }
                     if let Some(r) = d.rcpt.iter().flatten().find(|r| !r.contains('@')) {
-                        return Err(self.error(span, format!("`{r}` is not an address (local@domain)")));
+                        return Err(
+                            self.error(span, format!("`{r}` is not an address (local@domain)"))
+                        );
                     }
                     Expect::Delivered {
                         host: d.host.clone(),

@@ -143,7 +143,9 @@ fn a_delivery_with_no_recipient_is_refused_at_load() {
     let (line, msg) = err(&with_expect(r#"delivered = { host = "mx10", rcpt = [] }"#));
     assert_eq!(line, 22);
     assert!(msg.contains("`rcpt = []` names no recipient"), "{msg}");
-    let (_, msg) = err(&with_expect(r#"delivered = { host = "mx10", rcpt = ["bob"] }"#));
+    let (_, msg) = err(&with_expect(
+        r#"delivered = { host = "mx10", rcpt = ["bob"] }"#,
+    ));
     assert!(msg.contains("`bob` is not an address"), "{msg}");
 }
 

@@ -34,6 +34,7 @@ const CASES: &[&str] = &[
     "reply-garbage",
     "reply-nuls",
     "reply-never-reads-the-message",
+    "connect-never-answered",
     "host-connection-flood",
     "host-endless-commands",
     "host-garbage-nuls-long-line",
@@ -131,6 +132,7 @@ fn rogue_case_in_its_own_process() {
             "reply-garbage" => client_case(Rogue::Garbage).await,
             "reply-nuls" => client_case(Rogue::Nuls).await,
             "reply-never-reads-the-message" => client_case(Rogue::NoRead).await,
+            "connect-never-answered" => connect_never_answered().await,
             "host-connection-flood" => flood().await,
             "host-endless-commands" => endless_commands().await,
             "host-garbage-nuls-long-line" => garbage_commands().await,
@@ -278,6 +280,38 @@ async fn client_case(how: Rogue) -> (String, Duration) {
     (err, DEADLINE)
 }
 
+/// A listener that never accepts, its queue full: the kernel drops the
+/// client's SYN, so connecting hangs until the scenario's deadline.
+async fn connect_never_answered() -> (String, Duration) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let c = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await;
+        if let Ok(Ok(c)) = c {
+            fillers.push(c);
+        }
+    }
+    let msg = Outgoing {
+        from: "a@src.test".into(),
+        to: vec!["b@dest.test".into()],
+        mail_params: Vec::new(),
+        rcpt_params: Vec::new(),
+        data: b"Subject: hi\r\n\r\nhello\r\n".to_vec(),
+    };
+    let rec = Recorder::default();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let inj = inject(addr, &msg, 0, &rec, deadline).await;
+    let err = inj
+        .error
+        .expect("an unanswered connect is an injection error");
+    assert!(err.contains("deadline passed while connecting"), "{err}");
+    drop(listener);
+    (err, DEADLINE)
+}
+
 /// A fake host `h` on `addr` with the given attempt script.
 async fn host(addr: &str, attempt: &str) -> (Host, Recorder) {
     let sc = parse_scenario(
@@ -384,8 +418,16 @@ async fn endless_commands() -> (String, Duration) {
     {
         let o = rec.lock();
         assert!(o.sessions[0].transcript.len() <= limits::TRANSCRIPT_LINES);
-        assert!(o.harness.iter().any(|n| n.contains("commands")), "{:?}", o.harness);
-        assert!(o.harness.iter().any(|n| n.contains("transcript lines")), "{:?}", o.harness);
+        assert!(
+            o.harness.iter().any(|n| n.contains("commands")),
+            "{:?}",
+            o.harness
+        );
+        assert!(
+            o.harness.iter().any(|n| n.contains("transcript lines")),
+            "{:?}",
+            o.harness
+        );
     }
     h.stop();
     (format!("{}; {}", last.trim_end(), verdict(&rec)), deadline)
@@ -398,7 +440,10 @@ async fn garbage_commands() -> (String, Duration) {
     let (h, rec) = host("127.0.0.23:0", "").await;
     let mut s = BufReader::new(TcpStream::connect(h.addr).await.unwrap());
     reply(&mut s).await;
-    s.get_mut().write_all(b"\xff\xfe\x01garbage\r\n").await.unwrap();
+    s.get_mut()
+        .write_all(b"\xff\xfe\x01garbage\r\n")
+        .await
+        .unwrap();
     let r1 = reply(&mut s).await;
     assert!(r1.starts_with("500"), "{r1:?}");
     s.get_mut().write_all(b"\0\0\0\0\0\0\r\n").await.unwrap();
@@ -407,7 +452,10 @@ async fn garbage_commands() -> (String, Duration) {
     let long = vec![b'A'; 1 << 20];
     let _ = s.get_mut().write_all(&long).await;
     let r3 = reply(&mut s).await;
-    assert!(r3.starts_with("500 5.5.2 line too long"), "{r1:?} {r2:?} {r3:?}");
+    assert!(
+        r3.starts_with("500 5.5.2 line too long"),
+        "{r1:?} {r2:?} {r3:?}"
+    );
     h.stop();
     let _ = rec;
     (
@@ -445,9 +493,8 @@ async fn stall() -> (String, Duration) {
 /// CPU time (user + system) this process has used.
 fn cpu_time() -> Duration {
     let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
-    let t = |v: nix::sys::time::TimeVal| {
-        Duration::new(v.tv_sec() as u64, v.tv_usec() as u32 * 1000)
-    };
+    let t =
+        |v: nix::sys::time::TimeVal| Duration::new(v.tv_sec() as u64, v.tv_usec() as u32 * 1000);
     t(u.user_time()) + t(u.system_time())
 }
 
@@ -486,7 +533,11 @@ async fn out_of_descriptors() -> (String, Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let served = rec.lock().sessions.len();
-    assert_eq!(served, clients.len(), "queued connections served afterwards");
+    assert_eq!(
+        served,
+        clients.len(),
+        "queued connections served afterwards"
+    );
     h.stop();
     (
         format!(
