@@ -174,8 +174,10 @@ fn kept_messages_are_capped_per_scenario_and_the_loss_is_recorded() {
     assert_eq!(kept, limits::MESSAGES);
     assert_eq!(o.lost.len(), 1, "said once: {:?}", o.lost);
     // So does the octet limit.
-    let mut o2 = Observations::default();
-    o2.sessions = o.sessions.clone();
+    let mut o2 = Observations {
+        sessions: o.sessions.clone(),
+        ..Default::default()
+    };
     o2.sessions.iter_mut().for_each(|s| s.deliveries.clear());
     keep(&mut o2, 0, d(limits::MESSAGE_OCTETS - 100));
     keep(&mut o2, 1, d(100));
