@@ -5,9 +5,26 @@ use crate::run::{self, Services};
 use crate::suite;
 use crate::target::TargetOptions;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// Print a line to standard output. `Err` once the reader has gone (a
+/// closed pipe, as in `mtaspec list | head -1`): stop printing, quietly.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        let mut o = std::io::stdout().lock();
+        writeln!(o, $($t)*).and_then(|()| o.flush())
+    }};
+}
+
+/// Print a line to standard error; a closed standard error is ignored.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,19 +119,19 @@ pub fn main() -> ExitCode {
 
 fn load(paths: &[PathBuf]) -> Result<Vec<suite::Scenario>, ExitCode> {
     let files = suite::discover(paths).map_err(|e| {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         ExitCode::from(2)
     })?;
     let (ok, errs) = suite::load_all(&files);
     let lints = lint_all(&ok);
     if !errs.is_empty() || !lints.is_empty() {
         for e in &errs {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
         for l in &lints {
-            eprintln!("error: {l}");
+            errln!("error: {l}");
         }
-        eprintln!(
+        errln!(
             "{} of {} scenario files could not be loaded or cannot fail; nothing was run",
             errs.len() + lints.len(),
             files.len()
@@ -141,20 +158,20 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     let files = match suite::discover(paths) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
     let (ok, errs) = suite::load_all(&files);
     let lints = lint_all(&ok);
     for e in &errs {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
     }
     for l in &lints {
-        eprintln!("error: {l}");
+        errln!("error: {l}");
     }
     let bad = errs.len() + lints.len();
-    eprintln!(
+    errln!(
         "{} scenario files checked: {} loaded, {} problem(s)",
         files.len(),
         ok.len(),
@@ -172,15 +189,18 @@ fn list(paths: &[PathBuf]) -> ExitCode {
         Err(code) => code,
         Ok(scenarios) => {
             for s in &scenarios {
-                println!(
+                let line = outln!(
                     "{:<45} {:<8} {:<18} {}",
                     s.id,
                     s.strength.to_string(),
                     s.rfc,
                     s.title
                 );
+                if line.is_err() {
+                    return ExitCode::SUCCESS; // the reader has all it wanted
+                }
             }
-            eprintln!("{} scenarios", scenarios.len());
+            errln!("{} scenarios", scenarios.len());
             ExitCode::SUCCESS
         }
     }
@@ -188,25 +208,29 @@ fn list(paths: &[PathBuf]) -> ExitCode {
 
 fn targets() -> ExitCode {
     use crate::target::{knobs::Knob, Support};
+    use std::fmt::Write as _;
+    let mut text = String::new();
     for m in crate::target::all() {
         let state = match m.version() {
             Ok(v) => format!("installed, version {v}"),
             Err(e) => format!("not installed: {e}"),
         };
-        println!("{}: {state}", m.name());
+        let _ = writeln!(text, "{}: {state}", m.name());
         let (yes, no): (Vec<Knob>, Vec<Knob>) = Knob::ALL
             .into_iter()
             .partition(|k| m.support(*k) == Support::Yes);
-        println!(
+        let _ = writeln!(
+            text,
             "  knobs: {}",
             yes.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
         );
         for k in no {
             if let Support::No(why) = m.support(k) {
-                println!("  cannot set {k}: {why}");
+                let _ = writeln!(text, "  cannot set {k}: {why}");
             }
         }
     }
+    let _ = outln!("{}", text.trim_end());
     ExitCode::SUCCESS
 }
 
@@ -217,7 +241,7 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
             Ok(b) => b,
             Err(e) => {
                 bad += 1;
-                eprintln!("error: cannot read {}: {e}", f.display());
+                errln!("error: cannot read {}: {e}", f.display());
                 continue;
             }
         };
@@ -232,20 +256,25 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
             match crate::dsn::parse(msg) {
                 Err(e) => {
                     bad += 1;
-                    eprintln!("error: {name}: {e}");
+                    errln!("error: {name}: {e}");
                 }
                 Ok(d) => {
                     let findings = crate::dsn::check(&d);
-                    if json {
+                    let printed = if json {
                         let v = serde_json::json!({
                             "file": name,
                             "dsn": d,
                             "findings": findings,
                         });
-                        println!("{v}");
+                        outln!("{v}")
                     } else {
-                        println!("== {name}");
-                        print!("{}", crate::dsn::render_text(&d));
+                        outln!(
+                            "== {name}\n{}",
+                            crate::dsn::render_text(&d).trim_end_matches('\n')
+                        )
+                    };
+                    if printed.is_err() {
+                        return ExitCode::SUCCESS; // the reader has gone
                     }
                 }
             }
@@ -266,12 +295,12 @@ fn run(args: RunArgs) -> ExitCode {
     let mta = match crate::target::by_name(&args.target) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
     if let Err(e) = mta.version() {
-        eprintln!("error: target {}: {e}", mta.name());
+        errln!("error: target {}: {e}", mta.name());
         return ExitCode::from(2);
     }
     let known_path = if args.no_known {
@@ -285,7 +314,7 @@ fn run(args: RunArgs) -> ExitCode {
         None => suite::known::Known::default(),
         Some(Ok(k)) => k,
         Some(Err(e)) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -295,7 +324,7 @@ fn run(args: RunArgs) -> ExitCode {
             config_dir: args.postfix_config.clone(),
         },
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -303,7 +332,7 @@ fn run(args: RunArgs) -> ExitCode {
     let lab = match crate::lab::enter() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -313,7 +342,7 @@ fn run(args: RunArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -321,14 +350,14 @@ fn run(args: RunArgs) -> ExitCode {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: cannot watch SIGTERM: {e}");
+                errln!("error: cannot watch SIGTERM: {e}");
                 return ExitCode::from(2);
             }
         };
         tokio::select! {
             code = run_in_lab(&lab, mta, &args, &opts, &known, scenarios) => code,
-            _ = tokio::signal::ctrl_c() => { eprintln!("interrupted: lab torn down"); ExitCode::from(130) }
-            _ = term.recv() => { eprintln!("terminated: lab torn down"); ExitCode::from(143) }
+            _ = tokio::signal::ctrl_c() => { errln!("interrupted: lab torn down"); ExitCode::from(130) }
+            _ = term.recv() => { errln!("terminated: lab torn down"); ExitCode::from(143) }
         }
     });
     // Dropping the runtime ends every task; the lab folder goes with `lab`.
@@ -346,7 +375,7 @@ async fn run_in_lab(
 ) -> ExitCode {
     let begin = Instant::now();
     let groups = run::setting_groups(&scenarios, mta).len();
-    eprintln!(
+    errln!(
         "starting the lab: fake DNS, connection watcher, {groups} {} instance(s) ...",
         mta.name()
     );
@@ -357,7 +386,7 @@ async fn run_in_lab(
             .map(|s| s.id.as_str())
             .collect();
         if !over.is_empty() {
-            eprintln!(
+            errln!(
                 "note: the knobs and [target.{}] settings of {} scenario(s) win over --set: {}",
                 mta.name(),
                 over.len(),
@@ -367,24 +396,24 @@ async fn run_in_lab(
     }
     if let Some(p) = &known.path {
         let ids: Vec<&str> = scenarios.iter().map(|s| s.id.as_str()).collect();
-        eprintln!(
+        errln!(
             "known deviations: {} pattern(s) from {}",
             known.len(),
             p.display()
         );
         for pat in known.unmatched(&ids).into_iter().filter(|_| args.verbose) {
-            eprintln!("warning: known deviation `{pat}` matches no scenario of this run");
+            errln!("warning: known deviation `{pat}` matches no scenario of this run");
         }
     }
     let services = match Services::start(lab, mta, opts, &scenarios).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     };
     let startup = services.startup;
-    eprintln!(
+    errln!(
         "lab ready in {:.1} s ({} {:.1} s); running {} scenarios",
         startup.as_secs_f64(),
         mta.name(),
@@ -392,7 +421,7 @@ async fn run_in_lab(
         scenarios.len()
     );
     for (g, e) in &services.failed {
-        eprintln!(
+        errln!(
             "error: the instance for settings {} did not start: {e}",
             g.describe()
         );
@@ -410,22 +439,26 @@ async fn run_in_lab(
 
     if args.verbose {
         for r in results.iter().filter(|r| Status::of(r) != Status::Pass) {
-            eprintln!(
+            errln!(
                 "\n--- {} observations\n{}",
                 r.id,
                 crate::report::observations_text(r)
             );
         }
-        eprintln!("--- target log (last lines)\n{target_log}");
+        errln!("--- target log (last lines)\n{target_log}");
     }
-    print!("{}", console::summary(&results, wall, startup));
+    // A reader that has gone (closed pipe) does not change the outcome.
+    let _ = outln!(
+        "{}",
+        console::summary(&results, wall, startup).trim_end_matches('\n')
+    );
     if let Some(path) = &args.junit {
         let report = junit::report(&results, mta.name(), wall);
         if let Err(e) = junit::write(&report, path) {
-            eprintln!("error: cannot write JUnit to {}: {e}", path.display());
+            errln!("error: cannot write JUnit to {}: {e}", path.display());
             return ExitCode::from(2);
         }
-        eprintln!("JUnit written to {}", path.display());
+        errln!("JUnit written to {}", path.display());
     }
     let statuses: Vec<Status> = results.iter().map(Status::of).collect();
     if statuses.contains(&Status::Error) {

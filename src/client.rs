@@ -2,19 +2,25 @@
 //!
 //! Messages are composed with lettre (well-formed by construction); the SMTP
 //! dialogue is our own, so that a 4xx/5xx from the target is recorded as an
-//! observation rather than turned into an error, and every reply is read
-//! with bounds and a timeout.
+//! observation rather than turned into an error. A target is a peer that may
+//! be broken or hostile: connecting, each write and each reply have their own
+//! timeout, the whole injection ends at the scenario's deadline, and replies
+//! are read incrementally with bounds ([`ReplyReader`]).
 
 use crate::run::observe::{Injection, Line, Recorder};
-use crate::smtp::reply::{parse_reply, Reply, ReplyLimits};
+use crate::smtp::reply::{Reply, ReplyLimits, ReplyReader};
 use crate::suite::MessageSpec;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Longest the client waits for one reply.
+/// Longest the client waits for one whole reply (however it trickles in).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the client waits for the target to take a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one write may take (a command, or the whole message).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The message as the envelope and the bytes to send (already scoped).
 #[derive(Debug, Clone)]
@@ -77,7 +83,7 @@ pub fn compose(
 /// SMTP connection with a bounded reply reader and a transcript.
 struct Conn<'a> {
     stream: TcpStream,
-    buf: Vec<u8>,
+    replies: ReplyReader,
     rec: &'a Recorder,
     transcript: Vec<Line>,
 }
@@ -93,10 +99,10 @@ impl Conn<'_> {
 
     async fn reply(&mut self) -> Result<Reply, String> {
         let limits = ReplyLimits::default();
+        let until = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
-            match parse_reply(&self.buf, &limits) {
-                Ok(Some((reply, used))) => {
-                    self.buf.drain(..used);
+            match self.replies.next(&limits) {
+                Ok(Some(reply)) => {
                     for l in reply.to_wire().lines() {
                         self.log(true, l);
                     }
@@ -106,49 +112,72 @@ impl Conn<'_> {
                 Err(e) => return Err(format!("bad reply from the target: {e}")),
             }
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read(&mut chunk))
+            let n = tokio::time::timeout_at(until, self.stream.read(&mut chunk))
                 .await
-                .map_err(|_| format!("no reply within {} s", REPLY_TIMEOUT.as_secs()))?
+                .map_err(|_| format!("no complete reply within {} s", REPLY_TIMEOUT.as_secs()))?
                 .map_err(|e| format!("read: {e}"))?;
             if n == 0 {
                 return Err("the target closed the connection".into());
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.replies.push(&chunk[..n]);
         }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_all(bytes))
+            .await
+            .map_err(|_| {
+                format!(
+                    "write: the target took nothing for {} s",
+                    WRITE_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|e| format!("write: {e}"))
     }
 
     async fn send(&mut self, line: &str) -> Result<Reply, String> {
         self.log(false, line);
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+        self.write(format!("{line}\r\n").as_bytes()).await?;
         self.reply().await
     }
 }
 
-/// Inject one message; the outcome is an observation, never an error.
-pub async fn inject(target: SocketAddr, msg: &Outgoing, index: usize, rec: &Recorder) -> Injection {
+/// Inject one message, giving up at `deadline` (the scenario's); the
+/// outcome is an observation, never an error.
+pub async fn inject(
+    target: SocketAddr,
+    msg: &Outgoing,
+    index: usize,
+    rec: &Recorder,
+    deadline: tokio::time::Instant,
+) -> Injection {
     let at = rec.now();
     let mut accepted = false;
     let mut transcript = Vec::new();
-    let error = match TcpStream::connect(target).await {
-        Err(e) => Some(format!("cannot connect to the target at {target}: {e}")),
-        Ok(stream) => {
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target));
+    let error = match tokio::time::timeout_at(deadline, connect).await {
+        Err(_) => Some("the scenario's deadline passed while connecting to the target".into()),
+        Ok(Err(_)) => Some(format!(
+            "cannot connect to the target at {target}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+        Ok(Ok(Err(e))) => Some(format!("cannot connect to the target at {target}: {e}")),
+        Ok(Ok(Ok(stream))) => {
             let mut c = Conn {
                 stream,
-                buf: Vec::new(),
+                replies: ReplyReader::default(),
                 rec,
                 transcript: Vec::new(),
             };
-            let r = dialogue(&mut c, msg).await;
+            let r = tokio::time::timeout_at(deadline, dialogue(&mut c, msg)).await;
             transcript = std::mem::take(&mut c.transcript);
             match r {
-                Ok(ok) => {
+                Ok(Ok(ok)) => {
                     accepted = ok;
                     None
                 }
-                Err(e) => Some(e),
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some("the dialogue had not ended at the scenario's deadline".into()),
             }
         }
     };
@@ -210,10 +239,7 @@ async fn dialogue(c: &mut Conn<'_>, msg: &Outgoing) -> Result<bool, String> {
     }
     wire.extend_from_slice(b".\r\n");
     c.log(false, &format!("[message: {} octets]", msg.data.len()));
-    c.stream
-        .write_all(&wire)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
+    c.write(&wire).await?;
     let ok = c.reply().await?.class() == 2;
     let _ = c.send("QUIT").await;
     Ok(ok)

@@ -3,11 +3,14 @@
 //! A refused connection never reaches a fake host, so the hosts alone cannot
 //! tell that the target tried them. A packet socket on `lo` sees the SYN of
 //! every attempt, refused or not; only the namespace's own traffic is visible.
+//! A retransmitted SYN (same 4-tuple, same initial sequence number) is the
+//! same attempt and is not reported again.
 
 use nix::libc;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
 
@@ -19,9 +22,9 @@ pub struct ConnectAttempt {
     pub to: SocketAddrV4,
 }
 
-/// Parse an IPv4 packet; return (source, destination) when it is a TCP SYN
-/// without ACK. Total: any byte string gives a value or `None`.
-pub fn parse_syn(pkt: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
+/// Parse an IPv4 packet; return (source, destination, sequence number) when
+/// it is a TCP SYN without ACK. Total: any byte string gives a value or `None`.
+pub fn parse_syn(pkt: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4, u32)> {
     let first = *pkt.first()?;
     if first >> 4 != 4 || *pkt.get(9)? != 6 {
         return None;
@@ -38,10 +41,46 @@ pub fn parse_syn(pkt: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
     }
     let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
     let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     Some((
         SocketAddrV4::new(ip(12)?, sport),
         SocketAddrV4::new(ip(16)?, dport),
+        seq,
     ))
+}
+
+/// How long a SYN is remembered: longer than Linux retransmits an
+/// unanswered SYN (about 127 s with the default `tcp_syn_retries = 6`).
+pub const SYN_MEMORY: Duration = Duration::from_secs(300);
+/// Most SYNs remembered; older ones are forgotten first.
+pub const SYN_MEMORY_SIZE: usize = 65_536;
+
+/// Tells a new connection attempt from a retransmission of one already seen.
+#[derive(Debug, Default)]
+pub struct SynDedup {
+    seen: HashMap<(SocketAddrV4, SocketAddrV4), (u32, Instant)>,
+}
+
+impl SynDedup {
+    /// `true` when this SYN starts an attempt; `false` for a retransmission
+    /// (same 4-tuple and initial sequence number within [`SYN_MEMORY`]). A
+    /// reused 4-tuple with a new sequence number is a new attempt.
+    pub fn first(&mut self, from: SocketAddrV4, to: SocketAddrV4, seq: u32, now: Instant) -> bool {
+        if let Some(&(old, at)) = self.seen.get(&(from, to)) {
+            if old == seq && now.saturating_duration_since(at) < SYN_MEMORY {
+                return false;
+            }
+        }
+        if self.seen.len() >= SYN_MEMORY_SIZE {
+            self.seen
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < SYN_MEMORY);
+            if self.seen.len() >= SYN_MEMORY_SIZE {
+                self.seen.clear();
+            }
+        }
+        self.seen.insert((from, to), (seq, now));
+        true
+    }
 }
 
 /// Start watching; attempts are broadcast until the returned task is aborted.
@@ -82,6 +121,7 @@ pub fn start(
     let afd = unsafe { AsyncFd::register(fd)? };
     Ok(tokio::spawn(async move {
         let mut buf = [0u8; 256];
+        let mut dedup = SynDedup::default();
         loop {
             let Ok(mut guard) = afd.readable().await else {
                 return;
@@ -110,12 +150,11 @@ pub fn start(
                     continue;
                 }
                 let len = (n as usize).min(buf.len());
-                if let Some((from, to)) = parse_syn(&buf[..len]) {
-                    let _ = tx.send(ConnectAttempt {
-                        at: Instant::now(),
-                        from,
-                        to,
-                    });
+                if let Some((from, to, seq)) = parse_syn(&buf[..len]) {
+                    let at = Instant::now();
+                    if dedup.first(from, to, seq, at) {
+                        let _ = tx.send(ConnectAttempt { at, from, to });
+                    }
                 }
             }
         }
@@ -140,14 +179,50 @@ mod tests {
 
     #[test]
     fn finds_syns_only() {
-        let (from, to) = parse_syn(&packet(0x02)).unwrap();
+        let mut p = packet(0x02);
+        p[24..28].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+        let (from, to, seq) = parse_syn(&p).unwrap();
         assert_eq!(from, "127.0.0.1:40000".parse().unwrap());
         assert_eq!(to, "127.10.0.2:25".parse().unwrap());
+        assert_eq!(seq, 0xdead_beef);
         assert_eq!(parse_syn(&packet(0x12)), None, "SYN+ACK is an answer");
         assert_eq!(parse_syn(&packet(0x10)), None);
         let mut udp = packet(0x02);
         udp[9] = 17;
         assert_eq!(parse_syn(&udp), None);
+    }
+
+    #[test]
+    fn a_retransmitted_syn_is_the_same_attempt() {
+        let a: SocketAddrV4 = "127.0.0.1:40000".parse().unwrap();
+        let b: SocketAddrV4 = "127.0.0.1:40001".parse().unwrap();
+        let to: SocketAddrV4 = "127.10.0.2:25".parse().unwrap();
+        let t0 = Instant::now();
+        let mut d = SynDedup::default();
+        assert!(d.first(a, to, 7, t0));
+        assert!(
+            !d.first(a, to, 7, t0 + Duration::from_secs(1)),
+            "retransmission"
+        );
+        assert!(
+            !d.first(a, to, 7, t0 + Duration::from_secs(63)),
+            "late retransmission"
+        );
+        assert!(
+            d.first(b, to, 7, t0 + Duration::from_secs(2)),
+            "another source port"
+        );
+        assert!(
+            d.first(a, to, 8, t0 + Duration::from_secs(3)),
+            "4-tuple reused, new ISN"
+        );
+        assert!(d.first(a, to, 8, t0 + SYN_MEMORY * 3), "long forgotten");
+        // Memory stays bounded under a flood of distinct attempts.
+        for port in 0..(SYN_MEMORY_SIZE as u32 + 10) {
+            let from = SocketAddrV4::new(Ipv4Addr::new(127, 0, (port >> 16) as u8, 1), port as u16);
+            d.first(from, to, 1, t0);
+        }
+        assert!(d.seen.len() <= SYN_MEMORY_SIZE);
     }
 
     #[test]

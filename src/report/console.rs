@@ -45,10 +45,21 @@ impl Progress {
                 );
                 if st != Status::Pass {
                     let _ = write!(err, "{}", failure_text(r));
+                } else {
+                    let _ = write!(err, "{}", notes_text(r));
                 }
             }
         }
     }
+}
+
+/// What the harness noted about a scenario (a limit reached, accept failing).
+pub fn notes_text(r: &ScenarioResult) -> String {
+    r.observations
+        .harness
+        .iter()
+        .map(|n| format!("          harness: {n}\n"))
+        .collect()
 }
 
 /// The rule, each verdict that did not pass, and the fix hint.
@@ -65,6 +76,7 @@ pub fn failure_text(r: &ScenarioResult) -> String {
     if let Some(why) = &r.unsupported {
         t.push_str(&format!("          unsupported: {why}\n"));
     }
+    t.push_str(&notes_text(r));
     match (Status::of(r), &r.known) {
         (Status::Known, Some(why)) => {
             t.push_str(&format!("          known deviation of the target: {why}\n"))
@@ -151,6 +163,15 @@ pub fn summary(results: &[ScenarioResult], wall: Duration, startup: Duration) ->
         tot.err,
         tot.longest.as_secs_f64()
     ));
+    let noted = results
+        .iter()
+        .filter(|r| !r.observations.harness.is_empty())
+        .count();
+    if noted > 0 {
+        t.push_str(&format!(
+            "\n{noted} scenario(s) carry harness notes (a limit reached, a connection not accepted): see their verdicts\n"
+        ));
+    }
     if tot.gone > 0 {
         t.push_str(&format!(
             "\n{} known deviation(s) no longer seen (PASS*): update the known-deviations file\n",

@@ -72,6 +72,12 @@ pub fn report(results: &[ScenarioResult], target: &str, wall: Duration) -> Repor
         case.add_property(Property::new("target", target));
         case.add_property(Property::new("scenario-file", r.file.clone()));
         case.add_property(Property::new("target-instance", r.instance.clone()));
+        if !r.observations.harness.is_empty() {
+            case.add_property(Property::new(
+                "harness-notes",
+                r.observations.harness.join("; "),
+            ));
+        }
         if let Some(why) = &r.known {
             let v = if Status::of(r) == Status::NoLongerSeen {
                 format!("no longer seen: {why}")

@@ -10,11 +10,14 @@ use crate::suite::Scenario;
 use crate::target::knobs::{self, Knobs};
 use crate::target::{Mta, Spec, Support, TargetError, TargetOptions};
 use crate::world::{self, host::Host, Scope};
+use futures::FutureExt;
 use judge::{decide, waits_for_quiet, window_end, Ctx, Decision};
 use observe::{ConnectSeen, DnsQuery, Observations, Recorder};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -288,13 +291,14 @@ pub async fn run_all(
     let futures = scenarios.into_iter().enumerate().map(|(i, sc)| async move {
         events(Event::Started { id: sc.id.clone() });
         let group = Group::of(&sc, services_ref.mta);
+        let fallback = ScenarioResult::new(&sc, &Scope::new(i));
         let mut r = match services_ref.instances.iter().find(|x| x.group == group) {
             _ if unsupported(&sc, services_ref.mta).is_some() => {
                 let mut r = ScenarioResult::new(&sc, &Scope::new(i));
                 r.unsupported = unsupported(&sc, services_ref.mta);
                 r
             }
-            Some(inst) => run_one(services_ref, inst.target.as_ref(), i, sc).await,
+            Some(inst) => guarded(fallback, run_one(services_ref, inst.target.as_ref(), i, sc)).await,
             None => {
                 let why = services_ref
                     .failed
@@ -315,6 +319,126 @@ pub async fn run_all(
     });
     // Scenarios borrow the shared services, so they run as futures on this task.
     futures::future::join_all(futures).await
+}
+
+/// Run one scenario's future; a panic in it becomes that scenario's harness
+/// error (on `fallback`), so one bad scenario never takes the others down.
+pub async fn guarded(
+    mut fallback: ScenarioResult,
+    scenario: impl Future<Output = ScenarioResult>,
+) -> ScenarioResult {
+    match AssertUnwindSafe(scenario).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            fallback.error = Some(format!(
+                "the harness failed on this scenario (a bug in mtaspec; the other scenarios ran on): {why}"
+            ));
+            fallback
+        }
+    }
+}
+
+/// Removes a scenario's DNS zone when dropped, also if the scenario panicked.
+struct ZoneGuard<'a> {
+    dns: &'a fake_dns::DnsHandle,
+    origin: String,
+}
+
+impl Drop for ZoneGuard<'_> {
+    fn drop(&mut self) {
+        self.dns.remove_zone(&self.origin);
+    }
+}
+
+/// Record the connection attempts to `addrs` (a scenario's hosts) from the
+/// lab's SYN watcher. Attempts lost because this receiver fell behind are
+/// recorded as lost: any of them may have been this scenario's.
+pub async fn watch_syns(
+    mut rx: broadcast::Receiver<sniff::ConnectAttempt>,
+    rec: Recorder,
+    addrs: Arc<Vec<(Ipv4Addr, String)>>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(a) => {
+                if let Some((_, key)) = addrs.iter().find(|(ip, _)| *ip == *a.to.ip()) {
+                    let at = rec.since(a.at);
+                    rec.update(|o| {
+                        o.connect(ConnectSeen {
+                            host: key.clone(),
+                            at,
+                        })
+                    });
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => rec.update(|o| {
+                o.lose(format!(
+                    "the connection watcher fell behind and lost {n} connection attempt(s) of the lab"
+                ))
+            }),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Record the fake DNS's queries for names at or below `origin` (a
+/// scenario's); queries lost because this receiver fell behind are recorded
+/// as lost.
+pub async fn watch_dns(
+    mut rx: broadcast::Receiver<fake_dns::QueryLogEntry>,
+    rec: Recorder,
+    origin: String,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(q) => {
+                if q.name == origin || q.name.ends_with(&format!(".{origin}")) {
+                    let at = rec.since_wall(q.at);
+                    rec.update(|o| {
+                        o.query(DnsQuery {
+                            at,
+                            name: q.name.clone(),
+                            qtype: q.qtype.clone(),
+                            outcome: format!("{:?}", q.outcome),
+                        })
+                    });
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => rec.update(|o| {
+                o.lose(format!(
+                    "the DNS query log fell behind and lost {n} query(ies) of the lab"
+                ))
+            }),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Say what the harness noted with every verdict, and make lost observations
+/// the scenario's harness error: a negative expectation must never pass on
+/// observations that were not all seen.
+pub fn conclude(result: &mut ScenarioResult, o: &Observations) {
+    if !o.harness.is_empty() {
+        let notes = o.harness.join("; ");
+        for v in &mut result.verdicts {
+            v.decision = match std::mem::replace(&mut v.decision, Decision::Pending) {
+                Decision::Pass(t) => Decision::Pass(format!("{t} [harness: {notes}]")),
+                Decision::Fail(t) => Decision::Fail(format!("{t} [harness: {notes}]")),
+                Decision::Pending => Decision::Pending,
+            };
+        }
+    }
+    if !o.lost.is_empty() && result.error.is_none() {
+        result.error = Some(format!(
+            "observations were lost, so the verdicts cannot be trusted: {}",
+            o.lost.join("; ")
+        ));
+    }
 }
 
 /// One scenario: world up, inject, judge on every event, world down.
@@ -338,6 +462,10 @@ pub async fn run_one(
         result.error = Some(format!("cannot build the scenario's DNS zone: {e}"));
         return result;
     }
+    let zone = ZoneGuard {
+        dns: &services.dns,
+        origin: origin.clone(),
+    };
     let mut hosts = Vec::new();
     let mut watchers = tokio::task::JoinSet::new();
     let addrs: Arc<Vec<(std::net::Ipv4Addr, String)>> = Arc::new(
@@ -347,58 +475,13 @@ pub async fn run_one(
             .map(|(i, h)| (scope.host_addr(i), h.key.clone()))
             .collect(),
     );
-    // Connection attempts to this scenario's addresses.
-    {
-        let mut rx = services.syns.subscribe();
-        let rec = rec.clone();
-        let addrs = addrs.clone();
-        watchers.spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(a) => {
-                        if let Some((_, key)) = addrs.iter().find(|(ip, _)| *ip == *a.to.ip()) {
-                            let at = rec.since(a.at);
-                            rec.update(|o| {
-                                o.connects.push(ConnectSeen {
-                                    host: key.clone(),
-                                    at,
-                                })
-                            });
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return,
-                }
-            }
-        });
-    }
-    // DNS queries for this scenario's names.
-    {
-        let mut rx = services.dns.subscribe();
-        let rec = rec.clone();
-        let origin = origin.clone();
-        watchers.spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(q) => {
-                        if q.name == origin || q.name.ends_with(&format!(".{origin}")) {
-                            let at = rec.since_wall(q.at);
-                            rec.update(|o| {
-                                o.dns.push(DnsQuery {
-                                    at,
-                                    name: q.name.clone(),
-                                    qtype: q.qtype.clone(),
-                                    outcome: format!("{:?}", q.outcome),
-                                })
-                            });
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return,
-                }
-            }
-        });
-    }
+    // Connection attempts to this scenario's addresses, and DNS queries for its names.
+    watchers.spawn(watch_syns(services.syns.subscribe(), rec.clone(), addrs));
+    watchers.spawn(watch_dns(
+        services.dns.subscribe(),
+        rec.clone(),
+        origin.clone(),
+    ));
     for (i, h) in sc.hosts.iter().enumerate() {
         let addr = SocketAddr::from((scope.host_addr(i), 25));
         match Host::start(h.clone(), addr, rec.clone()).await {
@@ -411,6 +494,7 @@ pub async fn run_one(
 
     if result.error.is_none() {
         let smtp = target.smtp_addr();
+        let deadline = tokio::time::Instant::from_std(rec.start + sc.deadline);
         for (n, m) in sc.messages.iter().enumerate() {
             let from = if m.from.is_empty() {
                 String::new()
@@ -421,7 +505,7 @@ pub async fn run_one(
             let header_from = m.header_from.as_ref().map(|h| scope.address(h));
             match client::compose(m, &from, header_from.as_deref(), &to) {
                 Ok(out) => {
-                    let inj = client::inject(smtp, &out, n, &rec).await;
+                    let inj = client::inject(smtp, &out, n, &rec, deadline).await;
                     rec.update(|o| o.injections.push(inj));
                 }
                 Err(e) => {
@@ -441,8 +525,10 @@ pub async fn run_one(
         h.stop();
     }
     watchers.abort_all();
-    services.dns.remove_zone(&origin);
-    result.observations = std::mem::take(&mut *rec.lock());
+    drop(zone);
+    let observed = std::mem::take(&mut *rec.lock());
+    conclude(&mut result, &observed);
+    result.observations = observed;
     result
 }
 
@@ -567,5 +653,7 @@ async fn judge_loop(
         .collect()
 }
 
+#[cfg(test)]
+mod robust_tests;
 #[cfg(test)]
 mod tests;

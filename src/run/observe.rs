@@ -18,6 +18,75 @@ pub struct Observations {
     pub dns: Vec<DnsQuery>,
     /// The target's queue, read once when the scenario ends (if it asks).
     pub queue: Option<Result<Vec<crate::target::Queued>, String>>,
+    /// What the harness had to cut or could not do (a limit reached, a
+    /// failing `accept`): said with every verdict of the scenario.
+    pub harness: Vec<String>,
+    /// Observations lost (an observer fell behind, a limit dropped them):
+    /// the verdicts cannot be trusted, so the scenario is a harness error.
+    pub lost: Vec<String>,
+}
+
+/// What one scenario keeps at most, so that a hostile or broken target
+/// cannot make the harness eat memory. Each limit is far above what any
+/// scenario needs; reaching one is reported with the scenario's verdicts.
+pub mod limits {
+    /// Sessions the fake hosts of one scenario serve; later connections are
+    /// closed at once (and the scenario becomes a harness error).
+    pub const SESSIONS: usize = 1000;
+    /// Transcript lines kept per session (later lines are not kept).
+    pub const TRANSCRIPT_LINES: usize = 2000;
+    /// Commands a fake host answers in one session; then `421` and close.
+    pub const COMMANDS: usize = 1000;
+    /// Messages the fake hosts of one scenario keep.
+    pub const MESSAGES: usize = 200;
+    /// Octets of message data the fake hosts of one scenario keep.
+    pub const MESSAGE_OCTETS: usize = 64 * 1024 * 1024;
+    /// Connection attempts (SYNs) and DNS queries kept per scenario.
+    pub const EVENTS: usize = 10_000;
+    /// Distinct harness notes kept per scenario.
+    pub const NOTES: usize = 32;
+}
+
+impl Observations {
+    /// Note something the harness had to cut or could not do (once per text).
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if self.harness.len() < limits::NOTES && !self.harness.contains(&text) {
+            self.harness.push(text);
+        }
+    }
+
+    /// Note that observations were lost (once per text); see [`Observations::lost`].
+    pub fn lose(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if self.lost.len() < limits::NOTES && !self.lost.contains(&text) {
+            self.lost.push(text);
+        }
+    }
+
+    /// Record a connection attempt, within [`limits::EVENTS`].
+    pub fn connect(&mut self, c: ConnectSeen) {
+        if self.connects.len() < limits::EVENTS {
+            self.connects.push(c);
+        } else {
+            self.lose(format!(
+                "more than {} connection attempts: later ones were not kept",
+                limits::EVENTS
+            ));
+        }
+    }
+
+    /// Record a DNS query, within [`limits::EVENTS`].
+    pub fn query(&mut self, q: DnsQuery) {
+        if self.dns.len() < limits::EVENTS {
+            self.dns.push(q);
+        } else {
+            self.lose(format!(
+                "more than {} DNS queries: later ones were not kept",
+                limits::EVENTS
+            ));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

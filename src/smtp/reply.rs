@@ -422,6 +422,119 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, us
     }
 }
 
+/// Reads replies from a byte stream as it arrives, looking at each byte a
+/// bounded number of times: the search for a line end resumes where it
+/// stopped, each complete line is checked once, and the whole reply is
+/// parsed once more when its last line arrives (so the work is linear in
+/// the bytes read, however they are split). Errors are those of
+/// [`parse_reply`], as early as it gives them.
+#[derive(Debug, Default)]
+pub struct ReplyReader {
+    buf: Vec<u8>,
+    /// Start of the line not yet complete.
+    line_start: usize,
+    /// Where the search for its line end goes on.
+    scanned: usize,
+    /// Complete lines of the reply in progress.
+    lines: usize,
+    /// The code of its first line.
+    first: Option<u16>,
+}
+
+impl ReplyReader {
+    /// Append bytes read from the peer.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Octets held (the reply in progress and anything after it).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete reply, `Ok(None)` if more bytes are needed.
+    pub fn next(&mut self, limits: &ReplyLimits) -> Result<Option<Reply>, ReplyError> {
+        loop {
+            if self.lines >= limits.max_lines {
+                return Err(ReplyError::TooManyLines {
+                    limit: limits.max_lines,
+                });
+            }
+            let line_no = self.lines + 1;
+            let Some(nl) = find_lf(&self.buf[self.scanned..]).map(|i| self.scanned + i) else {
+                self.scanned = self.buf.len();
+                let part = &self.buf[self.line_start..];
+                check_head(&part[..part.len().min(4)], line_no)?;
+                let max = limits.max_line.saturating_add(1);
+                if part.len() > max || (part.len() == max && part.last() != Some(&b'\r')) {
+                    return Err(ReplyError::LineTooLong {
+                        line: line_no,
+                        limit: limits.max_line,
+                    });
+                }
+                return Ok(None);
+            };
+            let line = &self.buf[self.line_start..=nl];
+            let last = parse_reply(line, limits).map_err(|e| renumber(e, self.lines))?;
+            if let Some(found) = check_head(&line[..line.len().min(4)], line_no)? {
+                match self.first {
+                    Some(first) if first != found => {
+                        return Err(ReplyError::CodeMismatch {
+                            line: line_no,
+                            first,
+                            found,
+                        })
+                    }
+                    _ => self.first = Some(found),
+                }
+            }
+            self.line_start = nl + 1;
+            self.scanned = nl + 1;
+            self.lines += 1;
+            if last.is_some() {
+                let whole = parse_reply(&self.buf[..=nl], limits);
+                self.buf.drain(..=nl);
+                self.line_start = 0;
+                self.scanned = 0;
+                self.lines = 0;
+                self.first = None;
+                return match whole? {
+                    Some((reply, _)) => Ok(Some(reply)),
+                    None => Err(ReplyError::Incomplete),
+                };
+            }
+        }
+    }
+}
+
+/// An error found in a line read on its own, numbered within its reply.
+fn renumber(e: ReplyError, before: usize) -> ReplyError {
+    use ReplyError::*;
+    match e {
+        LineTooLong { line, limit } => LineTooLong {
+            line: line + before,
+            limit,
+        },
+        BadCode { line } => BadCode {
+            line: line + before,
+        },
+        CodeOutOfRange { line, code } => CodeOutOfRange {
+            line: line + before,
+            code,
+        },
+        BadSeparator { line, found } => BadSeparator {
+            line: line + before,
+            found,
+        },
+        CodeMismatch { line, first, found } => CodeMismatch {
+            line: line + before,
+            first,
+            found,
+        },
+        e => e,
+    }
+}
+
 /// Reads the three-digit code at the start of `s` if it is followed by
 /// `-`, space or the end; returns code, separator and rest.
 fn lead_code(s: &str) -> Option<(u16, Option<u8>, &str)> {
@@ -722,6 +835,48 @@ mod tests {
             prop_assert_eq!(back.lines, r.lines.clone());
             let parsed: Reply = wire.parse().unwrap();
             prop_assert_eq!(parsed, r);
+        }
+
+        #[test]
+        fn reader_agrees_with_parse_reply_however_bytes_arrive(
+            tokens in proptest::collection::vec(prop_oneof![
+                Just(b"250-a\r\n".to_vec()), Just(b"250 b\r\n".to_vec()), Just(b"550-c\n".to_vec()),
+                Just(b"550 d\r\n".to_vec()), Just(b"250".to_vec()), Just(b"\r\n".to_vec()),
+                Just(b"xxxxxx".to_vec()), proptest::collection::vec(any::<u8>(), 0..4),
+            ], 0..12),
+            cuts in proptest::collection::vec(1usize..9, 1..40),
+        ) {
+            let stream = tokens.concat();
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for c in cuts.iter().cycle() {
+                if at >= stream.len() {
+                    break;
+                }
+                let end = (at + c).min(stream.len());
+                parts.push(&stream[at..end]);
+                at = end;
+            }
+            let l = ReplyLimits { max_line: 8, max_lines: 3 };
+            let (mut reader, mut model) = (ReplyReader::default(), Vec::new());
+            'feed: for p in parts {
+                reader.push(p);
+                model.extend_from_slice(p);
+                loop {
+                    let want = parse_reply(&model, &l);
+                    let got = reader.next(&l);
+                    match (want, got) {
+                        (Ok(Some((w, used))), Ok(Some(g))) => {
+                            prop_assert_eq!(w, g);
+                            model.drain(..used);
+                        }
+                        (Ok(None), Ok(None)) => break,
+                        (Err(w), Err(g)) => { prop_assert_eq!(w, g); break 'feed; }
+                        (w, g) => prop_assert!(false, "parse_reply {:?} but reader {:?} on {:?}", w, g, model),
+                    }
+                }
+                prop_assert_eq!(reader.buffered(), model.len());
+            }
         }
 
         #[test]

@@ -676,6 +676,18 @@ impl Validator<'_> {
             let x = match e.get_ref() {
                 ExpectFile::Delivered(d) => {
                     known(&d.host)?;
+                    if d.rcpt.as_ref().is_some_and(Vec::is_empty) {
+                        return Err(self.error(
+                            span,
+                            "`rcpt = []` names no recipient, so the delivery could never be checked: \
+                             list the recipients, or leave `rcpt` out to mean the first message's `to`",
+                        ));
+                    }
+                    if let Some(r) = d.rcpt.iter().flatten().find(|r| !r.contains('@')) {
+                        return Err(
+                            self.error(span, format!("`{r}` is not an address (local@domain)"))
+                        );
+                    }
                     Expect::Delivered {
                         host: d.host.clone(),
                         rcpt: d.rcpt.clone().unwrap_or_else(|| messages[0].to.clone()),

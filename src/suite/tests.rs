@@ -138,6 +138,17 @@ fn expectations_name_declared_hosts() {
     assert!(msg.contains("unknown variant `teleported`"), "{msg}");
 }
 
+#[test]
+fn a_delivery_with_no_recipient_is_refused_at_load() {
+    let (line, msg) = err(&with_expect(r#"delivered = { host = "mx10", rcpt = [] }"#));
+    assert_eq!(line, 22);
+    assert!(msg.contains("`rcpt = []` names no recipient"), "{msg}");
+    let (_, msg) = err(&with_expect(
+        r#"delivered = { host = "mx10", rcpt = ["bob"] }"#,
+    ));
+    assert!(msg.contains("`bob` is not an address"), "{msg}");
+}
+
 fn with_expect(expect: &str) -> String {
     GOOD.replace("delivered = { host = \"mx10\" }", expect)
 }

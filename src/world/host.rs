@@ -1,10 +1,12 @@
 //! World stage: a scripted fake remote host, answering the target's deliveries per attempt and per command.
 //!
 //! Everything the target sends is read with bounds (line length, message
-//! size, idle time) so a broken or hostile peer cannot make the host hang the
-//! run or eat memory.
+//! size, idle time) and what is kept is capped per scenario (sessions,
+//! transcript lines, commands, messages: [`limits`]), so a broken or hostile
+//! peer cannot make the host hang the run or eat memory. A cap reached is
+//! recorded in the observations and said with the verdicts.
 
-use crate::run::observe::{Delivery, Line, Recorder, Session};
+use crate::run::observe::{limits, Delivery, Line, Recorder, Session};
 use crate::smtp::command::{Command, MAX_COMMAND_LINE};
 use crate::suite::{Connect, HostSpec, Step};
 use std::net::SocketAddr;
@@ -19,6 +21,9 @@ use tokio::task::JoinSet;
 pub const MAX_MESSAGE: usize = 10 * 1024 * 1024;
 /// A peer that says nothing for this long is disconnected.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// First and longest pause after a failing `accept` (e.g. out of descriptors).
+pub const ACCEPT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(1));
 
 /// A running fake host; dropping it stops its listener and sessions.
 pub struct Host {
@@ -51,34 +56,65 @@ async fn serve(listener: TcpListener, spec: Arc<HostSpec>, rec: Recorder) {
     let mut sessions = JoinSet::new();
     let stop_at = spec.refuses_from();
     let mut listener = Some(listener);
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let Some(l) = listener.as_ref() else {
             // The script went on to refuse: keep serving the open sessions only.
             while sessions.join_next().await.is_some() {}
             return;
         };
-        let Ok((stream, _)) = l.accept().await else {
-            continue;
+        // Finished sessions leave the set, so a long run does not pile them up.
+        while sessions.try_join_next().is_some() {}
+        let stream = match l.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF.0;
+                stream
+            }
+            Err(e) => {
+                // The pending connection stays queued: retrying at once would
+                // spin. Pause, longer each time, and say so with the verdicts.
+                rec.update(|o| {
+                    o.note(format!(
+                        "fake host `{}` could not accept a connection ({e}); it paused and retried",
+                        spec.key
+                    ))
+                });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
+            }
         };
         let n = counter.fetch_add(1, Ordering::SeqCst);
         if stop_at == Some(n + 1) {
             listener = None; // later attempts are refused by the kernel
         }
+        let at = rec.now();
+        let admitted = rec.update(|o| {
+            if o.sessions.len() >= limits::SESSIONS {
+                o.lose(format!(
+                    "the target opened more than {} sessions to the fake hosts: later ones were closed at once and not recorded",
+                    limits::SESSIONS
+                ));
+                return None;
+            }
+            o.sessions.push(Session {
+                host: spec.key.clone(),
+                attempt: n,
+                at,
+                transcript: Vec::new(),
+                deliveries: Vec::new(),
+                closed: false,
+                after_refusal: Vec::new(),
+            });
+            Some(o.sessions.len() - 1)
+        });
+        let Some(idx) = admitted else {
+            drop(stream);
+            continue;
+        };
         let spec = spec.clone();
         let rec = rec.clone();
         sessions.spawn(async move {
-            let idx = rec.update(|o| {
-                o.sessions.push(Session {
-                    host: spec.key.clone(),
-                    attempt: n,
-                    at: rec.now(),
-                    transcript: Vec::new(),
-                    deliveries: Vec::new(),
-                    closed: false,
-                    after_refusal: Vec::new(),
-                });
-                o.sessions.len() - 1
-            });
             let log = SessionLog {
                 rec: rec.clone(),
                 idx,
@@ -111,12 +147,21 @@ impl SessionLog {
         }
         let at = self.rec.now();
         self.rec.update(|o| {
-            if let Some(s) = o.sessions.get_mut(self.idx) {
+            let Some(s) = o.sessions.get_mut(self.idx) else {
+                return;
+            };
+            if s.transcript.len() < limits::TRANSCRIPT_LINES {
                 s.transcript.push(Line {
                     at,
                     from_peer,
                     text,
                 });
+            } else {
+                let host = s.host.clone();
+                o.note(format!(
+                    "a session with fake host `{host}` passed {} transcript lines: later lines were not kept",
+                    limits::TRANSCRIPT_LINES
+                ));
             }
         });
     }
@@ -150,11 +195,11 @@ async fn act(
         }
         Step::Stall => {
             log.line(false, "[stall]");
-            // Say nothing until the peer gives up (or the scenario ends).
-            let mut sink = Vec::new();
-            let _ =
-                tokio::time::timeout(IDLE_TIMEOUT * 5, read_line(stream, &mut sink, usize::MAX))
-                    .await;
+            // Say nothing until the peer gives up (or the scenario ends);
+            // what it sends meanwhile is read and thrown away, never kept.
+            if let Ok(Ok(n)) = tokio::time::timeout(IDLE_TIMEOUT * 5, discard(stream)).await {
+                log.line(true, &format!("[closed after {n} octets ignored]"));
+            }
             Ok(Flow::Close)
         }
     }
@@ -200,8 +245,21 @@ async fn session(
     let mut rcpts: Vec<String> = Vec::new();
     let mut rcpt_n = 0;
     let mut line = Vec::new();
+    let mut commands = 0usize;
     loop {
         line.clear();
+        if commands == limits::COMMANDS {
+            log.rec.update(|o| {
+                o.note(format!(
+                    "the target sent more than {} commands in one session with fake host `{}`: it was answered 421 and closed",
+                    limits::COMMANDS, spec.key
+                ))
+            });
+            let bye = Step::Reply(vec!["421 4.7.0 too many commands, closing".into()]);
+            act(&mut s, &bye, log).await?;
+            return Ok(());
+        }
+        commands += 1;
         match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut s, &mut line, MAX_COMMAND_LINE))
             .await
         {
@@ -308,11 +366,7 @@ async fn session(
                             rcpts: rcpts.clone(),
                             data,
                         };
-                        log.rec.update(|o| {
-                            if let Some(s) = o.sessions.get_mut(log.idx) {
-                                s.deliveries.push(d);
-                            }
-                        });
+                        log.rec.update(|o| keep(o, log.idx, d));
                     }
                     mail_from = None;
                     rcpts.clear();
@@ -338,6 +392,34 @@ async fn session(
         if matches!(&step, Step::Reply(l) if l.last().is_some_and(|x| x.starts_with("421"))) {
             return Ok(());
         }
+    }
+}
+
+/// Store a delivery in session `idx`, within the scenario's message limits.
+fn keep(o: &mut crate::run::observe::Observations, idx: usize, d: Delivery) {
+    let all = o.sessions.iter().flat_map(|s| &s.deliveries);
+    let (count, octets) = all.fold((0, 0), |(c, n), x| (c + 1, n + x.data.len()));
+    if count >= limits::MESSAGES || octets + d.data.len() > limits::MESSAGE_OCTETS {
+        o.lose(format!(
+            "the fake hosts received more than {} messages or {} MiB: later messages were not kept",
+            limits::MESSAGES,
+            limits::MESSAGE_OCTETS >> 20
+        ));
+    } else if let Some(s) = o.sessions.get_mut(idx) {
+        s.deliveries.push(d);
+    }
+}
+
+/// Read and throw away everything until the end of the stream; returns the octets read.
+async fn discard<R: AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<u64> {
+    let mut n = 0u64;
+    loop {
+        let len = r.fill_buf().await?.len();
+        if len == 0 {
+            return Ok(n);
+        }
+        n += len as u64;
+        r.consume(len);
     }
 }
 

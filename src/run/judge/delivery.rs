@@ -31,15 +31,14 @@ impl Check for Delivered<'_> {
             got.iter()
                 .any(|d| d.rcpts.iter().any(|x| x.eq_ignore_ascii_case(r)))
         };
-        if want.iter().all(have) {
-            let d = got
+        // The loader refuses an empty `rcpt`; should one get here anyway it
+        // is a failure, never a pass on nothing (nor a panic).
+        let found = got.iter().find(|d| {
+            d.rcpts
                 .iter()
-                .find(|d| {
-                    d.rcpts
-                        .iter()
-                        .any(|x| want.iter().any(|w| x.eq_ignore_ascii_case(w)))
-                })
-                .unwrap_or(&got[0]);
+                .any(|x| want.iter().any(|w| x.eq_ignore_ascii_case(w)))
+        });
+        if let (false, Some(d)) = (want.is_empty(), found.filter(|_| want.iter().all(have))) {
             Decision::Pass(format!(
                 "delivered via {host} (attempt {}) at {:.3} s",
                 d.attempt + 1,

@@ -142,3 +142,52 @@ async fn reset_and_drop_close_at_once() {
         .unwrap();
     assert_eq!(n, 0, "closed without a greeting");
 }
+
+#[test]
+fn kept_messages_are_capped_per_scenario_and_the_loss_is_recorded() {
+    use crate::run::observe::{limits, Observations};
+    let mut o = Observations::default();
+    for host in ["a", "b"] {
+        o.sessions.push(Session {
+            host: host.into(),
+            attempt: 0,
+            at: Duration::ZERO,
+            transcript: Vec::new(),
+            deliveries: Vec::new(),
+            closed: false,
+            after_refusal: Vec::new(),
+        });
+    }
+    let d = |octets: usize| Delivery {
+        host: "a".into(),
+        attempt: 0,
+        at: Duration::ZERO,
+        mail_from: "x@y.test".into(),
+        mail_params: Vec::new(),
+        rcpts: vec!["r@y.test".into()],
+        data: vec![b'x'; octets],
+    };
+    // The count limit spans every session of the scenario.
+    for i in 0..limits::MESSAGES + 5 {
+        keep(&mut o, i % 2, d(10));
+    }
+    let kept: usize = o.sessions.iter().map(|s| s.deliveries.len()).sum();
+    assert_eq!(kept, limits::MESSAGES);
+    assert_eq!(o.lost.len(), 1, "said once: {:?}", o.lost);
+    // So does the octet limit.
+    let mut o2 = Observations {
+        sessions: o.sessions.clone(),
+        ..Default::default()
+    };
+    o2.sessions.iter_mut().for_each(|s| s.deliveries.clear());
+    keep(&mut o2, 0, d(limits::MESSAGE_OCTETS - 100));
+    keep(&mut o2, 1, d(100));
+    assert!(o2.lost.is_empty());
+    keep(&mut o2, 1, d(1));
+    assert_eq!(o2.sessions[1].deliveries.len(), 1);
+    assert!(
+        o2.lost[0].contains("later messages were not kept"),
+        "{:?}",
+        o2.lost
+    );
+}
