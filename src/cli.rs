@@ -59,6 +59,9 @@ pub enum Cmd {
         #[arg(default_value = "suites")]
         paths: Vec<PathBuf>,
     },
+    /// Run the suites against several MTAs at once and write the side-by-side
+    /// table (Markdown) and one JUnit file per target (needs root).
+    Matrix(MatrixArgs),
     /// List the MTAs mtaspec can test: installed or not, version, knobs each can set.
     Targets,
     /// Parse bounce messages (DSNs) and judge their RFC 3464 conformance.
@@ -70,6 +73,25 @@ pub enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    /// Suite folders or scenario files.
+    #[arg(default_value = "suites")]
+    pub paths: Vec<PathBuf>,
+    /// Comma-separated targets (default: every installed one; see `mtaspec targets`).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub targets: Vec<String>,
+    /// Write the Markdown table here.
+    #[arg(long, value_name = "FILE", default_value = "mtaspec-matrix.md")]
+    pub out: PathBuf,
+    /// Write one JUnit file per target into DIR (`DIR/<target>.junit.xml`).
+    #[arg(long, value_name = "DIR")]
+    pub junit_dir: Option<PathBuf>,
+    /// Print each scenario's start and full observations of failures.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -112,6 +134,7 @@ pub fn main() -> ExitCode {
         Cmd::List { paths } => list(&paths),
         Cmd::Dsn { json, files } => dsn(json, &files),
         Cmd::Targets => targets(),
+        Cmd::Matrix(args) => matrix(args),
         Cmd::Check { paths } => check(&paths),
         Cmd::Run(args) => run(args),
     }
@@ -328,6 +351,187 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let plan = Plan {
+        targets: vec![(mta, known)],
+        opts,
+        verbose: args.verbose,
+    };
+    in_lab(|lab| {
+        Box::pin(async move {
+            let Some((begin, startup, mut outcomes)) = run_plan(lab, &plan, scenarios).await else {
+                return ExitCode::from(2);
+            };
+            let (mta, results) = outcomes.remove(0);
+            let wall = begin.elapsed();
+            // A reader that has gone (closed pipe) does not change the outcome.
+            let _ = outln!(
+                "{}",
+                console::summary(&results, wall, startup).trim_end_matches('\n')
+            );
+            if let Some(path) = &args.junit {
+                let report = junit::report(&results, mta.name(), wall);
+                if let Err(e) = junit::write(&report, path) {
+                    errln!("error: cannot write JUnit to {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+                errln!("JUnit written to {}", path.display());
+            }
+            exit_status(&results, args.strict)
+        })
+    })
+}
+
+fn matrix(args: MatrixArgs) -> ExitCode {
+    let scenarios = match load(&args.paths) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut targets = Vec::new();
+    let named = !args.targets.is_empty();
+    let chosen: Vec<&'static dyn crate::target::Mta> = if named {
+        let mut v = Vec::new();
+        for n in &args.targets {
+            match crate::target::by_name(n) {
+                Ok(m) => v.push(m),
+                Err(e) => {
+                    errln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        v
+    } else {
+        crate::target::all()
+    };
+    for m in chosen {
+        match m.version() {
+            Ok(v) => targets.push((m, v)),
+            Err(e) if named => {
+                errln!("error: target {}: {e}", m.name());
+                return ExitCode::from(2);
+            }
+            Err(e) => errln!("note: skipping {}: {e}", m.name()),
+        }
+    }
+    if targets.is_empty() {
+        errln!("error: no target is installed; run `scripts/setup --targets all`");
+        return ExitCode::from(2);
+    }
+    let mut with_known = Vec::new();
+    for (m, _) in &targets {
+        let known = match suite::known::Known::find(&args.paths, m.name())
+            .as_deref()
+            .map(suite::known::Known::load)
+        {
+            None => suite::known::Known::default(),
+            Some(Ok(k)) => k,
+            Some(Err(e)) => {
+                errln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        with_known.push((*m, known));
+    }
+    let plan = Plan {
+        targets: with_known,
+        opts: TargetOptions::default(),
+        verbose: args.verbose,
+    };
+    in_lab(|lab| {
+        Box::pin(async move {
+            let Some((begin, _startup, outcomes)) = run_plan(lab, &plan, scenarios).await else {
+                return ExitCode::from(2);
+            };
+            let wall = begin.elapsed();
+            let columns: Vec<crate::report::matrix::Column> = outcomes
+                .iter()
+                .zip(&targets)
+                .map(
+                    |((m, results), (_, version))| crate::report::matrix::Column {
+                        target: m.name(),
+                        version: version.clone(),
+                        results,
+                        longest: crate::report::matrix::longest(results),
+                    },
+                )
+                .collect();
+            let table = crate::report::matrix::markdown(&columns, wall);
+            if let Err(e) = std::fs::write(&args.out, &table) {
+                errln!("error: cannot write {}: {e}", args.out.display());
+                return ExitCode::from(2);
+            }
+            for c in &columns {
+                let _ = outln!(
+                    "{}",
+                    console::summary(c.results, c.longest, Default::default())
+                        .trim_end_matches('\n')
+                        .replace("\ntotal", &format!("\ntotal ({})", c.target))
+                );
+            }
+            errln!(
+                "matrix written to {} ({} targets, wall time {:.1} s)",
+                args.out.display(),
+                columns.len(),
+                wall.as_secs_f64()
+            );
+            if let Some(dir) = &args.junit_dir {
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    errln!("error: cannot create {}: {e}", dir.display());
+                    return ExitCode::from(2);
+                }
+                for c in &columns {
+                    let path = dir.join(format!("{}.junit.xml", c.target));
+                    let report = junit::report(c.results, c.target, wall);
+                    if let Err(e) = junit::write(&report, &path) {
+                        errln!("error: cannot write JUnit to {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                }
+                errln!("JUnit written to {}/<target>.junit.xml", dir.display());
+            }
+            let statuses: Vec<Status> = outcomes
+                .iter()
+                .flat_map(|(_, r)| r.iter().map(Status::of))
+                .collect();
+            if statuses.contains(&Status::Error) {
+                ExitCode::from(2)
+            } else if statuses.contains(&Status::Fail) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        })
+    })
+}
+
+/// 2 when the harness could not decide a scenario, 1 when one failed (or,
+/// with `strict`, deviated), else 0.
+fn exit_status(results: &[run::ScenarioResult], strict: bool) -> ExitCode {
+    let statuses: Vec<Status> = results.iter().map(Status::of).collect();
+    if statuses.contains(&Status::Error) {
+        ExitCode::from(2)
+    } else if statuses.contains(&Status::Fail)
+        || (strict
+            && (statuses.contains(&Status::Deviation) || statuses.contains(&Status::NoLongerSeen)))
+    {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// What to run in the lab: one or more MTAs, each with its known deviations.
+struct Plan {
+    targets: Vec<(&'static dyn crate::target::Mta, suite::known::Known)>,
+    opts: TargetOptions,
+    verbose: bool,
+}
+
+type LabFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode> + 'a>>;
+
+/// Enter the lab (before any thread exists), start the async runtime, run
+/// `body`, and tear everything down — also on Ctrl-C (130) and SIGTERM (143).
+fn in_lab(body: impl for<'a> FnOnce(&'a crate::lab::Lab) -> LabFuture<'a>) -> ExitCode {
     // The lab must exist before any thread does (unshare of the mount namespace).
     let lab = match crate::lab::enter() {
         Ok(l) => l,
@@ -346,7 +550,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = rt.block_on(async move {
+    let code = rt.block_on(async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {
@@ -355,7 +559,7 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         tokio::select! {
-            code = run_in_lab(&lab, mta, &args, &opts, &known, scenarios) => code,
+            code = body(&lab) => code,
             _ = tokio::signal::ctrl_c() => { errln!("interrupted: lab torn down"); ExitCode::from(130) }
             _ = term.recv() => { errln!("terminated: lab torn down"); ExitCode::from(143) }
         }
@@ -365,80 +569,135 @@ fn run(args: RunArgs) -> ExitCode {
     code
 }
 
-async fn run_in_lab(
+/// Start the services for every MTA of the plan and run every scenario
+/// against each, all at once. `None` when the lab could not start (the
+/// reason is printed). Returns the start time, the start-up time and the
+/// results per MTA.
+#[allow(clippy::type_complexity)]
+async fn run_plan(
     lab: &crate::lab::Lab,
-    mta: &'static dyn crate::target::Mta,
-    args: &RunArgs,
-    opts: &TargetOptions,
-    known: &suite::known::Known,
+    plan: &Plan,
     scenarios: Vec<suite::Scenario>,
-) -> ExitCode {
+) -> Option<(
+    Instant,
+    std::time::Duration,
+    Vec<(&'static dyn crate::target::Mta, Vec<run::ScenarioResult>)>,
+)> {
     let begin = Instant::now();
-    let groups = run::setting_groups(&scenarios, mta).len();
-    errln!(
-        "starting the lab: fake DNS, connection watcher, {groups} {} instance(s) ...",
-        mta.name()
-    );
-    if !opts.sets.is_empty() {
-        let over: Vec<&str> = scenarios
-            .iter()
-            .filter(|s| !s.knobs.is_empty() || s.target_sets.contains_key(mta.name()))
-            .map(|s| s.id.as_str())
-            .collect();
-        if !over.is_empty() {
-            errln!(
-                "note: the knobs and [target.{}] settings of {} scenario(s) win over --set: {}",
-                mta.name(),
-                over.len(),
-                over.join(", ")
-            );
-        }
-    }
-    if let Some(p) = &known.path {
-        let ids: Vec<&str> = scenarios.iter().map(|s| s.id.as_str()).collect();
+    let mtas: Vec<&'static dyn crate::target::Mta> = plan.targets.iter().map(|(m, _)| *m).collect();
+    for mta in &mtas {
+        let groups = run::setting_groups(&scenarios, *mta).len();
         errln!(
-            "known deviations: {} pattern(s) from {}",
-            known.len(),
-            p.display()
+            "starting {groups} {} instance(s) in the lab (with the fake DNS and the connection watcher) ...",
+            mta.name()
         );
-        for pat in known.unmatched(&ids).into_iter().filter(|_| args.verbose) {
-            errln!("warning: known deviation `{pat}` matches no scenario of this run");
+        if !plan.opts.sets.is_empty() {
+            let over: Vec<&str> = scenarios
+                .iter()
+                .filter(|s| !s.knobs.is_empty() || s.target_sets.contains_key(mta.name()))
+                .map(|s| s.id.as_str())
+                .collect();
+            if !over.is_empty() {
+                errln!(
+                    "note: the knobs and [target.{}] settings of {} scenario(s) win over --set: {}",
+                    mta.name(),
+                    over.len(),
+                    over.join(", ")
+                );
+            }
         }
     }
-    let services = match Services::start(lab, mta, opts, &scenarios).await {
+    for (_, known) in &plan.targets {
+        if let Some(p) = &known.path {
+            let ids: Vec<&str> = scenarios.iter().map(|s| s.id.as_str()).collect();
+            errln!(
+                "known deviations: {} pattern(s) from {}",
+                known.len(),
+                p.display()
+            );
+            for pat in known.unmatched(&ids).into_iter().filter(|_| plan.verbose) {
+                errln!("warning: known deviation `{pat}` matches no scenario of this run");
+            }
+        }
+    }
+    let services = match Services::start(lab, &mtas, &plan.opts, &scenarios).await {
         Ok(s) => s,
         Err(e) => {
             errln!("error: {e}");
-            return ExitCode::from(2);
+            return None;
         }
     };
     let startup = services.startup;
-    errln!(
-        "lab ready in {:.1} s ({} {:.1} s); running {} scenarios",
-        startup.as_secs_f64(),
-        mta.name(),
-        services.target().startup_time().as_secs_f64(),
-        scenarios.len()
-    );
-    for (g, e) in &services.failed {
-        errln!(
-            "error: the instance for settings {} did not start: {e}",
-            g.describe()
-        );
-    }
-    let progress = console::Progress::new(scenarios.len(), args.verbose);
-    let results = run::run_all(&services, scenarios, known, &|e: Event| progress.on(e)).await;
-    let target_log = services
-        .instances
+    let each: Vec<String> = services
+        .fleets
         .iter()
-        .map(|i| format!("[{}]\n{}", i.target.smtp_addr().ip(), i.target.log_tail(40)))
+        .map(|f| {
+            format!(
+                "{} {:.1} s",
+                f.mta.name(),
+                f.target().startup_time().as_secs_f64()
+            )
+        })
+        .collect();
+    errln!(
+        "lab ready in {:.1} s ({}); running {} scenarios{}",
+        startup.as_secs_f64(),
+        each.join(", "),
+        scenarios.len(),
+        if mtas.len() > 1 {
+            format!(" against each of {} targets", mtas.len())
+        } else {
+            String::new()
+        }
+    );
+    for f in &services.fleets {
+        for (g, e) in &f.failed {
+            errln!(
+                "error: the {} instance for settings {} did not start: {e}",
+                f.mta.name(),
+                g.describe()
+            );
+        }
+    }
+    let total = scenarios.len() * mtas.len();
+    let progress = if mtas.len() > 1 {
+        console::Progress::new(total, plan.verbose).with_targets()
+    } else {
+        console::Progress::new(total, plan.verbose)
+    };
+    let services_ref = &services;
+    let progress_ref = &progress;
+    let runs = plan.targets.iter().enumerate().map(|(f, (_, known))| {
+        let scenarios = scenarios.clone();
+        async move {
+            run::run_all(services_ref, f, scenarios, known, &|e: Event| {
+                progress_ref.on(e)
+            })
+            .await
+        }
+    });
+    let all = futures::future::join_all(runs).await;
+    let target_log = services
+        .fleets
+        .iter()
+        .flat_map(|f| &f.instances)
+        .map(|i| {
+            format!(
+                "[{} {}]\n{}",
+                i.target.mta(),
+                i.target.smtp_addr().ip(),
+                i.target.log_tail(40)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n");
     services.stop().await;
-    let wall = begin.elapsed();
-
-    if args.verbose {
-        for r in results.iter().filter(|r| Status::of(r) != Status::Pass) {
+    if plan.verbose {
+        for r in all
+            .iter()
+            .flatten()
+            .filter(|r| Status::of(r) != Status::Pass)
+        {
             errln!(
                 "\n--- {} observations\n{}",
                 r.id,
@@ -447,28 +706,5 @@ async fn run_in_lab(
         }
         errln!("--- target log (last lines)\n{target_log}");
     }
-    // A reader that has gone (closed pipe) does not change the outcome.
-    let _ = outln!(
-        "{}",
-        console::summary(&results, wall, startup).trim_end_matches('\n')
-    );
-    if let Some(path) = &args.junit {
-        let report = junit::report(&results, mta.name(), wall);
-        if let Err(e) = junit::write(&report, path) {
-            errln!("error: cannot write JUnit to {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
-        errln!("JUnit written to {}", path.display());
-    }
-    let statuses: Vec<Status> = results.iter().map(Status::of).collect();
-    if statuses.contains(&Status::Error) {
-        ExitCode::from(2)
-    } else if statuses.contains(&Status::Fail)
-        || (args.strict
-            && (statuses.contains(&Status::Deviation) || statuses.contains(&Status::NoLongerSeen)))
-    {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    Some((begin, startup, mtas.into_iter().zip(all).collect()))
 }

@@ -13,6 +13,8 @@ pub struct Progress {
     total: usize,
     done: AtomicUsize,
     verbose: bool,
+    /// Name the target on every line (several MTAs run at once).
+    targets: bool,
 }
 
 impl Progress {
@@ -21,7 +23,14 @@ impl Progress {
             total,
             done: AtomicUsize::new(0),
             verbose,
+            targets: false,
         }
+    }
+
+    /// Name the target of each scenario on its line.
+    pub fn with_targets(mut self) -> Progress {
+        self.targets = true;
+        self
     }
 
     pub fn on(&self, e: Event) {
@@ -37,10 +46,15 @@ impl Progress {
                 let st = Status::of(r);
                 let _ = writeln!(
                     err,
-                    "[{n:>3}/{}] {:<9} {} ({:.1} s)",
+                    "[{n:>3}/{}] {:<11} {}{} ({:.1} s)",
                     self.total,
                     st.label(),
                     r.id,
+                    if self.targets {
+                        format!(" [{}]", r.target)
+                    } else {
+                        String::new()
+                    },
                     r.duration.as_secs_f64()
                 );
                 if st != Status::Pass {

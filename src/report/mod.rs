@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod junit;
+pub mod matrix;
 
 use crate::run::ScenarioResult;
 

@@ -58,6 +58,8 @@ pub struct ScenarioResult {
     pub scope: Scope,
     /// The address of the target instance that ran the scenario.
     pub instance: String,
+    /// The MTA it ran against (`postfix`, `exim`, ...).
+    pub target: String,
     /// Set when the scenario is a known deviation of the target: the reason.
     pub known: Option<String>,
     /// Set when the target cannot honour a knob the scenario needs: why.
@@ -87,6 +89,7 @@ impl ScenarioResult {
             observations: Observations::default(),
             scope: scope.clone(),
             instance: String::new(),
+            target: String::new(),
             known: None,
             unsupported: None,
         }
@@ -147,28 +150,49 @@ pub struct Instance {
     pub target: Box<dyn crate::target::Instance>,
 }
 
-/// The lab's shared services while a run lasts.
-pub struct Services {
+/// The running instances of one MTA.
+pub struct Fleet {
     pub mta: &'static dyn Mta,
-    pub dns: fake_dns::DnsHandle,
-    pub syns: broadcast::Sender<sniff::ConnectAttempt>,
     /// One instance per distinct scenario settings; the first has none.
     pub instances: Vec<Instance>,
     /// Groups whose instance could not start: their scenarios report this error.
     pub failed: Vec<(Group, String)>,
+    /// Added to scenario indexes, so each fleet's scenarios get names and
+    /// addresses of their own when several MTAs run at once.
+    pub scope_offset: usize,
+    pub startup: Duration,
+}
+
+impl Fleet {
+    /// The default instance (no scenario settings).
+    pub fn target(&self) -> &dyn crate::target::Instance {
+        self.instances[0].target.as_ref()
+    }
+}
+
+/// The lab's shared services while a run lasts.
+pub struct Services {
+    pub dns: fake_dns::DnsHandle,
+    pub syns: broadcast::Sender<sniff::ConnectAttempt>,
+    /// One fleet per MTA under test (one for `run`, several for `matrix`).
+    pub fleets: Vec<Fleet>,
     sniffer: tokio::task::JoinHandle<()>,
     pub startup: Duration,
 }
 
-/// Address of the `n`-th target instance: the lab's target address, then
-/// 127.0.2.1, 127.0.2.2, ... (clear of the DNS address and the fake hosts).
-pub fn instance_addr(n: usize) -> Ipv4Addr {
-    if n == 0 {
-        lab::TARGET_ADDR
-    } else {
-        Ipv4Addr::new(127, 0, 2, n.min(254) as u8)
+/// Address of the `n`-th instance of the `fleet`-th MTA: the lab's target
+/// address, then 127.0.2.1, 127.0.2.2, ... for the first MTA; 127.0.3.1, ...
+/// for the second, and so on (clear of the DNS address and the fake hosts).
+pub fn instance_addr(fleet: usize, n: usize) -> Ipv4Addr {
+    match (fleet, n) {
+        (0, 0) => lab::TARGET_ADDR,
+        (0, n) => Ipv4Addr::new(127, 0, 2, n.min(254) as u8),
+        (f, n) => Ipv4Addr::new(127, 0, (2 + f).min(9) as u8, (n + 1).min(254) as u8),
     }
 }
+
+/// How far apart the scope indexes of two fleets are.
+const SCOPE_STRIDE: usize = 2000;
 
 /// The distinct groups of the scenarios `mta` can run, the default first.
 pub fn setting_groups(scenarios: &[Scenario], mta: &dyn Mta) -> Vec<Group> {
@@ -182,13 +206,90 @@ pub fn setting_groups(scenarios: &[Scenario], mta: &dyn Mta) -> Vec<Group> {
     groups
 }
 
+/// Start one target instance per distinct scenario settings of `mta` (all at
+/// once). The default instance must start; an instance with scenario
+/// settings that fails only fails its scenarios.
+async fn start_fleet(
+    lab: &Lab,
+    mta: &'static dyn Mta,
+    fleet: usize,
+    opts: &TargetOptions,
+    scenarios: &[Scenario],
+) -> Result<Fleet, RunError> {
+    let begin = Instant::now();
+    let groups = setting_groups(scenarios, mta);
+    if groups.len() > 200 {
+        return Err(RunError::TooManyInstances(groups.len()));
+    }
+    let starts = groups.iter().enumerate().map(|(n, g)| {
+        let spec = Spec {
+            lab_dir: lab.dir().to_path_buf(),
+            instance: if n == 0 {
+                mta.name().to_string()
+            } else {
+                format!("{}-{n}", mta.name())
+            },
+            listen: instance_addr(fleet, n),
+            defaults: knobs::lab_defaults(),
+            knobs: g.knobs.clone(),
+            sets: opts.sets.clone(),
+            set: g.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            config_dir: opts.config_dir.clone(),
+        };
+        // Each start runs blocking commands and waits for the greeting:
+        // its own thread lets instances start side by side.
+        tokio::task::spawn_blocking(move || mta.start(&spec))
+    });
+    let started: Vec<Result<Box<dyn crate::target::Instance>, TargetError>> =
+        futures::future::join_all(starts)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|e| {
+                    Err(TargetError::io(
+                        "start the target",
+                        std::io::Error::other(e.to_string()),
+                    ))
+                })
+            })
+            .collect();
+    let mut instances = Vec::new();
+    let mut failed = Vec::new();
+    let mut first_error = None;
+    for (n, (group, r)) in groups.into_iter().zip(started).enumerate() {
+        match r {
+            Ok(target) => instances.push(Instance { group, target }),
+            Err(e) if n == 0 => first_error = Some(e),
+            Err(e) => failed.push((group, e.to_string())),
+        }
+    }
+    if let Some(e) = first_error {
+        stop_instances(instances).await;
+        return Err(RunError::Target(e));
+    }
+    Ok(Fleet {
+        mta,
+        instances,
+        failed,
+        scope_offset: fleet * SCOPE_STRIDE,
+        startup: begin.elapsed(),
+    })
+}
+
+async fn stop_instances(instances: Vec<Instance>) {
+    // Stopping waits for processes to exit: keep it off the async workers.
+    let stops = instances
+        .into_iter()
+        .map(|mut i| tokio::task::spawn_blocking(move || i.target.stop()));
+    futures::future::join_all(stops).await;
+}
+
 impl Services {
-    /// Start the fake DNS, the connection watcher and one target instance per
-    /// distinct scenario settings (all at once). The default instance must
-    /// start; an instance with scenario settings that fails only fails its scenarios.
+    /// Start the fake DNS, the connection watcher and, for every MTA in
+    /// `mtas`, one instance per distinct scenario settings (all at once).
     pub async fn start(
         lab: &Lab,
-        mta: &'static dyn Mta,
+        mtas: &[&'static dyn Mta],
         opts: &TargetOptions,
         scenarios: &[Scenario],
     ) -> Result<Services, RunError> {
@@ -198,109 +299,77 @@ impl Services {
             .await
             .map_err(|source| RunError::Dns { addr, source })?;
         let (syns, _) = broadcast::channel(4096);
-        let sniffer = sniff::start(syns.clone()).map_err(RunError::Sniff)?;
-        let groups = setting_groups(scenarios, mta);
-        if groups.len() > 200 {
-            return Err(RunError::TooManyInstances(groups.len()));
-        }
-        let starts = groups.iter().enumerate().map(|(n, g)| {
-            let spec = Spec {
-                lab_dir: lab.dir().to_path_buf(),
-                instance: if n == 0 {
-                    mta.name().to_string()
-                } else {
-                    format!("{}-{n}", mta.name())
-                },
-                listen: instance_addr(n),
-                defaults: knobs::lab_defaults(),
-                knobs: g.knobs.clone(),
-                sets: opts.sets.clone(),
-                set: g.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                config_dir: opts.config_dir.clone(),
-            };
-            // Each start runs blocking commands and waits for the greeting:
-            // its own thread lets instances start side by side.
-            tokio::task::spawn_blocking(move || mta.start(&spec))
-        });
-        let started: Vec<Result<Box<dyn crate::target::Instance>, TargetError>> =
-            futures::future::join_all(starts)
-                .await
-                .into_iter()
-                .map(|r| {
-                    r.unwrap_or_else(|e| {
-                        Err(TargetError::io(
-                            "start the target",
-                            std::io::Error::other(e.to_string()),
-                        ))
-                    })
-                })
-                .collect();
-        let mut instances = Vec::new();
-        let mut failed = Vec::new();
-        for (n, (group, r)) in groups.into_iter().zip(started).enumerate() {
+        let sniffer = match sniff::start(syns.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                dns.shutdown().await;
+                return Err(RunError::Sniff(e));
+            }
+        };
+        let starts = mtas
+            .iter()
+            .enumerate()
+            .map(|(f, mta)| start_fleet(lab, *mta, f, opts, scenarios));
+        let mut fleets = Vec::new();
+        let mut error = None;
+        for r in futures::future::join_all(starts).await {
             match r {
-                Ok(target) => instances.push(Instance { group, target }),
-                Err(e) if n == 0 => {
-                    sniffer.abort();
-                    dns.shutdown().await;
-                    for mut i in instances {
-                        i.target.stop();
-                    }
-                    return Err(RunError::Target(e));
-                }
-                Err(e) => failed.push((group, e.to_string())),
+                Ok(f) => fleets.push(f),
+                Err(e) => error = error.or(Some(e)),
             }
         }
+        if let Some(e) = error {
+            sniffer.abort();
+            for f in fleets {
+                stop_instances(f.instances).await;
+            }
+            dns.shutdown().await;
+            return Err(e);
+        }
         Ok(Services {
-            mta,
             dns,
             syns,
-            instances,
-            failed,
+            fleets,
             sniffer,
             startup: begin.elapsed(),
         })
     }
 
-    /// The default instance (no scenario settings).
-    pub fn target(&self) -> &dyn crate::target::Instance {
-        self.instances[0].target.as_ref()
-    }
-
     pub async fn stop(self) {
         self.sniffer.abort();
-        // Stopping waits for processes to exit: keep it off the async workers.
-        let stops = self
-            .instances
-            .into_iter()
-            .map(|mut i| tokio::task::spawn_blocking(move || i.target.stop()));
+        let stops = self.fleets.into_iter().map(|f| stop_instances(f.instances));
         futures::future::join_all(stops).await;
         self.dns.shutdown().await;
     }
 }
 
-/// Run all scenarios concurrently, each against the instance with its settings;
-/// `events` receives progress as it happens.
+/// Run all scenarios concurrently against the `fleet`-th MTA, each against
+/// the instance with its settings; `events` receives progress as it happens.
 pub async fn run_all(
     services: &Services,
+    fleet: usize,
     scenarios: Vec<Scenario>,
     known: &crate::suite::known::Known,
     events: &(dyn Fn(Event) + Sync),
 ) -> Vec<ScenarioResult> {
     let services_ref = services;
+    let fl = &services.fleets[fleet];
     let futures = scenarios.into_iter().enumerate().map(|(i, sc)| async move {
+        let i = fl.scope_offset + i;
         events(Event::Started { id: sc.id.clone() });
-        let group = Group::of(&sc, services_ref.mta);
+        let group = Group::of(&sc, fl.mta);
         let fallback = ScenarioResult::new(&sc, &Scope::new(i));
-        let mut r = match services_ref.instances.iter().find(|x| x.group == group) {
-            _ if unsupported(&sc, services_ref.mta).is_some() => {
+        let mut r = match fl.instances.iter().find(|x| x.group == group) {
+            _ if unsupported(&sc, fl.mta).is_some() => {
                 let mut r = ScenarioResult::new(&sc, &Scope::new(i));
-                r.unsupported = unsupported(&sc, services_ref.mta);
+                r.unsupported = unsupported(&sc, fl.mta);
                 r
             }
-            Some(inst) => guarded(fallback, run_one(services_ref, inst.target.as_ref(), i, sc)).await,
+            Some(inst) => {
+                guarded(fallback, run_one(services_ref, inst.target.as_ref(), i, sc)).await
+            }
             None => {
-                let why = services_ref
+                let why = fl
                     .failed
                     .iter()
                     .find(|(g, _)| *g == group)
@@ -314,6 +383,7 @@ pub async fn run_all(
             }
         };
         r.known = known.reason(&r.id).map(str::to_string);
+        r.target = fl.mta.name().to_string();
         events(Event::Finished(&r));
         r
     });

@@ -492,9 +492,12 @@ fn first_contact_order_trusts_syns_over_session_times() {
 
 #[test]
 fn instances_get_distinct_addresses_and_groups_are_deduplicated() {
-    assert_eq!(instance_addr(0), Ipv4Addr::new(127, 0, 0, 1));
-    assert_eq!(instance_addr(1), Ipv4Addr::new(127, 0, 2, 1));
-    assert_ne!(instance_addr(52), crate::lab::DNS_ADDR);
+    assert_eq!(instance_addr(0, 0), Ipv4Addr::new(127, 0, 0, 1));
+    assert_eq!(instance_addr(0, 1), Ipv4Addr::new(127, 0, 2, 1));
+    assert_ne!(instance_addr(0, 52), crate::lab::DNS_ADDR);
+    // A second MTA's instances never meet the first one's.
+    assert_eq!(instance_addr(1, 0), Ipv4Addr::new(127, 0, 3, 1));
+    assert_eq!(instance_addr(4, 3), Ipv4Addr::new(127, 0, 6, 4));
     let plain = scenario("[[expect]]\ncontacted = \"mx\"\n");
     let set = parse_scenario(
         Path::new("suites/x/0002-t.toml"),

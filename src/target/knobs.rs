@@ -141,7 +141,7 @@ pub fn lab_defaults() -> Knobs {
     let t = |s| Value::Time(Duration::from_secs(s));
     Knobs::from([
         (Knob::QueueRun, t(1)),
-        (Knob::RetryMin, t(1)),
+        (Knob::RetryMin, t(2)),
         (Knob::RetryMax, t(2)),
         (Knob::ConnectTimeout, t(2)),
         (Knob::QueueLifetime, t(30)),
