@@ -1,6 +1,6 @@
 //! CLI stage: flags → validated options → the pipeline; exit status 0 (all passed), 1 (a scenario failed), 2 (the harness could not run).
 
-use crate::report::{console, junit, Event, Status};
+use crate::report::{self, console, junit, Event, Status};
 use crate::run::{self, Services};
 use crate::suite;
 use crate::target::TargetOptions;
@@ -79,6 +79,12 @@ pub struct RunArgs {
     /// Print each scenario's start and full observations of failures.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Run each scenario under each of its negative controls ([[control]] for
+    /// this target) instead of as written: every control must make its
+    /// scenario fail. Reports "controls caught N/M" and exits 1 if any was not
+    /// caught. Known deviations are ignored.
+    #[arg(long, conflicts_with_all = ["known", "no_known", "strict"])]
+    pub controls: bool,
 }
 
 /// Parse the command line and run it.
@@ -219,7 +225,7 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("error: target {}: {e}", mta.name());
         return ExitCode::from(2);
     }
-    let known_path = if args.no_known {
+    let known_path = if args.no_known || args.controls {
         None
     } else {
         args.known
@@ -290,6 +296,21 @@ async fn run_in_lab(
     scenarios: Vec<suite::Scenario>,
 ) -> ExitCode {
     let begin = Instant::now();
+    // With --controls the run is of every scenario under each of its controls.
+    let (scenarios, plan) = if args.controls {
+        let mut plan = run::controls::plan(&scenarios, mta.name());
+        let variants = std::mem::take(&mut plan.variants);
+        eprintln!(
+            "controls: {} for {} from {} scenario(s); {} scenario(s) declare none",
+            variants.len(),
+            mta.name(),
+            scenarios.len(),
+            plan.none.len()
+        );
+        (variants, Some(plan))
+    } else {
+        (scenarios, None)
+    };
     let groups = run::setting_groups(&scenarios, mta).len();
     eprintln!(
         "starting the lab: fake DNS, connection watcher, {groups} {} instance(s) ...",
@@ -343,7 +364,15 @@ async fn run_in_lab(
         );
     }
     let progress = console::Progress::new(scenarios.len(), args.verbose);
-    let results = run::run_all(&services, scenarios, known, &|e: Event| progress.on(e)).await;
+    let control_progress = report::controls::Progress::new(scenarios.len(), args.verbose);
+    let results = run::run_all(&services, scenarios, known, &|e: Event| {
+        if plan.is_some() {
+            control_progress.on(e)
+        } else {
+            progress.on(e)
+        }
+    })
+    .await;
     let target_log = services
         .instances
         .iter()
@@ -363,6 +392,9 @@ async fn run_in_lab(
         }
         eprintln!("--- target log (last lines)\n{target_log}");
     }
+    if let Some(plan) = &plan {
+        return controls_report(plan, &results, mta.name(), args, wall, startup);
+    }
     print!("{}", console::summary(&results, wall, startup));
     if let Some(path) = &args.junit {
         let report = junit::report(&results, mta.name(), wall);
@@ -379,6 +411,39 @@ async fn run_in_lab(
         || (args.strict
             && (statuses.contains(&Status::Deviation) || statuses.contains(&Status::NoLongerSeen)))
     {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The end of a `--controls` run: summary, JUnit, exit status (2 if a
+/// control could not run, 1 if one was not caught).
+fn controls_report(
+    plan: &run::controls::Plan,
+    results: &[run::ScenarioResult],
+    target: &str,
+    args: &RunArgs,
+    wall: std::time::Duration,
+    startup: std::time::Duration,
+) -> ExitCode {
+    use run::controls::Outcome;
+    print!(
+        "{}",
+        report::controls::summary(plan, results, target, wall, startup)
+    );
+    if let Some(path) = &args.junit {
+        let report = report::controls::junit(plan, results, target, wall);
+        if let Err(e) = junit::write(&report, path) {
+            eprintln!("error: cannot write JUnit to {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        eprintln!("JUnit written to {}", path.display());
+    }
+    let outcomes: Vec<Outcome> = results.iter().map(Outcome::of).collect();
+    if outcomes.contains(&Outcome::Error) {
+        ExitCode::from(2)
+    } else if outcomes.contains(&Outcome::Missed) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

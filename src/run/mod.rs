@@ -1,5 +1,6 @@
 //! Run stage: start the lab's services, run every scenario concurrently against one target, collect results.
 
+pub mod controls;
 pub mod judge;
 pub mod observe;
 
