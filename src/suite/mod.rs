@@ -713,12 +713,10 @@ impl Validator<'_> {
             }
             let why = match &c.why {
                 Some(w) if !w.get_ref().trim().is_empty() => w.get_ref().trim().to_string(),
-                _ => {
-                    return Err(self.error(
-                        span,
-                        "a [[control]] needs `why`: how the settings make the target break the rule",
-                    ))
-                }
+                _ => return Err(self.error(
+                    span,
+                    "a [[control]] needs `why`: how the settings make the target break the rule",
+                )),
             };
             controls.push(Control {
                 target: target.get_ref().clone(),
