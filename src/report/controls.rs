@@ -227,3 +227,136 @@ pub fn junit(plan: &Plan, results: &[ScenarioResult], target: &str, wall: Durati
     report.add_test_suites(suites.into_values());
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::controls::plan;
+    use crate::run::Verdict;
+
+    fn scenario(name: &str, strength: &str, controls: &str) -> crate::suite::Scenario {
+        crate::suite::parse_scenario(
+            std::path::Path::new(&format!("suites/s/{name}.toml")),
+            &format!(
+                "title = \"t\"\nrule = \"r\"\nrfc = \"RFC 5321 §5.1\"\nstrength = \"{strength}\"\n\
+                 [[message]]\nfrom = \"a@src.test\"\nto = [\"b@dest.test\"]\n\
+                 [[expect]]\naccepted = true\n{controls}"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn control(target: &str) -> String {
+        format!(
+            "[[control]]\ntarget = \"{target}\"\nset = {{ soft_bounce = \"yes\" }}\nwhy = \"w\"\n"
+        )
+    }
+
+    /// A result for a variant: passed, failed, or with an error / unsupported knob.
+    fn result(sc: &crate::suite::Scenario, pass: bool) -> ScenarioResult {
+        let mut r = ScenarioResult::new(sc, &crate::world::Scope::new(0));
+        r.verdicts.push(Verdict {
+            expect: "target accepts".into(),
+            decision: if pass {
+                Decision::Pass("250".into())
+            } else {
+                Decision::Fail("it answered 554".into())
+            },
+        });
+        r
+    }
+
+    #[test]
+    fn controls_are_caught_only_by_a_failure_and_known_deviations_do_not_count() {
+        let scenarios = vec![
+            scenario("0001-must", "MUST", &control("postfix")),
+            scenario("0002-should", "SHOULD", &control("postfix")),
+            scenario(
+                "0003-two",
+                "MUST",
+                &format!("{}{}", control("postfix"), control("exim")),
+            ),
+            scenario(
+                "0004-none",
+                "MUST",
+                "[[control]]\nnone = \"no setting can\"\n",
+            ),
+            scenario("0005-bare", "MUST", ""),
+        ];
+        let p = plan(&scenarios, "postfix");
+        assert_eq!(p.variants.len(), 3);
+        assert_eq!(p.planned.len(), 3);
+        assert_eq!(p.variants[2].id, "s/0003-two [control 1]");
+        assert_eq!(
+            p.none,
+            vec![("s/0004-none".to_string(), "no setting can".to_string())]
+        );
+        assert_eq!(
+            p.other_targets,
+            vec![("s/0003-two".to_string(), "exim".to_string())]
+        );
+        assert_eq!(p.undeclared, vec!["s/0005-bare".to_string()]);
+
+        // MUST failed: caught. SHOULD failed (a deviation) while listed as a
+        // known deviation: still caught. The third passed: missed.
+        let mut results = vec![
+            result(&p.variants[0], false),
+            result(&p.variants[1], false),
+            result(&p.variants[2], true),
+        ];
+        results[1].known = Some("a known deviation".into());
+        let outcomes: Vec<Outcome> = results.iter().map(Outcome::of).collect();
+        assert_eq!(
+            outcomes,
+            vec![Outcome::Caught, Outcome::Caught, Outcome::Missed]
+        );
+        let text = summary(&p, &results, "postfix", Duration::ZERO, Duration::ZERO);
+        assert!(
+            text.contains(
+                "controls caught 2/3 (postfix); 1 not caught, 1 scenario(s) with no control (none)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("MISSED s/0003-two control 1 (suites/s/0003-two.toml:10): postfix soft_bounce = yes"),
+            "{text}"
+        );
+        assert!(text.contains("observed: the scenario passed"), "{text}");
+        assert!(text.contains("s/0004-none: no setting can"), "{text}");
+        assert!(text.contains("1 for exim"), "{text}");
+        assert!(
+            text.contains("no [[control]] at all: s/0005-bare"),
+            "{text}"
+        );
+
+        // A pass of a known deviation, an unsupported knob and an error are never caught.
+        let mut known_pass = result(&p.variants[0], true);
+        known_pass.known = Some("why".into());
+        assert_eq!(Outcome::of(&known_pass), Outcome::Missed);
+        let mut unsupported = result(&p.variants[0], false);
+        unsupported.unsupported = Some("cannot set queue_lifetime".into());
+        assert_eq!(Outcome::of(&unsupported), Outcome::Missed);
+        let mut error = result(&p.variants[0], false);
+        error.error = Some("lab failure".into());
+        assert_eq!(Outcome::of(&error), Outcome::Error);
+
+        let xml = junit(&p, &results, "postfix", Duration::ZERO)
+            .to_string()
+            .unwrap();
+        assert!(
+            xml.contains(
+                r#"<testsuite name="controls/s" tests="4" skipped="1" errors="0" failures="1">"#
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testcase name="s/0003-two [control 1]""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("control not caught: the scenario passed under soft_bounce = yes"),
+            "{xml}"
+        );
+        assert!(xml.contains("no control: no setting can"), "{xml}");
+    }
+}

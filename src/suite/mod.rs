@@ -510,7 +510,28 @@ pub fn load_file(path: &Path) -> Result<Scenario, SuiteError> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_scenario(path, &text)
+    let sc = parse_scenario(path, &text)?;
+    require_control(&sc)?;
+    Ok(sc)
+}
+
+/// A suite file must show how its scenario can fail: at least one
+/// `[[control]]`, or `[[control]] none = "why no control exists"`.
+/// ([`parse_scenario`] leaves this to the caller, so that snippets can be checked.)
+pub fn require_control(sc: &Scenario) -> Result<(), SuiteError> {
+    if sc.controls.is_empty() && sc.no_control.is_none() {
+        return Err(SuiteError::Invalid {
+            path: sc.path.clone(),
+            line: 1,
+            column: 1,
+            message: "no [[control]]: add one that makes a target break the rule \
+                      (`[[control]]` with `target`, `set` or `knobs`, and `why`), \
+                      or `[[control]] none = \"why no setting of any target breaks it\"` \
+                      (see suites/README.md, Negative controls)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Validate a scenario given as text (`path` is used for ids and messages).
