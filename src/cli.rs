@@ -125,6 +125,12 @@ pub struct RunArgs {
     /// Print each scenario's start and full observations of failures.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Run each scenario under each of its negative controls ([[control]] for
+    /// this target) instead of as written: every control must make its
+    /// scenario fail. Reports "controls caught N/M" and exits 1 if any was not
+    /// caught. Known deviations are ignored.
+    #[arg(long, conflicts_with_all = ["known", "no_known", "strict"])]
+    pub controls: bool,
 }
 
 /// Parse the command line and run it.
@@ -326,7 +332,7 @@ fn run(args: RunArgs) -> ExitCode {
         errln!("error: target {}: {e}", mta.name());
         return ExitCode::from(2);
     }
-    let known_path = if args.no_known {
+    let known_path = if args.no_known || args.controls {
         None
     } else {
         args.known
@@ -351,10 +357,26 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // With --controls the run is of every scenario under each of its controls.
+    let (scenarios, controls) = if args.controls {
+        let mut cplan = run::controls::plan(&scenarios, mta.name());
+        let variants = std::mem::take(&mut cplan.variants);
+        errln!(
+            "controls: {} for {} from {} scenario(s); {} scenario(s) declare none",
+            variants.len(),
+            mta.name(),
+            scenarios.len(),
+            cplan.none.len()
+        );
+        (variants, Some(cplan))
+    } else {
+        (scenarios, None)
+    };
     let plan = Plan {
         targets: vec![(mta, known)],
         opts,
         verbose: args.verbose,
+        controls: controls.is_some(),
     };
     in_lab(|lab| {
         Box::pin(async move {
@@ -363,6 +385,9 @@ fn run(args: RunArgs) -> ExitCode {
             };
             let (mta, results) = outcomes.remove(0);
             let wall = begin.elapsed();
+            if let Some(cplan) = &controls {
+                return controls_report(cplan, &results, mta.name(), &args, wall, startup);
+            }
             // A reader that has gone (closed pipe) does not change the outcome.
             let _ = outln!(
                 "{}",
@@ -436,6 +461,7 @@ fn matrix(args: MatrixArgs) -> ExitCode {
         targets: with_known,
         opts: TargetOptions::default(),
         verbose: args.verbose,
+        controls: false,
     };
     in_lab(|lab| {
         Box::pin(async move {
@@ -525,6 +551,8 @@ struct Plan {
     targets: Vec<(&'static dyn crate::target::Mta, suite::known::Known)>,
     opts: TargetOptions,
     verbose: bool,
+    /// The scenarios are control variants: report progress as caught / missed.
+    controls: bool,
 }
 
 type LabFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode> + 'a>>;
@@ -586,7 +614,7 @@ async fn run_plan(
     let begin = Instant::now();
     let mtas: Vec<&'static dyn crate::target::Mta> = plan.targets.iter().map(|(m, _)| *m).collect();
     for mta in &mtas {
-        let groups = run::setting_groups(&scenarios, *mta).len();
+        let groups = run::setting_groups(&scenarios, *mta, 0).len();
         errln!(
             "starting {groups} {} instance(s) in the lab (with the fake DNS and the connection watcher) ...",
             mta.name()
@@ -665,16 +693,19 @@ async fn run_plan(
     } else {
         console::Progress::new(total, plan.verbose)
     };
+    let control_progress = crate::report::controls::Progress::new(total, plan.verbose);
+    let on_event = |e: Event| {
+        if plan.controls {
+            control_progress.on(e)
+        } else {
+            progress.on(e)
+        }
+    };
     let services_ref = &services;
-    let progress_ref = &progress;
+    let progress_ref = &on_event;
     let runs = plan.targets.iter().enumerate().map(|(f, (_, known))| {
         let scenarios = scenarios.clone();
-        async move {
-            run::run_all(services_ref, f, scenarios, known, &|e: Event| {
-                progress_ref.on(e)
-            })
-            .await
-        }
+        async move { run::run_all(services_ref, f, scenarios, known, progress_ref).await }
     });
     let all = futures::future::join_all(runs).await;
     let target_log = services
@@ -707,4 +738,38 @@ async fn run_plan(
         errln!("--- target log (last lines)\n{target_log}");
     }
     Some((begin, startup, mtas.into_iter().zip(all).collect()))
+}
+
+/// The end of a `--controls` run: summary, JUnit, exit status (2 if a
+/// control could not run, 1 if one was not caught).
+fn controls_report(
+    plan: &run::controls::Plan,
+    results: &[run::ScenarioResult],
+    target: &str,
+    args: &RunArgs,
+    wall: std::time::Duration,
+    startup: std::time::Duration,
+) -> ExitCode {
+    use run::controls::Outcome;
+    let _ = outln!(
+        "{}",
+        crate::report::controls::summary(plan, results, target, wall, startup)
+            .trim_end_matches('\n')
+    );
+    if let Some(path) = &args.junit {
+        let report = crate::report::controls::junit(plan, results, target, wall);
+        if let Err(e) = junit::write(&report, path) {
+            errln!("error: cannot write JUnit to {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        errln!("JUnit written to {}", path.display());
+    }
+    let outcomes: Vec<Outcome> = results.iter().map(Outcome::of).collect();
+    if outcomes.contains(&Outcome::Error) {
+        ExitCode::from(2)
+    } else if outcomes.contains(&Outcome::Missed) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -1,6 +1,7 @@
 //! Report stage: one event stream feeding the console and the JUnit writer.
 
 pub mod console;
+pub mod controls;
 pub mod junit;
 pub mod matrix;
 

@@ -1,5 +1,6 @@
 //! Run stage: start the lab's services, run every scenario concurrently against one target, collect results.
 
+pub mod controls;
 pub mod judge;
 pub mod observe;
 
@@ -114,10 +115,21 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn of(sc: &Scenario, mta: &dyn Mta) -> Group {
+    /// The group of `sc` on `mta`. Names under `.test` in raw settings
+    /// (`2bounce_notice_recipient = "postmaster@src.test"`) are moved into the
+    /// scenario's scope like every other name it writes.
+    pub fn of(sc: &Scenario, mta: &dyn Mta, scope: &Scope) -> Group {
         Group {
             knobs: sc.knobs.clone(),
-            set: sc.target_sets.get(mta.name()).cloned().unwrap_or_default(),
+            set: sc
+                .target_sets
+                .get(mta.name())
+                .map(|set| {
+                    set.iter()
+                        .map(|(k, v)| (k.clone(), scope_names(v, scope)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -134,6 +146,27 @@ impl Group {
             parts.join(", ")
         }
     }
+}
+
+/// `v` with every name under `.test` (bare or in an address) scoped.
+pub fn scope_names(v: &str, scope: &Scope) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(start) = rest.find(|c: char| is_name(c)) {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| !is_name(c)).unwrap_or(tail.len());
+        let word = &tail[..end];
+        if word.to_ascii_lowercase().ends_with(".test") {
+            out.push_str(&scope.name(word));
+        } else {
+            out.push_str(word);
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Why `mta` cannot run `sc`: a knob the scenario needs that it cannot set.
@@ -194,11 +227,15 @@ pub fn instance_addr(fleet: usize, n: usize) -> Ipv4Addr {
 /// How far apart the scope indexes of two fleets are.
 const SCOPE_STRIDE: usize = 2000;
 
-/// The distinct groups of the scenarios `mta` can run, the default first.
-pub fn setting_groups(scenarios: &[Scenario], mta: &dyn Mta) -> Vec<Group> {
+/// The distinct groups of the scenarios `mta` can run, the default first;
+/// scenario `i` has the scope index `scope_offset + i`.
+pub fn setting_groups(scenarios: &[Scenario], mta: &dyn Mta, scope_offset: usize) -> Vec<Group> {
     let mut groups = vec![Group::default()];
-    for sc in scenarios.iter().filter(|sc| unsupported(sc, mta).is_none()) {
-        let g = Group::of(sc, mta);
+    for (i, sc) in scenarios.iter().enumerate() {
+        if unsupported(sc, mta).is_some() {
+            continue;
+        }
+        let g = Group::of(sc, mta, &Scope::new(scope_offset + i));
         if !groups.contains(&g) {
             groups.push(g);
         }
@@ -217,7 +254,7 @@ async fn start_fleet(
     scenarios: &[Scenario],
 ) -> Result<Fleet, RunError> {
     let begin = Instant::now();
-    let groups = setting_groups(scenarios, mta);
+    let groups = setting_groups(scenarios, mta, fleet * SCOPE_STRIDE);
     if groups.len() > 200 {
         return Err(RunError::TooManyInstances(groups.len()));
     }
@@ -357,7 +394,7 @@ pub async fn run_all(
     let futures = scenarios.into_iter().enumerate().map(|(i, sc)| async move {
         let i = fl.scope_offset + i;
         events(Event::Started { id: sc.id.clone() });
-        let group = Group::of(&sc, fl.mta);
+        let group = Group::of(&sc, fl.mta, &Scope::new(i));
         let fallback = ScenarioResult::new(&sc, &Scope::new(i));
         let mut r = match fl.instances.iter().find(|x| x.group == group) {
             _ if unsupported(&sc, fl.mta).is_some() => {

@@ -511,7 +511,7 @@ fn instances_get_distinct_addresses_and_groups_are_deduplicated() {
         ),
     )
     .unwrap();
-    let groups = setting_groups(&[set.clone(), plain, set, raw.clone()], &NoRetryKnobs);
+    let groups = setting_groups(&[set.clone(), plain, set, raw.clone()], &NoRetryKnobs, 0);
     assert_eq!(groups.len(), 3);
     assert_eq!(groups[0], Group::default());
     assert_eq!(
@@ -561,7 +561,7 @@ fn a_knob_the_target_cannot_set_makes_the_scenario_unsupported_and_gets_no_insta
     .unwrap();
     let why = unsupported(&needs, &NoRetryKnobs).expect("unsupported");
     assert!(why.contains("cannot set `retry_min`: compiled in"), "{why}");
-    assert_eq!(setting_groups(&[needs], &NoRetryKnobs).len(), 1);
+    assert_eq!(setting_groups(&[needs], &NoRetryKnobs, 0).len(), 1);
     let plain = scenario("[[expect]]\ncontacted = \"mx\"\n");
     assert_eq!(unsupported(&plain, &NoRetryKnobs), None);
 }
@@ -774,4 +774,21 @@ fn queued_is_read_from_the_targets_queue_at_the_end() {
         panic!("expected a pass")
     };
     assert!(text.contains("queued as 4ABC"), "{text}");
+}
+
+#[test]
+fn names_in_raw_settings_are_scoped_like_the_scenario() {
+    let scope = Scope::new(7);
+    assert_eq!(
+        super::scope_names("mailer-daemon@src.test", &scope),
+        "mailer-daemon@src.s7.test"
+    );
+    assert_eq!(
+        super::scope_names("bounce, 2bounce", &scope),
+        "bounce, 2bounce"
+    );
+    assert_eq!(
+        super::scope_names("regexp:{{/x/ REDIRECT a@b.test}}", &scope),
+        "regexp:{{/x/ REDIRECT a@b.s7.test}}"
+    );
 }

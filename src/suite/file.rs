@@ -31,6 +31,26 @@ pub struct ScenarioFile {
     pub messages: Vec<Spanned<MessageFile>>,
     #[serde(default, rename = "expect")]
     pub expects: Vec<Spanned<ExpectFile>>,
+    /// Negative controls: ways to make a target break this scenario's rule.
+    #[serde(default, rename = "control")]
+    pub controls: Vec<Spanned<ControlFile>>,
+}
+
+/// One `[[control]]`: settings under which the target breaks the rule (the
+/// scenario must then fail), or `none = "why no setting of any target can"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlFile {
+    /// Which target the control applies to (`postfix`).
+    pub target: Option<Spanned<String>>,
+    /// Raw settings for that target, in its own terms.
+    pub set: Option<Spanned<toml::Table>>,
+    /// Neutral knobs (`queue_lifetime = "0s"`).
+    pub knobs: Option<Spanned<toml::Table>>,
+    /// How the control breaks the rule, in a sentence.
+    pub why: Option<Spanned<String>>,
+    /// No control exists: why.
+    pub none: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -67,6 +67,54 @@ pub struct Scenario {
     pub expects: Vec<Expect>,
     /// The line of each `[[expect]]` in the file, for error messages.
     pub expect_lines: Vec<usize>,
+    /// Negative controls (`[[control]]`): settings under which the scenario must fail.
+    pub controls: Vec<Control>,
+    /// `[[control]] none = "..."`: why no setting of any target breaks the rule.
+    pub no_control: Option<String>,
+}
+
+/// A negative control: knobs and raw settings that make `target` break the
+/// scenario's rule, so that the scenario must fail under them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Control {
+    /// The target the control applies to (one of [`crate::target::FUTURE_NAMES`]).
+    pub target: String,
+    pub knobs: crate::target::knobs::Knobs,
+    /// Raw settings for `target`, laid over the scenario's own.
+    pub set: BTreeMap<String, String>,
+    /// How the control breaks the rule.
+    pub why: String,
+    /// Line of the `[[control]]` in the scenario file.
+    pub line: usize,
+}
+
+impl Control {
+    /// `soft_bounce = yes, queue_lifetime = 0s` for reports.
+    pub fn describe(&self) -> String {
+        self.knobs
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .chain(self.set.iter().map(|(k, v)| format!("{k} = {v}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Scenario {
+    /// This scenario under its `n`-th control (0-based): the control's knobs
+    /// and settings laid over the scenario's own, and an id of its own
+    /// (`<id> [control N]`), so that it runs on an instance with those settings.
+    pub fn under_control(&self, n: usize) -> Scenario {
+        let c = &self.controls[n];
+        let mut sc = self.clone();
+        sc.id = format!("{} [control {}]", self.id, n + 1);
+        sc.knobs.extend(c.knobs.iter().map(|(k, v)| (*k, *v)));
+        sc.target_sets
+            .entry(c.target.clone())
+            .or_default()
+            .extend(c.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        sc
+    }
 }
 
 /// A DNS record with names as written in the scenario (the world scopes them).
@@ -369,7 +417,28 @@ pub fn load_file(path: &Path) -> Result<Scenario, SuiteError> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_scenario(path, &text)
+    let sc = parse_scenario(path, &text)?;
+    require_control(&sc)?;
+    Ok(sc)
+}
+
+/// A suite file must show how its scenario can fail: at least one
+/// `[[control]]`, or `[[control]] none = "why no control exists"`.
+/// ([`parse_scenario`] leaves this to the caller, so that snippets can be checked.)
+pub fn require_control(sc: &Scenario) -> Result<(), SuiteError> {
+    if sc.controls.is_empty() && sc.no_control.is_none() {
+        return Err(SuiteError::Invalid {
+            path: sc.path.clone(),
+            line: 1,
+            column: 1,
+            message: "no [[control]]: add one that makes a target break the rule \
+                      (`[[control]]` with `target`, `set` or `knobs`, and `why`), \
+                      or `[[control]] none = \"why no setting of any target breaks it\"` \
+                      (see suites/README.md, Negative controls)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Validate a scenario given as text (`path` is used for ids and messages).
@@ -448,39 +517,156 @@ impl Validator<'_> {
                         format!("[target.{k}] set must be a table of settings"),
                     ));
                 };
-                for (pk, pv) in pairs {
-                    if pk.is_empty()
-                        || !pk
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-                    {
-                        return Err(self.error(
-                            span,
-                            format!(
-                                "bad target setting name `{pk}`: letters, digits, _ and . only"
-                            ),
-                        ));
-                    }
-                    let pv = match pv {
-                        toml::Value::String(s) => s.clone(),
-                        toml::Value::Integer(i) => i.to_string(),
-                        toml::Value::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
-                        other => {
-                            return Err(self.error(
-                                span,
-                                format!(
-                                "target setting `{pk}` must be a string, number or boolean, not {}",
-                                other.type_str()
-                            ),
-                            ))
-                        }
-                    };
-                    set.insert(pk.clone(), pv);
-                }
+                set = self.settings(pairs, span.clone())?;
             }
             sets.insert(k.clone(), set);
         }
         Ok((knobs, sets))
+    }
+
+    /// Raw target settings (`set = { soft_bounce = "yes" }`): names checked,
+    /// values as strings (booleans as yes / no).
+    fn settings(
+        &self,
+        pairs: &toml::Table,
+        span: Range<usize>,
+    ) -> Result<BTreeMap<String, String>, SuiteError> {
+        let mut set = BTreeMap::new();
+        for (pk, pv) in pairs {
+            if pk.is_empty()
+                || !pk
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                return Err(self.error(
+                    span,
+                    format!("bad target setting name `{pk}`: letters, digits, _ and . only"),
+                ));
+            }
+            let pv = match pv {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
+                other => {
+                    return Err(self.error(
+                        span,
+                        format!(
+                            "target setting `{pk}` must be a string, number or boolean, not {}",
+                            other.type_str()
+                        ),
+                    ))
+                }
+            };
+            set.insert(pk.clone(), pv);
+        }
+        Ok(set)
+    }
+
+    /// `[[control]]` blocks: each names a target, settings or knobs and why;
+    /// or one `none` says why no control exists.
+    fn controls(
+        &self,
+        raw: &[toml::Spanned<file::ControlFile>],
+    ) -> Result<(Vec<Control>, Option<String>), SuiteError> {
+        use crate::target::knobs::{Knob, Knobs, Value};
+        let mut controls = Vec::new();
+        let mut none: Option<String> = None;
+        for c in raw {
+            let span = c.span();
+            let c = c.get_ref();
+            if let Some(n) = &c.none {
+                let others = [
+                    ("target", c.target.as_ref().map(|t| t.span())),
+                    ("set", c.set.as_ref().map(|t| t.span())),
+                    ("knobs", c.knobs.as_ref().map(|t| t.span())),
+                    ("why", c.why.as_ref().map(|t| t.span())),
+                ];
+                if let Some((key, Some(at))) = others.into_iter().find(|(_, s)| s.is_some()) {
+                    return Err(self.error(
+                        at,
+                        format!(
+                            "`{key}` in a [[control]] with `none`: `none` says no control exists, so it stands alone; move `{key}` to a [[control]] of its own or drop `none`"
+                        ),
+                    ));
+                }
+                if n.get_ref().trim().is_empty() {
+                    return Err(self.error(
+                        n.span(),
+                        "`none` needs the reason no setting of any target breaks the rule",
+                    ));
+                }
+                if none.is_some() {
+                    return Err(self.error(n.span(), "more than one [[control]] with `none`"));
+                }
+                none = Some(n.get_ref().trim().to_string());
+                continue;
+            }
+            let names = crate::target::FUTURE_NAMES.join(", ");
+            let Some(target) = &c.target else {
+                return Err(self.error(
+                    span,
+                    format!(
+                        "a [[control]] needs `target` (one of {names}), `set` or `knobs`, and `why`; or `none = \"why no control exists\"`"
+                    ),
+                ));
+            };
+            if !crate::target::FUTURE_NAMES.contains(&target.get_ref().as_str()) {
+                return Err(self.error(
+                    target.span(),
+                    format!("unknown target `{}`: use one of {names}", target.get_ref()),
+                ));
+            }
+            let set = match &c.set {
+                Some(t) => self.settings(t.get_ref(), t.span())?,
+                None => BTreeMap::new(),
+            };
+            let mut knobs = Knobs::new();
+            if let Some(t) = &c.knobs {
+                for (k, v) in t.get_ref() {
+                    let knob = Knob::from_name(k).ok_or_else(|| {
+                        self.error(
+                            t.span(),
+                            format!("unknown knob `{k}`: use one of {}", Knob::names()),
+                        )
+                    })?;
+                    let v = Value::parse(knob, v).map_err(|m| self.error(t.span(), m))?;
+                    knobs.insert(knob, v);
+                }
+            }
+            if set.is_empty() && knobs.is_empty() {
+                return Err(self.error(
+                    span,
+                    "a [[control]] needs `set = { ... }` (the target's own settings) or `knobs = { ... }` that break the rule",
+                ));
+            }
+            let why = match &c.why {
+                Some(w) if !w.get_ref().trim().is_empty() => w.get_ref().trim().to_string(),
+                _ => return Err(self.error(
+                    span,
+                    "a [[control]] needs `why`: how the settings make the target break the rule",
+                )),
+            };
+            controls.push(Control {
+                target: target.get_ref().clone(),
+                knobs,
+                set,
+                why,
+                line: self.line(span.start),
+            });
+        }
+        if let (Some(_), Some(first)) = (&none, raw.first()) {
+            if !controls.is_empty() {
+                return Err(self.error(
+                    first.span(),
+                    "a scenario with `[[control]] none = ...` has no other [[control]]: either a control breaks the rule or none does",
+                ));
+            }
+        }
+        Ok((controls, none))
+    }
+
+    fn line(&self, at: usize) -> usize {
+        self.text[..at.min(self.text.len())].matches('\n').count() + 1
     }
 
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> SuiteError {
@@ -908,6 +1094,7 @@ impl Validator<'_> {
         }
 
         let (knobs, target_sets) = self.target(&raw.target)?;
+        let (controls, no_control) = self.controls(&raw.controls)?;
 
         Ok(Scenario {
             id: format!("{suite}/{stem}"),
@@ -927,6 +1114,8 @@ impl Validator<'_> {
             messages,
             expects,
             expect_lines,
+            controls,
+            no_control,
         })
     }
 }

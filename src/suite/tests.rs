@@ -331,3 +331,191 @@ fn dns_query_expectations_are_checked() {
     ));
     assert!(msg.contains("must end in .test"), "{msg}");
 }
+
+/// GOOD with `extra` appended (extra starts with its own blank line).
+fn with_controls(extra: &str) -> (String, usize) {
+    // The line the first appended `[[control]]` header lands on.
+    let first = GOOD.matches('\n').count() + 2;
+    (format!("{GOOD}\n{extra}"), first)
+}
+
+#[test]
+fn controls_load_with_their_line_and_lay_over_the_scenario() {
+    use crate::target::knobs::{Knob, Value};
+    let (text, first) = with_controls(
+        r#"[[control]]
+target = "postfix"
+set = { soft_bounce = "yes", smtp_mx_address_limit = 1 }
+why = "5xx become 4xx: no DSN"
+
+[[control]]
+target = "exim"
+knobs = { queue_lifetime = "0s" }
+why = "one try only"
+"#,
+    );
+    let text = text.replace(
+        "[dns]",
+        "[target]\nqueue_lifetime = \"5s\"\nhop_limit = 101\n[target.postfix]\nset = { soft_bounce = \"no\", delay_warning_time = \"1h\" }\n[dns]",
+    );
+    let first = first + 5;
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
+    assert_eq!(s.no_control, None);
+    assert_eq!(s.controls.len(), 2);
+    let c = &s.controls[0];
+    assert_eq!(c.target, "postfix");
+    assert_eq!(c.line, first, "the first [[control]] header");
+    assert_eq!(c.why, "5xx become 4xx: no DSN");
+    assert_eq!(c.describe(), "smtp_mx_address_limit = 1, soft_bounce = yes");
+    assert_eq!(s.controls[1].line, first + 5);
+    assert_eq!(
+        s.controls[1].knobs.get(&Knob::QueueLifetime),
+        Some(&Value::Time(Duration::ZERO))
+    );
+
+    // Under control 1 the control's settings win over the scenario's own; the rest stay.
+    let v = s.under_control(0);
+    assert_eq!(v.id, "x/0001-t [control 1]");
+    let pf = &v.target_sets["postfix"];
+    assert_eq!(pf["soft_bounce"], "yes");
+    assert_eq!(pf["delay_warning_time"], "1h");
+    assert_eq!(pf["smtp_mx_address_limit"], "1");
+    assert_eq!(v.knobs, s.knobs);
+    // Under control 2 (for exim) the knob wins over the scenario's, Postfix's settings are untouched.
+    let v = s.under_control(1);
+    assert_eq!(
+        v.knobs.get(&Knob::QueueLifetime),
+        Some(&Value::Time(Duration::ZERO))
+    );
+    assert_eq!(v.knobs.get(&Knob::HopLimit), Some(&Value::Count(101)));
+    assert_eq!(v.target_sets["postfix"], s.target_sets["postfix"]);
+    assert!(v.target_sets["exim"].is_empty());
+    assert_eq!(v.expects, s.expects);
+}
+
+#[test]
+fn a_scenario_may_say_no_control_exists_and_nothing_else() {
+    let (text, _) = with_controls("[[control]]\nnone = \"no target has a setting for this\"\n");
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
+    assert!(s.controls.is_empty());
+    assert_eq!(
+        s.no_control.as_deref(),
+        Some("no target has a setting for this")
+    );
+
+    // `none` stands alone in its block ...
+    let (text, first) =
+        with_controls("[[control]]\nnone = \"nothing\"\ntarget = \"postfix\"\nwhy = \"w\"\n");
+    let (line, msg) = err(&text);
+    assert!(
+        msg.contains("`target` in a [[control]] with `none`"),
+        "{msg}"
+    );
+    assert_eq!(line, first + 2, "the `target` line");
+    // ... and in the scenario.
+    let (text, first) = with_controls(
+        "[[control]]\nnone = \"nothing\"\n\n[[control]]\ntarget = \"postfix\"\nset = { soft_bounce = \"yes\" }\nwhy = \"w\"\n",
+    );
+    let (line, msg) = err(&text);
+    assert!(msg.contains("has no other [[control]]"), "{msg}");
+    assert!(line >= first, "{line}");
+    let (text, _) = with_controls("[[control]]\nnone = \"  \"\n");
+    let (_, msg) = err(&text);
+    assert!(msg.contains("`none` needs the reason"), "{msg}");
+}
+
+#[test]
+fn bad_controls_name_the_line_and_the_fix() {
+    let cases = [
+        // (control block, line offset from its header, message part)
+        (
+            "[[control]]\nset = { soft_bounce = \"yes\" }\nwhy = \"w\"\n",
+            None,
+            "a [[control]] needs `target` (one of postfix, exim",
+        ),
+        (
+            "[[control]]\ntarget = \"qmail\"\nset = { soft_bounce = \"yes\" }\nwhy = \"w\"\n",
+            Some(1),
+            "unknown target `qmail`: use one of postfix",
+        ),
+        (
+            "[[control]]\ntarget = \"postfix\"\nwhy = \"w\"\n",
+            None,
+            "needs `set = { ... }` (the target's own settings) or `knobs = { ... }`",
+        ),
+        (
+            "[[control]]\ntarget = \"postfix\"\nset = {}\nwhy = \"w\"\n",
+            None,
+            "needs `set = { ... }`",
+        ),
+        (
+            "[[control]]\ntarget = \"postfix\"\nset = { soft_bounce = \"yes\" }\n",
+            None,
+            "a [[control]] needs `why`",
+        ),
+        (
+            "[[control]]\ntarget = \"postfix\"\nknobs = { queue_lifetim = \"0s\" }\nwhy = \"w\"\n",
+            Some(2),
+            "unknown knob `queue_lifetim`: use one of queue_lifetime",
+        ),
+        (
+            "[[control]]\ntarget = \"postfix\"\nknobs = { hop_limit = \"5\" }\nwhy = \"w\"\n",
+            Some(2),
+            "`hop_limit` is a count",
+        ),
+        (
+            "[[control]]\ntarget = \"postfix\"\nset = { \"a b\" = 1 }\nwhy = \"w\"\n",
+            Some(2),
+            "bad target setting name `a b`",
+        ),
+        (
+            "[[control]]\ntarget = \"postfix\"\nsett = { soft_bounce = \"yes\" }\nwhy = \"w\"\n",
+            None,
+            "unknown field `sett`",
+        ),
+    ];
+    for (block, offset, want) in cases {
+        let (text, first) = with_controls(block);
+        let (line, msg) = err(&text);
+        assert!(msg.contains(want), "{block}: {msg}");
+        match offset {
+            Some(o) => assert_eq!(line, first + o, "{block}: {msg}"),
+            None => assert!(
+                (first..first + 4).contains(&line),
+                "{block}: line {line}, block at {first}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_suite_file_without_a_control_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("0001-t.toml");
+    std::fs::write(&file, GOOD).unwrap();
+    let e = load_file(&file).unwrap_err().to_string();
+    assert!(e.contains("0001-t.toml:1:1: no [[control]]"), "{e}");
+    assert!(e.contains("none = \"why no setting"), "{e}");
+    std::fs::write(&file, format!("{GOOD}\n[[control]]\nnone = \"n\"\n")).unwrap();
+    assert!(load_file(&file).is_ok());
+}
+
+#[test]
+fn every_shipped_scenario_declares_a_control_or_why_none() {
+    let files = discover(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("suites")]).unwrap();
+    let (ok, _) = load_all(&files);
+    for sc in &ok {
+        assert!(
+            !sc.controls.is_empty() || sc.no_control.is_some(),
+            "{}",
+            sc.id
+        );
+        for c in &sc.controls {
+            assert!(
+                crate::target::FUTURE_NAMES.contains(&c.target.as_str()),
+                "{}",
+                sc.id
+            );
+        }
+    }
+}

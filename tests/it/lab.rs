@@ -442,3 +442,124 @@ fn the_same_scenarios_pass_on_stock_settings() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("3 passed, 0 failed"), "{text}");
 }
+
+/// `run --controls`: every scenario runs again under each of its
+/// `[[control]]` settings, where it must fail. Three real controls are
+/// caught; a control that changes nothing the scenario looks at is reported
+/// as not caught and fails the run; a `none` scenario is counted.
+#[test]
+fn controls_are_caught_and_a_useless_control_is_reported() {
+    let Some(_g) = lab() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |from: &str, folder: &str, extra: &str| {
+        let text = std::fs::read_to_string(root().join(from)).unwrap();
+        assert!(text.contains("\n[[control]]"), "{from} has no control");
+        let suite = dir.path().join(folder);
+        std::fs::create_dir_all(&suite).unwrap();
+        let file = suite.join(Path::new(from).file_name().unwrap());
+        std::fs::write(&file, format!("{text}{extra}")).unwrap();
+        file
+    };
+    // Caught: a DNS reply filter (MX 10 dropped), a hop limit knob, a header check.
+    let caught = [
+        copy(
+            "suites/mx-fallback/0002-preference-order.toml",
+            "mx-fallback",
+            "",
+        ),
+        copy(
+            "suites/loop-detection/0001-few-hops-delivered.toml",
+            "loop-detection",
+            "",
+        ),
+        copy(
+            "suites/bounce-origin/0014-auto-submitted.toml",
+            "bounce-origin",
+            "",
+        ),
+    ];
+    // A second control that has nothing to do with the rule: the scenario still passes.
+    let useless = copy(
+        "suites/loop-detection/0002-45-hops-delivered.toml",
+        "loop-detection",
+        "\n[[control]]\ntarget = \"postfix\"\nset = { delay_warning_time = \"1h\" }\nwhy = \"a delay warning time changes nothing here\"\n",
+    );
+    // A scenario that says no control exists: counted, not run.
+    let text = std::fs::read_to_string(root().join("suites/mx-fallback/0009-null-mx-status.toml"))
+        .unwrap();
+    let text = &text[..text.find("\n[[control]]").unwrap()];
+    let none = dir.path().join("mx-fallback/0009-null-mx-status.toml");
+    std::fs::write(
+        &none,
+        format!("{text}\n[[control]]\nnone = \"for this test\"\n"),
+    )
+    .unwrap();
+
+    let junit = dir.path().join("controls.xml");
+    let mut args = vec!["--controls", "--junit", junit.to_str().unwrap()];
+    let files: Vec<String> = caught
+        .iter()
+        .chain([&useless, &none])
+        .map(|f| f.display().to_string())
+        .collect();
+    args.extend(files.iter().map(String::as_str));
+    let out = mtaspec(&[&["run"], args.as_slice()].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        stdout.contains(
+            "controls caught 4/5 (postfix); 1 not caught, 1 scenario(s) with no control (none)"
+        ),
+        "{all}"
+    );
+    assert!(
+        stdout.contains("MISSED loop-detection/0002-45-hops-delivered control 2"),
+        "{all}"
+    );
+    assert!(stdout.contains("postfix delay_warning_time = 1h"), "{all}");
+    assert!(stdout.contains("observed: the scenario passed"), "{all}");
+    assert!(
+        stdout.contains("mx-fallback/0009-null-mx-status: for this test"),
+        "{all}"
+    );
+    for id in [
+        "mx-fallback/0002-preference-order",
+        "loop-detection/0001-few-hops-delivered",
+        "bounce-origin/0014-auto-submitted",
+        "loop-detection/0002-45-hops-delivered",
+    ] {
+        assert!(
+            stderr.contains(&format!("CAUGHT    {id} [control 1]")),
+            "{id}: {all}"
+        );
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(
+            r#"<testsuites name="mtaspec controls" tests="6" skipped="1" failures="1" errors="0""#
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<testcase name="loop-detection/0002-45-hops-delivered [control 2]""#),
+        "{xml}"
+    );
+
+    // Without the useless control every control is caught: exit 0.
+    let mut args = vec!["run", "--controls"];
+    args.extend(files[..3].iter().map(String::as_str));
+    let out = mtaspec(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("controls caught 3/3 (postfix); 0 not caught"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lab_processes(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+}

@@ -136,12 +136,33 @@ impl Check for NoDsn<'_> {
             }
             None
         };
+        // Where bounces go: the senders' addresses (envelope, or the From:
+        // header of a null-sender message). Anything arriving there is a
+        // report sent back, whatever its own envelope sender (Postfix sends
+        // a double bounce from double-bounce@, not from <>).
+        let watched: Vec<String> = sc
+            .messages
+            .iter()
+            .filter_map(|m| {
+                let a = if m.from.is_empty() {
+                    m.header_from.as_ref()?
+                } else {
+                    &m.from
+                };
+                Some(scope.address(a))
+            })
+            .collect();
         let dsn = o.sessions.iter().flat_map(|s| &s.deliveries).find(|d| {
-            d.mail_from.is_empty()
+            let bounce = d.mail_from.is_empty()
                 && !d
                     .rcpts
                     .iter()
-                    .all(|r| ours.iter().any(|x| x.eq_ignore_ascii_case(r)))
+                    .all(|r| ours.iter().any(|x| x.eq_ignore_ascii_case(r)));
+            let sent_back = d
+                .rcpts
+                .iter()
+                .any(|r| watched.iter().any(|w| w.eq_ignore_ascii_case(r)));
+            (bounce || sent_back)
                 && self
                     .action
                     .as_ref()
