@@ -7,12 +7,7 @@ pub mod matrix;
 
 use crate::run::ScenarioResult;
 
-/// What a run tells its reporters as it goes.
-#[derive(Debug)]
-pub enum Event<'a> {
-    Started { id: String },
-    Finished(&'a ScenarioResult),
-}
+pub use crate::run::Event;
 
 /// How a scenario's outcome is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,6 @@ pub mod observe;
 
 use crate::client;
 use crate::lab::{self, sniff, Lab};
-use crate::report::Event;
 use crate::suite::Scenario;
 use crate::target::knobs::{self, Knobs};
 use crate::target::{Mta, Spec, Support, TargetError, TargetOptions};
@@ -38,6 +37,14 @@ pub enum RunError {
     Target(#[from] TargetError),
     #[error("{0} distinct [target] settings need as many target instances; at most 200 fit the lab's addresses")]
     TooManyInstances(usize),
+}
+
+/// What a run tells its reporters as it goes (the report stage consumes these;
+/// the run stage does not know its reporters).
+#[derive(Debug)]
+pub enum Event<'a> {
+    Started { id: String },
+    Finished(&'a ScenarioResult),
 }
 
 /// What one scenario came to.
