@@ -598,7 +598,15 @@ pub async fn run_one(
     ));
     for (i, h) in sc.hosts.iter().enumerate() {
         let addr = SocketAddr::from((scope.host_addr(i), 25));
-        match Host::start(h.clone(), addr, rec.clone()).await {
+        // Addresses in the script are the scenario's: scope them like its names.
+        let mut spec = h.clone();
+        for a in &mut spec.attempts {
+            a.rcpt_by = std::mem::take(&mut a.rcpt_by)
+                .into_iter()
+                .map(|(k, v)| (scope.address(&k).to_ascii_lowercase(), v))
+                .collect();
+        }
+        match Host::start(spec, addr, rec.clone()).await {
             Ok(host) => hosts.push(host),
             Err(e) => {
                 result.error = Some(format!("cannot start fake host `{}` on {addr}: {e}", h.key));

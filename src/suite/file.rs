@@ -99,12 +99,15 @@ pub struct AttemptFile {
 }
 
 /// A reply (`"451 4.3.0 try later"`, lines joined by `\n` for multi-line),
-/// `"drop"`, `"stall"`, or a list of those (for RCPT).
+/// `"drop"`, `"stall"`, or for RCPT a list of those (by position) or a table
+/// keyed by recipient address.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum StepFile {
     One(String),
     Many(Vec<String>),
+    /// For RCPT: replies keyed by recipient address, whatever their order.
+    ByAddress(BTreeMap<String, String>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -200,6 +200,9 @@ pub struct Attempt {
     pub helo: Step,
     pub mail: Step,
     pub rcpt: Vec<Step>,
+    /// Replies keyed by recipient address (lowercase), whatever the order the
+    /// target sends its RCPTs in; addresses not listed get `rcpt`.
+    pub rcpt_by: std::collections::BTreeMap<String, Step>,
     pub data: Step,
     pub eod: Step,
     pub rset: Step,
@@ -222,6 +225,7 @@ impl Default for Attempt {
             helo: r("250 fake host"),
             mail: r("250 2.1.0 ok"),
             rcpt: vec![r("250 2.1.5 ok")],
+            rcpt_by: Default::default(),
             data: r("354 end with <CRLF>.<CRLF>"),
             eod: r("250 2.0.0 queued"),
             rset: r("250 2.0.0 ok"),
@@ -1374,7 +1378,9 @@ fn attempt(a: &AttemptFile) -> Result<Attempt, String> {
                 *slot = step(s)?;
                 Ok(())
             }
-            Some(StepFile::Many(_)) => Err(format!("`{key}` takes one reply, not a list")),
+            Some(StepFile::Many(_)) | Some(StepFile::ByAddress(_)) => {
+                Err(format!("`{key}` takes one reply, not a list or table"))
+            }
         }
     };
     single(&a.greeting, &mut out.greeting, "greeting")?;
@@ -1391,6 +1397,16 @@ fn attempt(a: &AttemptFile) -> Result<Attempt, String> {
         Some(StepFile::Many(v)) if v.is_empty() => return Err("`rcpt` list is empty".into()),
         Some(StepFile::Many(v)) => {
             out.rcpt = v.iter().map(|s| step(s)).collect::<Result<_, _>>()?
+        }
+        Some(StepFile::ByAddress(m)) if m.is_empty() => return Err("`rcpt` table is empty".into()),
+        Some(StepFile::ByAddress(m)) => {
+            for (addr, reply) in m {
+                let domain = addr.rsplit_once('@').map(|(_, d)| d).ok_or_else(|| {
+                    format!("`rcpt` key `{addr}` is not an address (local@domain)")
+                })?;
+                check_name(domain)?;
+                out.rcpt_by.insert(addr.to_ascii_lowercase(), step(reply)?);
+            }
         }
     }
     Ok(out)

@@ -519,3 +519,28 @@ fn every_shipped_scenario_declares_a_control_or_why_none() {
         }
     }
 }
+
+#[test]
+fn rcpt_replies_can_be_keyed_by_address() {
+    let text = GOOD.replace(
+        "rcpt = [\"250 ok\", \"451 4.2.0 later\"]",
+        "rcpt = { \"bob@dest.test\" = \"550 5.1.1 no\", \"Carol@Dest.test\" = \"250 ok\" }",
+    );
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
+    let a = s.hosts.iter().find(|h| h.key == "mx10").unwrap().attempt(1);
+    assert_eq!(
+        a.rcpt_by.get("bob@dest.test"),
+        Some(&crate::suite::Step::Reply(vec!["550 5.1.1 no".into()]))
+    );
+    assert!(a.rcpt_by.contains_key("carol@dest.test"));
+    let (_, msg) = err(&GOOD.replace(
+        "rcpt = [\"250 ok\", \"451 4.2.0 later\"]",
+        "rcpt = { \"bob\" = \"250 ok\" }",
+    ));
+    assert!(msg.contains("not an address"), "{msg}");
+    let (_, msg) = err(&GOOD.replace(
+        "rcpt = [\"250 ok\", \"451 4.2.0 later\"]",
+        "mail = { \"bob@dest.test\" = \"250 ok\" }",
+    ));
+    assert!(msg.contains("takes one reply"), "{msg}");
+}
