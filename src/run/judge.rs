@@ -47,6 +47,8 @@ pub fn waits_for_quiet(e: &Expect, sc: &Scenario, scope: &Scope, o: &Observation
     match e {
         Expect::Dsn(d) => !dsns_to(o, &scope.address(&d.to)).is_empty(),
         Expect::RefusedOrDsn { .. } => !dsns_to(o, &scope.address(&sc.messages[0].from)).is_empty(),
+        // Inbound session expectations (src/session/judge.rs).
+        Expect::Session(x) => crate::session::judge::waits_for_quiet(x),
         e => is_negative(e),
     }
 }
@@ -85,6 +87,12 @@ pub fn decide(e: &Expect, cx: &Ctx) -> Decision {
         }
     };
     match e {
+        // Inbound session expectations are decided in src/session/judge.rs.
+        Expect::Session(x) => match crate::session::judge::decide(x, sc, scope, o, last) {
+            crate::session::judge::Judged::Pending => Decision::Pending,
+            crate::session::judge::Judged::Pass(s) => Decision::Pass(s),
+            crate::session::judge::Judged::Fail(s) => Decision::Fail(s),
+        },
         Expect::Delivered { host, rcpt } => {
             let want: Vec<String> = rcpt
                 .iter()

@@ -34,6 +34,8 @@ pub enum RunError {
     Target(#[from] TargetError),
     #[error("{0} distinct [target] settings need as many target instances; at most 200 fit the lab's addresses")]
     TooManyInstances(usize),
+    #[error("{0}")]
+    Tls(#[from] crate::session::tls::TlsError),
 }
 
 /// What one scenario came to.
@@ -112,6 +114,8 @@ pub struct Services {
     pub failed: Vec<(BTreeMap<String, String>, String)>,
     sniffer: tokio::task::JoinHandle<()>,
     pub startup: Duration,
+    /// The target's per-run certificate and the raw client's TLS config.
+    pub tls: Option<crate::session::tls::TlsMaterial>,
 }
 
 /// Address of the `n`-th target instance: the lab's target address, then
@@ -155,6 +159,15 @@ impl Services {
         if groups.len() > 200 {
             return Err(RunError::TooManyInstances(groups.len()));
         }
+        // Every instance offers STARTTLS with a certificate made for this run.
+        let tls = crate::session::tls::generate(lab.dir(), lab::TARGET_HOSTNAME)?;
+        let opts = &TargetOptions {
+            tls: Some(crate::target::TlsFiles {
+                cert_file: tls.cert_file.clone(),
+                key_file: tls.key_file.clone(),
+            }),
+            ..opts.clone()
+        };
         let starts = groups.iter().enumerate().map(|(n, set)| {
             let mut o = opts.clone();
             o.sets
@@ -201,6 +214,7 @@ impl Services {
             failed,
             sniffer,
             startup: begin.elapsed(),
+            tls: Some(tls),
         })
     }
 
@@ -363,6 +377,19 @@ pub async fn run_one(
                 }
             }
         }
+    }
+    // Inbound: the scenario's raw client sessions (src/session/).
+    if result.error.is_none() && !sc.sessions.is_empty() {
+        let tls = services.tls.as_ref().map(|t| t.client.clone());
+        crate::session::run_all(
+            &sc,
+            &scope,
+            target.smtp_addr(),
+            tls,
+            lab::TARGET_HOSTNAME,
+            &rec,
+        )
+        .await;
     }
     if result.error.is_none() {
         result.verdicts = judge_loop(&sc, &scope, &rec, target.settings()).await;

@@ -16,6 +16,74 @@ pub struct Observations {
     pub injections: Vec<Injection>,
     /// DNS queries for the scenario's names.
     pub dns: Vec<DnsQuery>,
+    /// What the raw client saw in each `[[session]]` (inbound suites).
+    pub raw_sessions: Vec<RawSession>,
+}
+
+/// One raw client session with the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawSession {
+    /// 0-based `[[session]]` index.
+    pub session: usize,
+    /// The client's address and port.
+    pub client: String,
+    pub at: Duration,
+    /// One outcome per script step, in order (fewer when the session stopped early).
+    pub outcomes: Vec<StepOutcome>,
+    /// Sent bytes (escaped) and replies, in order.
+    pub transcript: Vec<Line>,
+    /// Messages sent by `data` / `bdat` steps (scoped), in order.
+    #[serde(skip)]
+    pub messages: Vec<SentMessage>,
+    /// Set when the session could not start (no connection).
+    pub error: Option<String>,
+}
+
+/// A message the raw client sent.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    /// DATA content (dot-stuffed, cut before its `.<CRLF>`); `false` for BDAT chunks.
+    pub dot_stuffed: bool,
+    pub content: Vec<u8>,
+}
+
+/// What happened at one script step.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepOutcome {
+    Sent {
+        octets: usize,
+    },
+    SendFailed {
+        error: String,
+    },
+    Paused,
+    Tls {
+        error: Option<String>,
+    },
+    EnhancedMode,
+    /// A complete reply, and how long it was waited for.
+    Reply {
+        code: u16,
+        lines: Vec<String>,
+        waited: Duration,
+    },
+    /// Bytes that did not parse as a reply (escaped).
+    BadReply {
+        error: String,
+        bytes: String,
+    },
+    /// The target closed (or reset) the connection.
+    Closed {
+        waited: Duration,
+    },
+    /// Nothing came for the whole wait.
+    Silent {
+        waited: Duration,
+    },
+    ReadFailed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]

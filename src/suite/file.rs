@@ -30,6 +30,9 @@ pub struct ScenarioFile {
     pub messages: Vec<Spanned<MessageFile>>,
     #[serde(default, rename = "expect")]
     pub expects: Vec<Spanned<ExpectFile>>,
+    /// Raw client sessions with the target (inbound suites); see `suite::session`.
+    #[serde(default, rename = "session")]
+    pub sessions: Vec<Spanned<super::session::SessionFile>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +149,8 @@ pub enum ExpectFile {
     Queried(String),
     /// The target never looked this name up: `"dest.test A"`.
     NotQueried(String),
+    /// What reached a fake host after the `[[session]]`s (inbound suites).
+    Relayed(super::session::RelayedFile),
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod known;
+pub mod session;
 
 use crate::rfc::Strength;
 use file::{AttemptFile, ExpectFile, ScenarioFile, StepFile};
@@ -62,6 +63,8 @@ pub struct Scenario {
     pub hosts: Vec<HostSpec>,
     pub messages: Vec<MessageSpec>,
     pub expects: Vec<Expect>,
+    /// Raw client sessions with the target, run in order after the messages.
+    pub sessions: Vec<session::SessionSpec>,
 }
 
 /// A DNS record with names as written in the scenario (the world scopes them).
@@ -241,6 +244,8 @@ pub enum Expect {
         name: String,
         qtype: String,
     },
+    /// Inbound: a session's replies, or what the sessions got relayed.
+    Session(session::SessionExpect),
 }
 
 /// A time in an expectation: fixed, or read from the target's settings.
@@ -389,6 +394,7 @@ impl Expect {
             Expect::RefusedOrDsn { status } => {
                 format!("message refused in session or bounced with status {status}")
             }
+            Expect::Session(x) => x.describe(),
         }
     }
 }
@@ -584,10 +590,10 @@ impl Validator<'_> {
             });
         }
 
-        if raw.messages.is_empty() {
+        if raw.messages.is_empty() && raw.sessions.is_empty() {
             return Err(self.error(
                 0..0,
-                "no [[message]]: a scenario injects at least one message",
+                "no [[message]] or [[session]]: a scenario injects at least one message or runs one session",
             ));
         }
         let mut messages = Vec::new();
@@ -656,13 +662,24 @@ impl Validator<'_> {
                     ))
                 }
             };
-            let first_sender = messages[0].from.clone();
+            // Expectations about the injected message need one.
+            let first = || {
+                messages.first().ok_or_else(|| {
+                    self.error(
+                        span.clone(),
+                        "this expectation is about an injected message: add a [[message]]",
+                    )
+                })
+            };
             let x = match e.get_ref() {
                 ExpectFile::Delivered(d) => {
                     known(&d.host)?;
                     Expect::Delivered {
                         host: d.host.clone(),
-                        rcpt: d.rcpt.clone().unwrap_or_else(|| messages[0].to.clone()),
+                        rcpt: match &d.rcpt {
+                            Some(r) => r.clone(),
+                            None => first()?.to.clone(),
+                        },
                     }
                 }
                 ExpectFile::Order(h) => {
@@ -737,7 +754,10 @@ impl Validator<'_> {
                             .map_err(|e| bad(format!("bad finding pattern `{g}`: {e}")))?;
                     }
                     Expect::Dsn(DsnExpect {
-                        to: d.to.clone().unwrap_or(first_sender),
+                        to: match &d.to {
+                            Some(t) => t.clone(),
+                            None => first()?.from.clone(),
+                        },
                         status: d.status.clone(),
                         action: d.action.as_ref().map(|a| a.to_ascii_lowercase()),
                         rcpt: d.rcpt.clone(),
@@ -829,6 +849,7 @@ impl Validator<'_> {
                     }
                 }
                 ExpectFile::RefusedOrDsn(r) => {
+                    first()?;
                     check_status_pattern(&r.status).map_err(|m| self.error(span.clone(), m))?;
                     Expect::RefusedOrDsn {
                         status: r.status.clone(),
@@ -842,6 +863,15 @@ impl Validator<'_> {
                         Expect::NotQueried { name, qtype }
                     }
                 }
+                ExpectFile::Relayed(r) => {
+                    known(&r.host)?;
+                    let x = session::relayed(r).map_err(|m| self.error(span.clone(), m))?;
+                    for a in x.from.iter().chain(&x.smuggled_from) {
+                        check_name(a.rsplit_once('@').map(|(_, d)| d).unwrap_or(a))
+                            .map_err(|m| self.error(span.clone(), m))?;
+                    }
+                    Expect::Session(session::SessionExpect::Relayed(x))
+                }
                 ExpectFile::NoDsn(true) => Expect::NoDsn,
                 ExpectFile::NoDsn(false) => {
                     return Err(self.error(
@@ -852,6 +882,11 @@ impl Validator<'_> {
             };
             expects.push(x);
         }
+        let sessions = self.sessions(&raw.sessions)?;
+        // Every session is judged on its replies.
+        expects.extend(
+            (0..sessions.len()).map(|n| Expect::Session(session::SessionExpect::Replies(n))),
+        );
         if expects.is_empty() {
             return Err(self.error(0..0, "no [[expect]]: a scenario checks at least one thing"));
         }
@@ -899,8 +934,44 @@ impl Validator<'_> {
             hosts,
             messages,
             expects,
+            sessions,
         })
     }
+
+    /// Validate `[[session]]` scripts; errors name the script's line in the file.
+    fn sessions(
+        &self,
+        raw: &[toml::Spanned<session::SessionFile>],
+    ) -> Result<Vec<session::SessionSpec>, SuiteError> {
+        let mut out = Vec::new();
+        for s in raw {
+            let f = s.get_ref();
+            let from =
+                session::client_from(f.from.as_deref()).map_err(|m| self.error(s.span(), m))?;
+            let span = f.script.span();
+            let steps =
+                session::parse_script(f.script.get_ref()).map_err(|e| SuiteError::Invalid {
+                    path: self.path.to_path_buf(),
+                    line: script_line(self.text, span.start) + e.line - 1,
+                    column: 1,
+                    message: format!("session script: {}", e.message),
+                })?;
+            out.push(session::SessionSpec { from, steps });
+        }
+        Ok(out)
+    }
+}
+
+/// The file line of a script's first line, given where its string starts:
+/// TOML drops the newline right after an opening `'''` or `"""`.
+fn script_line(text: &str, start: usize) -> usize {
+    let start = start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let rest = &text[start..];
+    let skips = ["'''\n", "'''\r\n", "\"\"\"\n", "\"\"\"\r\n"]
+        .iter()
+        .any(|p| rest.starts_with(p));
+    line + usize::from(skips)
 }
 
 fn file_message(m: &file::MessageFile) -> MessageSpec {

@@ -49,6 +49,15 @@ pub struct TargetOptions {
     pub sets: Vec<(String, String)>,
     /// `--postfix-config DIR`: the user's main.cf / master.cf.
     pub config_dir: Option<PathBuf>,
+    /// The certificate the target offers with STARTTLS (made by the lab per run).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate and private key for the target's SMTP server.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl TargetOptions {
