@@ -76,9 +76,10 @@ fn replies(n: usize, sc: &Scenario, scope: &Scope, o: &Observations, last: bool)
             )))
         };
         if enhanced {
+            // RFC 2034: 2xx, 4xx and 5xx replies carry one (3xx have no class).
             if let StepOutcome::Reply { code, lines, .. } = outcome {
                 let r = Reply::new(*code, lines.clone());
-                if r.enhanced().is_none() {
+                if r.class() != 3 && r.enhanced().is_none() {
                     return fail(format!(
                         "ENHANCEDSTATUSCODES was advertised, but the reply `{}` carries no enhanced status code of class {}",
                         shown(*code, lines),
@@ -248,10 +249,10 @@ fn relayed(r: &Relayed, scope: &Scope, o: &Observations, last: bool) -> Judged {
             ));
         }
     }
-    if got.len() > r.count {
+    if let Some(count) = r.count.filter(|c| got.len() > *c) {
         let why = format!(
             "expected {} message(s) at {}; {} arrived: {}",
-            r.count,
+            count,
             r.host,
             got.len(),
             list(&got)
@@ -276,10 +277,10 @@ fn relayed(r: &Relayed, scope: &Scope, o: &Observations, last: bool) -> Judged {
     if !last {
         return Judged::Pending;
     }
-    if got.len() < r.count {
+    if got.len() < r.count.unwrap_or(1) {
         return Judged::Fail(scope.unscope(&format!(
             "expected {} message(s) at {}; {} arrived{}",
-            r.count,
+            r.count.map_or("at least 1".to_string(), |c| c.to_string()),
             r.host,
             got.len(),
             if got.is_empty() {
@@ -300,16 +301,29 @@ fn relayed(r: &Relayed, scope: &Scope, o: &Observations, last: bool) -> Judged {
     }
     if r.body_as_sent {
         let sent: Vec<&SentMessage> = o.raw_sessions.iter().flat_map(|s| &s.messages).collect();
+        // Delivery order is the target's choice: pair each relayed message
+        // with a sent one it equals, each sent message used once.
+        let mut used = vec![false; sent.len()];
         for (i, d) in got.iter().enumerate() {
-            let Some(s) = sent.get(i) else {
-                return Judged::Fail(format!(
-                    "message {} arrived, but the sessions sent only {} message(s) with `data`/`bdat`",
-                    i + 1,
-                    sent.len()
-                ));
-            };
-            if let Err(why) = same_content(s, &d.data) {
-                return Judged::Fail(scope.unscope(&format!("{label}message {}: {why}", i + 1)));
+            let hit = (0..sent.len()).find(|&k| !used[k] && same_content(sent[k], &d.data).is_ok());
+            match hit {
+                Some(k) => used[k] = true,
+                None => {
+                    let Some(k) = (0..sent.len()).find(|&k| !used[k]) else {
+                        return Judged::Fail(format!(
+                            "message {} arrived, but the sessions sent only {} message(s) with `data`/`bdat`",
+                            i + 1,
+                            sent.len()
+                        ));
+                    };
+                    let why = same_content(sent[k], &d.data).err().unwrap_or_default();
+                    return Judged::Fail(scope.unscope(&format!(
+                        "{label}relayed message {} (from <{}>) equals no message sent; against sent message {}: {why}",
+                        i + 1,
+                        d.mail_from,
+                        k + 1
+                    )));
+                }
             }
         }
     }

@@ -9,7 +9,9 @@
 use super::data_content;
 use crate::run::observe::{Line, RawSession, Recorder, SentMessage, StepOutcome};
 use crate::smtp::reply::{parse_reply, ReplyLimits};
-use crate::suite::session::{escape, Content, ReplyExpect, SessionSpec, StepKind, DEFAULT_WAIT};
+use crate::suite::session::{
+    bdat_wire, escape, Content, ReplyExpect, SessionSpec, StepKind, DEFAULT_WAIT,
+};
 use crate::world::Scope;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -300,14 +302,8 @@ pub async fn run(n: usize, spec: &SessionSpec, cx: &Ctx<'_>) -> RawSession {
                         }
                     }
                     Some(Content::Bdat { last }) => {
-                        // The chunk follows the `BDAT n\r\n` line.
-                        let chunk = bytes
-                            .windows(2)
-                            .position(|w| w == b"\r\n")
-                            .map(|p| &bytes[p + 2..])
-                            .unwrap_or_default();
                         let msg = bdat.get_or_insert_with(Vec::new);
-                        msg.extend_from_slice(chunk);
+                        msg.extend_from_slice(&bytes);
                         if *last {
                             out.messages.push(SentMessage {
                                 dot_stuffed: false,
@@ -316,7 +312,11 @@ pub async fn run(n: usize, spec: &SessionSpec, cx: &Ctx<'_>) -> RawSession {
                         }
                     }
                 }
-                s.send(&bytes).await
+                match content {
+                    // The count is taken after scoping changed the chunk's names.
+                    Some(Content::Bdat { last }) => s.send(&bdat_wire(&bytes, *last)).await,
+                    _ => s.send(&bytes).await,
+                }
             }
             StepKind::Pause(d) => {
                 tokio::time::sleep(*d).await;

@@ -948,14 +948,18 @@ impl Validator<'_> {
             let f = s.get_ref();
             let from =
                 session::client_from(f.from.as_deref()).map_err(|m| self.error(s.span(), m))?;
-            let span = f.script.span();
-            let steps =
+            let first = script_line(self.text, f.script.span().start);
+            let mut steps =
                 session::parse_script(f.script.get_ref()).map_err(|e| SuiteError::Invalid {
                     path: self.path.to_path_buf(),
-                    line: script_line(self.text, span.start) + e.line - 1,
+                    line: first + e.line - 1,
                     column: 1,
                     message: format!("session script: {}", e.message),
                 })?;
+            // Reports name the scenario file's lines.
+            for st in &mut steps {
+                st.line += first - 1;
+            }
             out.push(session::SessionSpec { from, steps });
         }
         Ok(out)

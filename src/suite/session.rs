@@ -51,8 +51,8 @@ pub struct SessionFile {
 pub struct RelayedFile {
     /// The fake host the messages must reach.
     pub host: String,
-    /// Exactly this many messages reach the host.
-    pub count: usize,
+    /// Exactly this many messages reach the host (at least one when left out).
+    pub count: Option<usize>,
     /// Every message's envelope sender is one of these.
     #[serde(default)]
     pub from: Vec<String>,
@@ -89,7 +89,8 @@ pub struct Step {
 
 #[derive(Debug, Clone)]
 pub enum StepKind {
-    /// Write these bytes in one write; `content` marks message content kept for the body oracle.
+    /// Write these bytes in one write; `content` marks message content kept for the body oracle
+    /// (for BDAT, `bytes` is the chunk: the `BDAT n` line is put in front when sending).
     Send {
         bytes: Vec<u8>,
         content: Option<Content>,
@@ -197,7 +198,7 @@ pub enum SessionExpect {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Relayed {
     pub host: String,
-    pub count: usize,
+    pub count: Option<usize>,
     pub from: Vec<String>,
     pub smuggled_from: Option<String>,
     pub body_as_sent: bool,
@@ -219,12 +220,11 @@ impl SessionExpect {
         match self {
             SessionExpect::Replies(n) => format!("session {} replies as scripted", n + 1),
             SessionExpect::Relayed(r) => {
-                let mut s = format!(
-                    "exactly {} message{} relayed to {}",
-                    r.count,
-                    if r.count == 1 { "" } else { "s" },
-                    r.host
-                );
+                let mut s = match r.count {
+                    Some(1) => format!("exactly 1 message relayed to {}", r.host),
+                    Some(n) => format!("exactly {n} messages relayed to {}", r.host),
+                    None => format!("messages relayed to {}", r.host),
+                };
                 if !r.from.is_empty() {
                     s.push_str(&format!(", senders {}", r.from.join(" or ")));
                 }
@@ -375,20 +375,17 @@ fn parse_block(
             }
             "send" | "data" | "bdat" | "bdat-last" => {
                 let b = quoted(rest, idx).map_err(|m| err(n, format!("`{word}`: {m}")))?;
+                // A BDAT step holds the chunk; its `BDAT n` line is made when it
+                // is sent (after the names in it are scoped), see [`bdat_wire`].
                 let (bytes_out, content) = match word {
                     "send" => (b, None),
                     "data" => (b, Some(Content::Data)),
-                    _ => {
-                        let last = word == "bdat-last";
-                        let mut w = format!(
-                            "BDAT {}{}\r\n",
-                            b.len(),
-                            if last { " LAST" } else { "" }
-                        )
-                        .into_bytes();
-                        w.extend_from_slice(&b);
-                        (w, Some(Content::Bdat { last }))
-                    }
+                    _ => (
+                        b,
+                        Some(Content::Bdat {
+                            last: word == "bdat-last",
+                        }),
+                    ),
                 };
                 add_bytes(&bytes_out)?;
                 push(
@@ -567,6 +564,18 @@ fn enhanced_pattern(e: &str) -> Result<String, String> {
     }
 }
 
+/// The wire form of a BDAT step: `BDAT <octets>[ LAST]\r\n` and the chunk, one write.
+pub fn bdat_wire(chunk: &[u8], last: bool) -> Vec<u8> {
+    let mut w = format!(
+        "BDAT {}{}\r\n",
+        chunk.len(),
+        if last { " LAST" } else { "" }
+    )
+    .into_bytes();
+    w.extend_from_slice(chunk);
+    w
+}
+
 /// Whether an enhanced status `got` (e.g. `5.5.2`) matches a pattern (`5.5` or `5.5.2`).
 pub fn enhanced_matches(pattern: &str, got: &str) -> bool {
     got == pattern || got.starts_with(&format!("{pattern}."))
@@ -640,9 +649,11 @@ pub fn unescape(s: &str, idx: Option<usize>) -> Result<Vec<u8>, String> {
                             })?;
                         out.push(b);
                     }
-                    other => return Err(format!(
+                    other => {
+                        return Err(format!(
                         "unknown escape `\\{other}`: use \\r \\n \\t \\0 \\\\ \\\" \\xNN \\{{ \\}}"
-                    )),
+                    ))
+                    }
                 }
             }
             '{' => {
@@ -787,8 +798,16 @@ mod tests {
     #[test]
     fn bdat_prefixes_the_exact_octet_count() {
         let s = steps("bdat \"hello\\r\\n\"\nbdat-last \"\"\n");
-        assert_eq!(sent(&s[0]), b"BDAT 7\r\nhello\r\n");
-        assert_eq!(sent(&s[1]), b"BDAT 0 LAST\r\n");
+        assert_eq!(sent(&s[0]), b"hello\r\n");
+        assert_eq!(bdat_wire(sent(&s[0]), false), b"BDAT 7\r\nhello\r\n");
+        assert!(matches!(
+            s[1].kind,
+            StepKind::Send {
+                content: Some(Content::Bdat { last: true }),
+                ..
+            }
+        ));
+        assert_eq!(bdat_wire(sent(&s[1]), true), b"BDAT 0 LAST\r\n");
     }
 
     #[test]
@@ -870,7 +889,7 @@ mod tests {
     fn relayed_body_must_be_as_sent() {
         let f = RelayedFile {
             host: "mx".into(),
-            count: 1,
+            count: Some(1),
             from: vec![],
             smuggled_from: None,
             body: Some("exact".into()),

@@ -313,3 +313,50 @@ fn dns_query_expectations_are_checked() {
     ));
     assert!(msg.contains("must end in .test"), "{msg}");
 }
+
+const INBOUND: &str = r#"title = "t"
+rule = "r"
+rfc = "RFC 5321 §4.1.1.4"
+strength = "MUST"
+[hosts.mx]
+name = "mx.dest.test"
+[[session]]
+script = '''
+< 220
+> EHLO client.test
+< 250
+'''
+[[expect]]
+relayed = { host = "mx", count = 1, smuggled_from = "mallory@src.test" }
+"#;
+
+#[test]
+fn sessions_load_with_file_lines_and_a_replies_expectation() {
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), INBOUND).unwrap();
+    assert!(s.messages.is_empty());
+    assert_eq!(s.sessions.len(), 1);
+    // `< 220` is on line 9 of the file.
+    let lines: Vec<usize> = s.sessions[0].steps.iter().map(|st| st.line).collect();
+    assert_eq!(lines, vec![9, 10, 11]);
+    assert_eq!(s.expects.len(), 2);
+    assert!(matches!(
+        &s.expects[1],
+        Expect::Session(session::SessionExpect::Replies(0))
+    ));
+}
+
+#[test]
+fn session_script_errors_name_the_file_line() {
+    let (line, msg) = err(&INBOUND.replace("> EHLO client.test", "> EHLO \\q"));
+    assert_eq!(line, 10, "{msg}");
+    assert!(msg.contains("unknown escape `\\q`"), "{msg}");
+    let (line, msg) = err(&INBOUND.replace("< 250\n'''", "< 250\nsend \"x\n'''"));
+    assert_eq!(line, 12, "{msg}");
+    assert!(msg.contains("unterminated"), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("[[session]]", "[[session]]\nfrom = \"inside\""));
+    assert!(msg.contains("use \"outside\""), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("host = \"mx\"", "host = \"nope\""));
+    assert!(msg.contains("unknown host `nope`"), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("mallory@src.test", "mallory@src.com"));
+    assert!(msg.contains("must end in .test"), "{msg}");
+}
