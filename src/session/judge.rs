@@ -2,7 +2,8 @@
 //!
 //! Relayed content is compared "as sent, modulo normalisation": the
 //! content sent is taken up to the first `<CRLF>.<CRLF>`; the `Received:`
-//! fields the target put on top are dropped; CRLF and a bare LF both end a
+//! fields the target put on top are dropped, and so are `Message-ID:` and
+//! `Date:` fields it added to the header; CRLF and a bare LF both end a
 //! line; a bare CR counts as a space (Postfix turns it into one); for DATA,
 //! one leading dot is removed from each line (§4.5.2, after a bare LF too,
 //! as a server that takes it as a line end does) and a line of a lone dot
@@ -363,6 +364,26 @@ pub fn same_content(sent: &SentMessage, relayed: &[u8]) -> Result<(), String> {
             b.remove(0);
         }
     }
+    // Message-ID: and Date: the target added (Postfix does for trusted clients).
+    let name = |l: &[u8]| -> Option<Vec<u8>> {
+        let colon = l.iter().position(|c| *c == b':')?;
+        Some(l[..colon].to_ascii_lowercase())
+    };
+    let header_end = |l: &[Vec<u8>]| l.iter().position(|x| x.is_empty()).unwrap_or(l.len());
+    let sent_names: Vec<Vec<u8>> = a[..header_end(&a)].iter().filter_map(|l| name(l)).collect();
+    let mut i = 0;
+    while i < header_end(&b) {
+        let added = name(&b[i])
+            .is_some_and(|n| (n == b"message-id" || n == b"date") && !sent_names.contains(&n));
+        if added {
+            b.remove(i);
+            while i < b.len() && b[i].first().is_some_and(|c| *c == b' ' || *c == b'\t') {
+                b.remove(i);
+            }
+        } else {
+            i += 1;
+        }
+    }
     if a == b {
         return Ok(());
     }
@@ -440,6 +461,12 @@ mod tests {
         let relayed = b"Received: by target\r\nReceived: from a\r\nSubject: x\r\n\r\nb\r\n";
         assert_eq!(same_content(&sent, relayed), Ok(()));
         assert!(same_content(&sent, b"Subject: x\r\n\r\nb\r\n").is_err());
+        // Message-ID: and Date: added by the target are set aside, other new fields are not.
+        let sent = data(b"Subject: x\r\n\r\nDate: body text\r\n");
+        let relayed =
+            b"Subject: x\r\nMessage-Id: <1@t>\r\nDate: Wed,\r\n 2 Dec\r\n\r\nDate: body text\r\n";
+        assert_eq!(same_content(&sent, relayed), Ok(()));
+        assert!(same_content(&sent, b"Subject: x\r\nX-New: 1\r\n\r\nDate: body text\r\n").is_err());
     }
 
     #[test]

@@ -25,6 +25,8 @@ use tokio_rustls::rustls;
 pub const MAX_BUFFER: usize = 256 * 1024;
 /// Longest a sent chunk is shown in a transcript line.
 const SHOWN: usize = 400;
+/// Longest the client waits for the target to close after the script.
+pub const DRAIN: Duration = Duration::from_secs(3);
 
 /// Where and how a session connects.
 pub struct Ctx<'a> {
@@ -168,6 +170,41 @@ impl Session<'_> {
         self.log(true, format!("[unreadable: {bytes}]"));
         self.buf.clear();
         StepOutcome::BadReply { error, bytes }
+    }
+
+    /// End the session without a reset: close our side, then read what the
+    /// target still says until it closes (at most [`DRAIN`]). Closing with
+    /// unread replies would reset the connection, and the target could lose
+    /// commands it has not read yet.
+    async fn finish(&mut self) {
+        match &mut self.stream {
+            Stream::Plain(s) => {
+                let _ = s.shutdown().await;
+            }
+            Stream::Tls(s) => {
+                let _ = tokio::time::timeout(DRAIN, s.shutdown()).await;
+            }
+            Stream::Gone => return,
+        }
+        let until = Instant::now() + DRAIN;
+        let mut seen = 0usize;
+        let mut chunk = [0u8; 8192];
+        while !self.eof {
+            match tokio::time::timeout_at(until, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => {
+                    // Keep what fits for the transcript; drop the rest.
+                    if seen < MAX_BUFFER {
+                        self.buf.extend_from_slice(&chunk[..n]);
+                    }
+                    seen += n;
+                }
+            }
+        }
+        if !self.buf.is_empty() {
+            let text = escape(&self.buf[..self.buf.len().min(SHOWN)]);
+            self.log(true, format!("[after the script: {text}]"));
+        }
     }
 
     async fn starttls(&mut self) -> StepOutcome {
@@ -338,6 +375,7 @@ pub async fn run(n: usize, spec: &SessionSpec, cx: &Ctx<'_>) -> RawSession {
         };
         out.outcomes.push(outcome);
     }
+    s.finish().await;
     if let Some(msg) = data {
         out.messages.push(SentMessage {
             dot_stuffed: true,
