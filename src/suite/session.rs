@@ -320,7 +320,6 @@ fn parse_block(
     bytes: &mut usize,
     depth: usize,
 ) -> Result<(), ScriptError> {
-    let open = *i;
     while *i < lines.len() {
         let n = *i + 1;
         let raw = lines[*i];
@@ -455,7 +454,6 @@ fn parse_block(
         }
     }
     if let Some((_, at)) = counter {
-        let _ = open;
         return Err(err(at, "`repeat` without its `end`"));
     }
     Ok(())
@@ -511,7 +509,7 @@ fn expect(rest: &str) -> Result<ReplyExpect, String> {
         [] => Err(format!("nothing expected: {usage}")),
         ["closed"] if text.is_none() => Ok(ReplyExpect::Closed { within }),
         ["nothing", t] if text.is_none() && !timed => Ok(ReplyExpect::Nothing(duration(t)?)),
-        ["nothing"] => Err(format!("`< nothing` needs a time, e.g. `< nothing 1s`")),
+        ["nothing"] => Err("`< nothing` needs a time, e.g. `< nothing 1s`".to_string()),
         [codes, more @ ..] => {
             let codes = codes
                 .split('|')
