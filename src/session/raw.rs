@@ -403,6 +403,106 @@ pub fn scope_names(scope: &Scope, bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::suite::session::{parse_script, ClientFrom};
+    use tokio::net::TcpListener;
+
+    /// Run `script` against a local peer driven by `peer`.
+    async fn against(
+        script: &str,
+        peer: impl FnOnce(TcpStream) -> tokio::task::JoinHandle<()> + Send + 'static,
+    ) -> RawSession {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            peer(s).await.unwrap();
+        });
+        let spec = SessionSpec {
+            from: ClientFrom::Trusted,
+            steps: parse_script(script).unwrap(),
+        };
+        let scope = Scope::new(0);
+        let rec = Recorder::default();
+        let cx = Ctx {
+            target,
+            from: Ipv4Addr::LOCALHOST,
+            tls: None,
+            server_name: "mta.target.test".into(),
+            scope: &scope,
+            rec: &rec,
+        };
+        let r = run(0, &spec, &cx).await;
+        server.abort();
+        r
+    }
+
+    #[tokio::test]
+    async fn records_replies_silence_and_close_in_order() {
+        let r = against(
+            "< 220\n> EHLO client.test\n< 250\n< nothing 200ms\n< closed\n",
+            |mut s| {
+                tokio::spawn(async move {
+                    s.write_all(b"220 hi\r\n").await.unwrap();
+                    let mut b = [0u8; 64];
+                    let n = s.read(&mut b).await.unwrap();
+                    assert_eq!(
+                        &b[..n],
+                        b"EHLO client.s0.test\r\n",
+                        "names are scoped, CRLF added"
+                    );
+                    s.write_all(b"250-a\r\n250 b\r\n").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                })
+            },
+        )
+        .await;
+        assert!(r.error.is_none());
+        assert!(matches!(
+            &r.outcomes[0],
+            StepOutcome::Reply { code: 220, .. }
+        ));
+        assert!(matches!(&r.outcomes[1], StepOutcome::Sent { octets: 21 }));
+        assert!(
+            matches!(&r.outcomes[2], StepOutcome::Reply { code: 250, lines, .. } if lines.len() == 2)
+        );
+        assert!(matches!(&r.outcomes[3], StepOutcome::Silent { .. }));
+        assert!(matches!(&r.outcomes[4], StepOutcome::Closed { .. }));
+    }
+
+    #[tokio::test]
+    async fn an_endless_reply_line_is_cut_off_not_buffered() {
+        let r = against("< 220 within 5s\n", |mut s| {
+            tokio::spawn(async move {
+                let junk = vec![b'2'; 64 * 1024];
+                for _ in 0..64 {
+                    if s.write_all(&junk).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .await;
+        assert!(
+            matches!(&r.outcomes[0], StepOutcome::BadReply { .. }),
+            "{:?}",
+            r.outcomes
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_times_out_the_step() {
+        let started = std::time::Instant::now();
+        let r = against("< 220 within 300ms\n", |s| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(s);
+            })
+        })
+        .await;
+        assert!(matches!(&r.outcomes[0], StepOutcome::Silent { .. }));
+        // The wait was bounded (the close after the script is bounded too).
+        assert!(started.elapsed() < DRAIN + Duration::from_secs(4));
+    }
 
     #[test]
     fn names_under_test_are_scoped_and_nothing_else_changes() {

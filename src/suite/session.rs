@@ -65,7 +65,7 @@ pub struct RelayedFile {
 }
 
 /// Where the raw client connects from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFrom {
     /// An address outside the target's trusted networks (Postfix: `$mynetworks`).
     Outside,
@@ -188,7 +188,7 @@ impl std::fmt::Display for ReplyExpect {
 }
 
 /// The session expectations: one per `[[session]]` (its replies), and `relayed`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SessionExpect {
     /// Session `n` (0-based) got the replies its script expects.
     Replies(usize),
@@ -203,16 +203,6 @@ pub struct Relayed {
     pub smuggled_from: Option<String>,
     pub body_as_sent: bool,
     pub rcpts: Option<usize>,
-}
-
-impl PartialEq for SessionExpect {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (SessionExpect::Replies(a), SessionExpect::Replies(b)) => a == b,
-            (SessionExpect::Relayed(a), SessionExpect::Relayed(b)) => a == b,
-            _ => false,
-        }
-    }
 }
 
 impl SessionExpect {
