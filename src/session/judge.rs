@@ -469,6 +469,80 @@ mod tests {
         assert!(same_content(&sent, b"Subject: x\r\nX-New: 1\r\n\r\nDate: body text\r\n").is_err());
     }
 
+    const SCENARIO: &str = "title = \"t\"\nrule = \"r\"\nrfc = \"RFC 2034\"\nstrength = \"MUST\"\n[[session]]\nscript = \'\'\'\n< 220\n> EHLO client.test\nenhanced on\n< 250 2.1 /(?i)ok/\n< closed\n\'\'\'\n";
+
+    fn judged(outcomes: Vec<StepOutcome>) -> Judged {
+        let sc =
+            crate::suite::parse_scenario(std::path::Path::new("x/0001-t.toml"), SCENARIO).unwrap();
+        let scope = Scope::new(2);
+        let mut o = Observations::default();
+        o.raw_sessions.push(crate::run::observe::RawSession {
+            session: 0,
+            client: "127.0.9.3:1000".into(),
+            at: Default::default(),
+            outcomes,
+            transcript: vec![],
+            messages: vec![],
+            error: None,
+        });
+        decide(&SessionExpect::Replies(0), &sc, &scope, &o, true)
+    }
+
+    fn reply(code: u16, text: &str) -> StepOutcome {
+        StepOutcome::Reply {
+            code,
+            lines: vec![text.into()],
+            waited: Default::default(),
+        }
+    }
+
+    #[test]
+    fn replies_are_checked_step_by_step_with_file_lines() {
+        let sent = StepOutcome::Sent { octets: 19 };
+        let closed = StepOutcome::Closed {
+            waited: Default::default(),
+        };
+        let ok = judged(vec![
+            reply(220, "hi"),
+            sent.clone(),
+            StepOutcome::EnhancedMode,
+            reply(250, "2.1.0 Ok"),
+            closed.clone(),
+        ]);
+        assert!(matches!(ok, Judged::Pass(_)), "{ok:?}");
+        // Wrong enhanced class, wrong text, a reply instead of the close.
+        for (bad, line, what) in [
+            (reply(250, "2.0.0 Ok"), 10, "expected 250 2.1 /(?i)ok/"),
+            (reply(250, "2.1.0 nope"), 10, "expected 250 2.1"),
+            (reply(250, "Ok"), 10, "carries no enhanced status code"),
+        ] {
+            let j = judged(vec![
+                reply(220, "hi"),
+                sent.clone(),
+                StepOutcome::EnhancedMode,
+                bad,
+                closed.clone(),
+            ]);
+            let Judged::Fail(why) = j else {
+                panic!("{j:?}")
+            };
+            assert!(why.starts_with(&format!("line {line}: ")), "{why}");
+            assert!(why.contains(what), "{why}");
+            assert!(why.contains("last sent: `EHLO client.test\\r\\n`"), "{why}");
+        }
+        let j = judged(vec![
+            reply(220, "hi"),
+            sent,
+            StepOutcome::EnhancedMode,
+            reply(250, "2.1.0 Ok"),
+            reply(221, "2.0.0 bye"),
+        ]);
+        assert!(
+            matches!(&j, Judged::Fail(w) if w.contains("line 11: expected connection closed; got `221 2.0.0 bye`")),
+            "{j:?}"
+        );
+    }
+
     #[test]
     fn bare_cr_may_become_a_space_but_not_vanish() {
         let sent = data(b"S: x\r\n\r\na\rb\r\n");

@@ -34,6 +34,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(120);
 pub const MAX_SCRIPT_BYTES: usize = 4 * 1024 * 1024;
 /// Upper bound on the steps of one script after repeats are expanded.
 pub const MAX_STEPS: usize = 20_000;
+/// Upper bound on script lines read, repeats counted (comments included).
+pub const MAX_LINES_READ: usize = 200_000;
 
 /// `[[session]]` as written in the scenario file.
 #[derive(Debug, Deserialize)]
@@ -291,7 +293,8 @@ pub fn parse_script(script: &str) -> Result<Vec<Step>, ScriptError> {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let mut i = 0;
-    parse_block(&lines, &mut i, None, &mut out, &mut bytes, 0)?;
+    let mut budget = MAX_LINES_READ;
+    parse_block(&lines, &mut i, None, &mut out, &mut bytes, &mut budget, 0)?;
     if out.is_empty() {
         return Err(err(
             1,
@@ -308,10 +311,18 @@ fn parse_block(
     counter: Option<(usize, usize)>,
     out: &mut Vec<Step>,
     bytes: &mut usize,
+    budget: &mut usize,
     depth: usize,
 ) -> Result<(), ScriptError> {
     while *i < lines.len() {
         let n = *i + 1;
+        if *budget == 0 {
+            return Err(err(
+                n,
+                format!("the script reads more than {MAX_LINES_READ} lines with its repeats: lower a repeat count"),
+            ));
+        }
+        *budget -= 1;
         let raw = lines[*i];
         *i += 1;
         let line = raw.trim_start();
@@ -420,7 +431,7 @@ fn parse_block(
                 let body_start = *i;
                 for c in 1..=count {
                     *i = body_start;
-                    parse_block(lines, i, Some((c, n)), out, bytes, depth + 1)?;
+                    parse_block(lines, i, Some((c, n)), out, bytes, budget, depth + 1)?;
                 }
             }
             "end" => {
@@ -668,9 +679,7 @@ pub fn unescape(s: &str, idx: Option<usize>) -> Result<Vec<u8>, String> {
                     if piece.len().saturating_mul(n) > MAX_SCRIPT_BYTES {
                         return Err(format!("`{{{inner}}}` is too long"));
                     }
-                    for _ in 0..n {
-                        out.extend_from_slice(&piece);
-                    }
+                    out.extend_from_slice(&piece.repeat(n));
                 } else {
                     return Err(format!(
                         "unknown template `{{{inner}}}`: write `{{i}}`, `{{TEXT*N}}`, or `\\{{` for a brace"
@@ -871,6 +880,18 @@ mod tests {
         assert!(e.message.contains("empty script"));
         let e = parse_script("starttls now\n").unwrap_err();
         assert!(e.message.contains("takes nothing"));
+        // Repeats cannot make a script too big to run or to read.
+        let e = parse_script("repeat 10000\n> NOOP\n< 250\n> NOOP\nend\n").unwrap_err();
+        assert!(e.message.contains("more than 20000 steps"), "{}", e.message);
+        let comments = "# c\n".repeat(100);
+        let e = parse_script(&format!("repeat 10000\n{comments}end\n")).unwrap_err();
+        assert!(
+            e.message.contains("lines with its repeats"),
+            "{}",
+            e.message
+        );
+        let e = parse_script("repeat 10000\nsend \"{x*1000}\"\nend\n").unwrap_err();
+        assert!(e.message.contains("MiB"), "{}", e.message);
     }
 
     #[test]
