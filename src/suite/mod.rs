@@ -948,17 +948,24 @@ impl Validator<'_> {
             let f = s.get_ref();
             let from =
                 session::client_from(f.from.as_deref()).map_err(|m| self.error(s.span(), m))?;
-            let first = script_line(self.text, f.script.span().start);
+            let lines = ScriptLines::new(self.text, f.script.span().start);
             let mut steps =
                 session::parse_script(f.script.get_ref()).map_err(|e| SuiteError::Invalid {
                     path: self.path.to_path_buf(),
-                    line: first + e.line - 1,
+                    line: lines.file_line(e.line),
                     column: 1,
-                    message: format!("session script: {}", e.message),
+                    message: if lines.exact {
+                        format!("session script: {}", e.message)
+                    } else {
+                        format!(
+                            "session script line {}: {} (write the script as a `'''` literal string so errors name the file line)",
+                            e.line, e.message
+                        )
+                    },
                 })?;
             // Reports name the scenario file's lines.
             for st in &mut steps {
-                st.line += first - 1;
+                st.line = lines.file_line(st.line);
             }
             out.push(session::SessionSpec { from, steps });
         }
@@ -966,16 +973,34 @@ impl Validator<'_> {
     }
 }
 
-/// The file line of a script's first line, given where its string starts:
-/// TOML drops the newline right after an opening `'''` or `"""`.
-fn script_line(text: &str, start: usize) -> usize {
-    let start = start.min(text.len());
-    let line = text[..start].matches('\n').count() + 1;
-    let rest = &text[start..];
-    let skips = ["'''\n", "'''\r\n", "\"\"\"\n", "\"\"\"\r\n"]
-        .iter()
-        .any(|p| rest.starts_with(p));
-    line + usize::from(skips)
+/// Maps a script's lines to the file's. Exact for a `'''` literal string
+/// (TOML drops the newline right after the opening quotes); for other strings
+/// escapes may stand for line ends, so every line maps to the string's start.
+struct ScriptLines {
+    first: usize,
+    exact: bool,
+}
+
+impl ScriptLines {
+    fn new(text: &str, start: usize) -> ScriptLines {
+        let start = start.min(text.len());
+        let line = text[..start].matches('\n').count() + 1;
+        let rest = &text[start..];
+        let opens_on_own_line = ["'''\n", "'''\r\n"].iter().any(|p| rest.starts_with(p));
+        ScriptLines {
+            first: line + usize::from(opens_on_own_line),
+            exact: rest.starts_with("'''"),
+        }
+    }
+
+    /// The file line of script line `n` (1-based).
+    fn file_line(&self, n: usize) -> usize {
+        if self.exact {
+            self.first + n.max(1) - 1
+        } else {
+            self.first
+        }
+    }
 }
 
 fn file_message(m: &file::MessageFile) -> MessageSpec {

@@ -360,3 +360,18 @@ fn session_script_errors_name_the_file_line() {
     let (_, msg) = err(&INBOUND.replace("mallory@src.test", "mallory@src.com"));
     assert!(msg.contains("must end in .test"), "{msg}");
 }
+
+#[test]
+fn a_script_in_a_basic_string_reports_its_own_line_numbers() {
+    let text = INBOUND.replace(
+        "script = '''\n< 220\n> EHLO client.test\n< 250\n'''",
+        "script = \"< 220\\n> EHLO \\\\q\\n\"",
+    );
+    assert_ne!(text, INBOUND);
+    let (line, msg) = err(&text);
+    assert_eq!(line, 8, "the string's own line: {msg}");
+    assert!(
+        msg.contains("session script line 2: unknown escape"),
+        "{msg}"
+    );
+}
