@@ -894,6 +894,33 @@ mod tests {
         assert!(e.message.contains("MiB"), "{}", e.message);
     }
 
+    proptest::proptest! {
+        /// Any script text gives steps or an error on one of its lines, never a panic.
+        #[test]
+        fn any_script_parses_or_names_a_line(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "< 220\n", "< 2xx 2.1 /ok/\n", "< 5xx !/x/ within 1s\n", "< closed\n",
+                    "< nothing 1s\n", "> EHLO {i}\\r\\x0\n", "send \"a\\\"b\" \"\\x41\"\n",
+                    "data \"{z*3}\"\n", "bdat \"\"\n", "repeat 2\n", "end\n", "pause 1ms\n",
+                    "starttls\n", "enhanced on\n", "{", "}", "\\", "\"", "/", "|", "é", "\r", "\n", " ",
+                ]),
+                0..40,
+            ),
+            raw in "\\PC{0,40}",
+        ) {
+            let text: String = pieces.concat() + &raw;
+            match parse_script(&text) {
+                Ok(steps) => {
+                    for st in steps {
+                        proptest::prop_assert!(st.line >= 1 && st.line <= text.lines().count().max(1));
+                    }
+                }
+                Err(e) => proptest::prop_assert!(e.line >= 1 && e.line <= text.lines().count().max(1), "{e:?}"),
+            }
+        }
+    }
+
     #[test]
     fn relayed_body_must_be_as_sent() {
         let f = RelayedFile {
