@@ -115,7 +115,7 @@ pub struct Services {
     sniffer: tokio::task::JoinHandle<()>,
     pub startup: Duration,
     /// The target's per-run certificate and the raw client's TLS config.
-    pub tls: Option<crate::session::tls::TlsMaterial>,
+    pub tls: crate::session::tls::TlsMaterial,
 }
 
 /// Address of the `n`-th target instance: the lab's target address, then
@@ -214,7 +214,7 @@ impl Services {
             failed,
             sniffer,
             startup: begin.elapsed(),
-            tls: Some(tls),
+            tls,
         })
     }
 
@@ -380,12 +380,11 @@ pub async fn run_one(
     }
     // Inbound: the scenario's raw client sessions (src/session/).
     if result.error.is_none() && !sc.sessions.is_empty() {
-        let tls = services.tls.as_ref().map(|t| t.client.clone());
         crate::session::run_all(
             &sc,
             &scope,
             target.smtp_addr(),
-            tls,
+            Some(services.tls.client.clone()),
             lab::TARGET_HOSTNAME,
             &rec,
         )

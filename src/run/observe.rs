@@ -28,7 +28,7 @@ pub struct RawSession {
     /// The client's address and port.
     pub client: String,
     pub at: Duration,
-    /// One outcome per script step, in order (fewer when the session stopped early).
+    /// One outcome per script step, in order.
     pub outcomes: Vec<StepOutcome>,
     /// Sent bytes (escaped) and replies, in order.
     pub transcript: Vec<Line>,
