@@ -13,7 +13,7 @@
 use crate::run::observe::{Delivery, Observations, SentMessage, StepOutcome};
 use crate::smtp::reply::Reply;
 use crate::suite::session::{
-    enhanced_matches, escape, Relayed, ReplyExpect, SessionExpect, StepKind,
+    enhanced_matches, escape, CodePattern, Relayed, ReplyExpect, SessionExpect, StepKind,
 };
 use crate::suite::Scenario;
 use crate::world::Scope;
@@ -167,6 +167,11 @@ fn matches(want: &ReplyExpect, got: &StepOutcome, scope: &Scope) -> Result<(), S
             Ok(())
         }
         (ReplyExpect::Closed { .. }, StepOutcome::Closed { .. }) => Ok(()),
+        (ReplyExpect::Reply { codes, .. }, StepOutcome::Closed { .. })
+            if codes.contains(&CodePattern::Closed) =>
+        {
+            Ok(())
+        }
         (ReplyExpect::Nothing(_), StepOutcome::Silent { .. }) => Ok(()),
         _ => Err(seen()),
     }

@@ -9,6 +9,7 @@
 //! data "Subject: x\r\n\r\nhi\r\n.\r\n"   # message content: sent as is, kept for the body oracle
 //! bdat "hello\r\n"              # BDAT <octets>\r\n + the chunk, in one write (bdat-last: BDAT n LAST)
 //! < 250 2.1.0 /(?i)ok/          # code, enhanced status (prefix), text regex (!/re/: must not match)
+//! < 250|554|closed              # a reply or the connection closing
 //! < 421 within 10s              # wait up to 10 s (default 10 s)
 //! < closed                      # the target closes the connection without another reply
 //! < nothing 1s                  # no reply within 1 s
@@ -135,6 +136,8 @@ pub enum ReplyExpect {
 pub enum CodePattern {
     Exact(u16),
     Class(u8),
+    /// `closed` among alternatives (`250|554|closed`): the target may close instead.
+    Closed,
 }
 
 impl CodePattern {
@@ -142,6 +145,7 @@ impl CodePattern {
         match self {
             CodePattern::Exact(c) => c == code,
             CodePattern::Class(c) => code / 100 == u16::from(c),
+            CodePattern::Closed => false,
         }
     }
 }
@@ -151,6 +155,7 @@ impl std::fmt::Display for CodePattern {
         match self {
             CodePattern::Exact(c) => write!(f, "{c}"),
             CodePattern::Class(c) => write!(f, "{c}xx"),
+            CodePattern::Closed => f.write_str("closed"),
         }
     }
 }
@@ -534,6 +539,9 @@ fn expect(rest: &str) -> Result<ReplyExpect, String> {
 }
 
 fn code_pattern(c: &str) -> Result<CodePattern, String> {
+    if c == "closed" {
+        return Ok(CodePattern::Closed);
+    }
     let b = c.as_bytes();
     if b.len() == 3 && (b'2'..=b'5').contains(&b[0]) {
         if b[1..].eq_ignore_ascii_case(b"xx") {
@@ -827,6 +835,10 @@ mod tests {
         );
         assert!(
             matches!(e[2], ReplyExpect::Reply { codes, text: Some(t), .. } if codes.len() == 2 && !t.negate)
+        );
+        let s = steps("< 250|closed\n");
+        assert!(
+            matches!(&s[0].kind, StepKind::Expect(ReplyExpect::Reply { codes, .. }) if codes == &[CodePattern::Exact(250), CodePattern::Closed])
         );
         assert!(
             matches!(e[3], ReplyExpect::Reply { text: Some(t), .. } if t.negate && t.re.as_str() == "STARTTLS")
