@@ -351,6 +351,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(sets) => TargetOptions {
             sets,
             config_dir: args.postfix_config.clone(),
+            tls: None,
         },
         Err(e) => {
             errln!("error: {e}");

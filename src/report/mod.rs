@@ -87,6 +87,28 @@ pub fn observations_text(r: &ScenarioResult) -> String {
             let _ = writeln!(t, "         error: {e}");
         }
     }
+    // Inbound: raw client sessions, sent bytes escaped as in the script.
+    for rs in &o.raw_sessions {
+        let _ = writeln!(
+            t,
+            "== raw session {} from {} at {:.3} s",
+            rs.session + 1,
+            rs.client,
+            rs.at.as_secs_f64()
+        );
+        for l in &rs.transcript {
+            let _ = writeln!(
+                t,
+                "{:8.3} {} {}",
+                l.at.as_secs_f64(),
+                if l.from_peer { "S:" } else { "C:" },
+                unscope(&l.text)
+            );
+        }
+        if let Some(e) = &rs.error {
+            let _ = writeln!(t, "         error: {e}");
+        }
+    }
     if !o.connects.is_empty() {
         let _ = writeln!(t, "== connection attempts (SYN)");
         for c in &o.connects {

@@ -37,6 +37,8 @@ pub enum RunError {
     Target(#[from] TargetError),
     #[error("{0} distinct [target] settings need as many target instances; at most 200 fit the lab's addresses")]
     TooManyInstances(usize),
+    #[error("{0}")]
+    Tls(#[from] crate::session::tls::TlsError),
 }
 
 /// What a run tells its reporters as it goes (the report stage consumes these;
@@ -176,11 +178,29 @@ pub fn scope_names(v: &str, scope: &Scope) -> String {
     out
 }
 
-/// Why `mta` cannot run `sc`: a knob the scenario needs that it cannot set.
+/// Why `mta` cannot run `sc`: a knob the scenario needs that it cannot set,
+/// or raw settings the scenario needs that it gives only for other targets.
 pub fn unsupported(sc: &Scenario, mta: &dyn Mta) -> Option<String> {
-    sc.knobs.keys().find_map(|k| match mta.support(*k) {
+    let knob = sc.knobs.keys().find_map(|k| match mta.support(*k) {
         Support::Yes => None,
         Support::No(why) => Some(format!("{} cannot set `{k}`: {why}", mta.name())),
+    });
+    knob.or_else(|| {
+        (!sc.target_sets.is_empty() && !sc.target_sets.contains_key(mta.name())).then(|| {
+            let given: Vec<String> = sc
+                .target_sets
+                .iter()
+                .map(|(t, set)| {
+                    let keys: Vec<&str> = set.keys().map(String::as_str).collect();
+                    format!("{t} ({})", keys.join(", "))
+                })
+                .collect();
+            format!(
+                "the scenario needs raw settings it gives only for {}; none for {}",
+                given.join(", "),
+                mta.name()
+            )
+        })
     })
 }
 
@@ -218,6 +238,8 @@ pub struct Services {
     pub fleets: Vec<Fleet>,
     sniffer: tokio::task::JoinHandle<()>,
     pub startup: Duration,
+    /// The targets' per-run certificate and the raw client's TLS config.
+    pub tls: crate::session::tls::TlsMaterial,
 }
 
 /// Address of the `n`-th instance of the `fleet`-th MTA: the lab's target
@@ -279,6 +301,7 @@ async fn start_fleet(
             sets: opts.sets.clone(),
             set: g.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             config_dir: opts.config_dir.clone(),
+            tls: opts.tls.clone(),
         };
         // Each start runs blocking commands and waits for the greeting:
         // its own thread lets instances start side by side.
@@ -338,6 +361,15 @@ impl Services {
         scenarios: &[Scenario],
     ) -> Result<Services, RunError> {
         let begin = Instant::now();
+        // Every instance offers STARTTLS with a certificate made for this run.
+        let tls = crate::session::tls::generate(lab.dir(), lab::TARGET_HOSTNAME)?;
+        let opts = &TargetOptions {
+            tls: Some(crate::target::TlsFiles {
+                cert_file: tls.cert_file.clone(),
+                key_file: tls.key_file.clone(),
+            }),
+            ..opts.clone()
+        };
         let addr = SocketAddr::from((lab::DNS_ADDR, 53));
         let dns = fake_dns::FakeDns::start(addr)
             .await
@@ -376,6 +408,7 @@ impl Services {
             fleets,
             sniffer,
             startup: begin.elapsed(),
+            tls,
         })
     }
 
@@ -636,6 +669,18 @@ pub async fn run_one(
                 }
             }
         }
+    }
+    // Inbound: the scenario's raw client sessions (src/session/).
+    if result.error.is_none() && !sc.sessions.is_empty() {
+        crate::session::run_all(
+            &sc,
+            &scope,
+            target.smtp_addr(),
+            Some(services.tls.client.clone()),
+            &target.hostname(),
+            &rec,
+        )
+        .await;
     }
     if result.error.is_none() {
         result.verdicts = judge_loop(&sc, &scope, &rec, target).await;

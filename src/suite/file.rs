@@ -34,6 +34,9 @@ pub struct ScenarioFile {
     /// Negative controls: ways to make a target break this scenario's rule.
     #[serde(default, rename = "control")]
     pub controls: Vec<Spanned<ControlFile>>,
+    /// Raw client sessions with the target (inbound suites); see `suite::session`.
+    #[serde(default, rename = "session")]
+    pub sessions: Vec<Spanned<super::session::SessionFile>>,
 }
 
 /// One `[[control]]`: settings under which the target breaks the rule (the
@@ -168,6 +171,8 @@ pub enum ExpectFile {
     Queried(String),
     /// The target never looked this name up: `"dest.test A"`.
     NotQueried(String),
+    /// What reached a fake host after the `[[session]]`s (inbound suites).
+    Relayed(super::session::RelayedFile),
 }
 
 #[derive(Debug, Deserialize)]

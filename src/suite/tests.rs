@@ -544,3 +544,65 @@ fn rcpt_replies_can_be_keyed_by_address() {
     ));
     assert!(msg.contains("takes one reply"), "{msg}");
 }
+
+const INBOUND: &str = r#"title = "t"
+rule = "r"
+rfc = "RFC 5321 §4.1.1.4"
+strength = "MUST"
+[hosts.mx]
+name = "mx.dest.test"
+[[session]]
+script = '''
+< 220
+> EHLO client.test
+< 250
+'''
+[[expect]]
+relayed = { host = "mx", count = 1, smuggled_from = "mallory@src.test" }
+"#;
+
+#[test]
+fn sessions_load_with_file_lines_and_a_replies_expectation() {
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), INBOUND).unwrap();
+    assert!(s.messages.is_empty());
+    assert_eq!(s.sessions.len(), 1);
+    // `< 220` is on line 9 of the file.
+    let lines: Vec<usize> = s.sessions[0].steps.iter().map(|st| st.line).collect();
+    assert_eq!(lines, vec![9, 10, 11]);
+    assert_eq!(s.expects.len(), 2);
+    assert!(matches!(
+        &s.expects[1],
+        Expect::Session(session::SessionExpect::Replies(0))
+    ));
+}
+
+#[test]
+fn session_script_errors_name_the_file_line() {
+    let (line, msg) = err(&INBOUND.replace("> EHLO client.test", "> EHLO \\q"));
+    assert_eq!(line, 10, "{msg}");
+    assert!(msg.contains("unknown escape `\\q`"), "{msg}");
+    let (line, msg) = err(&INBOUND.replace("< 250\n'''", "< 250\nsend \"x\n'''"));
+    assert_eq!(line, 12, "{msg}");
+    assert!(msg.contains("unterminated"), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("[[session]]", "[[session]]\nfrom = \"inside\""));
+    assert!(msg.contains("use \"outside\""), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("host = \"mx\"", "host = \"nope\""));
+    assert!(msg.contains("unknown host `nope`"), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("mallory@src.test", "mallory@src.com"));
+    assert!(msg.contains("must end in .test"), "{msg}");
+}
+
+#[test]
+fn a_script_in_a_basic_string_reports_its_own_line_numbers() {
+    let text = INBOUND.replace(
+        "script = '''\n< 220\n> EHLO client.test\n< 250\n'''",
+        "script = \"< 220\\n> EHLO \\\\q\\n\"",
+    );
+    assert_ne!(text, INBOUND);
+    let (line, msg) = err(&text);
+    assert_eq!(line, 8, "the string's own line: {msg}");
+    assert!(
+        msg.contains("session script line 2: unknown escape"),
+        "{msg}"
+    );
+}

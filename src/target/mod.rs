@@ -85,6 +85,8 @@ pub struct Spec {
     pub set: Vec<(String, String)>,
     /// The user's configuration folder (`--postfix-config`), if any.
     pub config_dir: Option<PathBuf>,
+    /// The certificate the instance offers with STARTTLS (made by the lab per run).
+    pub tls: Option<TlsFiles>,
 }
 
 /// A message still in the target's queue.
@@ -208,6 +210,15 @@ pub struct TargetOptions {
     pub sets: Vec<(String, String)>,
     /// `--postfix-config DIR`: the user's main.cf / master.cf.
     pub config_dir: Option<PathBuf>,
+    /// The certificate the target offers with STARTTLS (made by the lab per run).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate and private key for the target's SMTP server.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl TargetOptions {

@@ -6,7 +6,7 @@
 //! `master` daemon as its own child so that it can always reap and stop it.
 
 use super::knobs::{Knob, Knobs, Value};
-use super::{Instance, Mta, Queued, Spec, Support, TargetError};
+use super::{Instance, Mta, Queued, Spec, Support, TargetError, TlsFiles};
 use crate::lab;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -37,8 +37,14 @@ const LAB_OWNED: &[(&str, &str)] = &[
 ];
 
 /// Settings the lab sets after the user's configuration (the user cannot change them).
-fn lab_settings(dir: &Path, listen: Ipv4Addr) -> Vec<(String, String)> {
+fn lab_settings(dir: &Path, listen: Ipv4Addr, tls: Option<&TlsFiles>) -> Vec<(String, String)> {
     let d = dir.display();
+    let tls = tls.into_iter().flat_map(|t| {
+        [
+            ("smtpd_tls_cert_file", t.cert_file.display().to_string()),
+            ("smtpd_tls_key_file", t.key_file.display().to_string()),
+        ]
+    });
     [
         ("queue_directory", format!("{d}/queue")),
         ("data_directory", format!("{d}/data")),
@@ -52,6 +58,7 @@ fn lab_settings(dir: &Path, listen: Ipv4Addr) -> Vec<(String, String)> {
         ("myhostname", lab::TARGET_HOSTNAME.into()),
     ]
     .into_iter()
+    .chain(tls)
     .map(|(k, v)| (k.to_string(), v))
     .collect()
 }
@@ -62,11 +69,19 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("local_recipient_maps", ""),
     ("alias_maps", ""),
     ("alias_database", ""),
-    ("mynetworks", "127.0.0.0/8"),
-    ("smtpd_relay_restrictions", "permit_mynetworks, reject"),
+    // Trusted: the lab's own clients (127.0.0.1). Inbound sessions connect
+    // from 127.0.9.x, outside it, so defences exempt for $mynetworks apply;
+    // the scenario domains (*.test) are relay domains, accepted from anyone.
+    ("mynetworks", "127.0.0.0/24"),
+    ("relay_domains", "test, .test"),
+    (
+        "smtpd_relay_restrictions",
+        "permit_mynetworks, permit_auth_destination, reject",
+    ),
     ("smtp_dns_support_level", "enabled"),
     ("smtp_tls_security_level", "none"),
-    ("smtpd_tls_security_level", "none"),
+    // Offered with the lab's per-run certificate (`none` when there is none).
+    ("smtpd_tls_security_level", "may"),
     ("smtp_address_preference", "ipv4"),
 ];
 
@@ -247,6 +262,9 @@ impl Postfix {
                 settings.insert(k, v);
             }
         }
+        if spec.tls.is_none() {
+            settings.insert("smtpd_tls_security_level".into(), "none".into());
+        }
         for (k, v) in &spec.sets {
             settings.insert(k.clone(), v.clone());
         }
@@ -256,7 +274,7 @@ impl Postfix {
         for (k, v) in &spec.set {
             settings.insert(k.clone(), v.clone());
         }
-        for (k, v) in lab_settings(&dir, listen) {
+        for (k, v) in lab_settings(&dir, listen, spec.tls.as_ref()) {
             settings.insert(k, v);
         }
         let mut cmd = Command::new(POSTCONF);

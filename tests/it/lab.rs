@@ -69,7 +69,7 @@ fn lab_dirs() -> Vec<PathBuf> {
 static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The lab, held for one test; `None` when the lab tests are skipped.
-fn lab() -> Option<std::sync::MutexGuard<'static, ()>> {
+pub(crate) fn lab() -> Option<std::sync::MutexGuard<'static, ()>> {
     lab_available().then(|| LAB.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
@@ -363,7 +363,7 @@ fn user_postfix_config_is_used_and_checked() {
 }
 
 /// Run scenario files with extra arguments; (exit code, stdout + stderr).
-fn run_files(extra: &[&str], files: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn run_files(extra: &[&str], files: &[&str]) -> (Option<i32>, String) {
     let mut args = vec!["run", "--no-known"];
     args.extend_from_slice(extra);
     args.extend_from_slice(files);

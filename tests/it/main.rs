@@ -5,6 +5,7 @@ mod dsn_cli;
 mod dsn_corpus;
 mod dsn_props;
 mod fuzz_regressions;
+mod inbound;
 mod lab;
 mod reply_diagnostics;
 mod rogue;
