@@ -67,13 +67,16 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("keep_environment", ""),
     // No STARTTLS offered to the injecting client (no certificate in the lab).
     ("tls_advertise_hosts", ""),
+    // Exim implements DSN (RFC 3461) but offers it only to hosts listed here;
+    // the suites inject NOTIFY, RET and ENVID from the lab's loopback.
+    ("dsn_advertise_hosts", "<; 127.0.0.0/8"),
     // Every scenario injects at once, and each may keep a queue runner busy.
     ("smtp_accept_max", "500"),
     ("queue_run_max", "50"),
     ("remote_max_parallel", "4"),
     (
         "log_selector",
-        "+smtp_protocol_error +smtp_syntax_error +deliver_time +queue_time +received_recipients +smtp_connection +outgoing_port",
+        "+smtp_protocol_error +smtp_syntax_error +deliver_time +queue_time +received_recipients +smtp_connection +outgoing_port -queue_run",
     ),
 ];
 
@@ -106,6 +109,11 @@ fn secs(d: Duration) -> u64 {
 fn exim_value(knob: Knob, v: Value) -> String {
     match v {
         Value::Count(n) => n.to_string(),
+        // Exim repeats the last warning interval: one warning, then the next
+        // only after a year (a message never stays queued that long here).
+        Value::Time(d) if knob == Knob::DelayWarning && !d.is_zero() => {
+            format!("{}s:52w", secs(d))
+        }
         Value::Time(d) => {
             let s = secs(d);
             // A zero interval would make Exim retry or scan without pause.
@@ -504,7 +512,11 @@ fn effective_knobs(
     put(Knob::RetryMax, max.map(Value::Time));
     put(Knob::QueueRun, t(Some(queue_run)));
     put(Knob::ConnectTimeout, t(Some(connect_timeout)));
-    put(Knob::DelayWarning, t(get("delay_warning")));
+    // A list of times: the first warning comes after the first.
+    put(
+        Knob::DelayWarning,
+        t(get("delay_warning").map(|v| v.split(':').next().unwrap_or(v))),
+    );
     put(
         Knob::HopLimit,
         get("received_headers_max")
@@ -748,6 +760,8 @@ mod tests {
         assert_eq!(exim_value(Knob::QueueRun, t(0)), "1s");
         assert_eq!(exim_value(Knob::RetryMin, t(200)), "1s");
         assert_eq!(exim_value(Knob::HopLimit, Value::Count(101)), "101");
+        assert_eq!(exim_value(Knob::DelayWarning, t(2000)), "2s:52w");
+        assert_eq!(exim_value(Knob::DelayWarning, t(0)), "0s");
     }
 
     #[test]
@@ -767,6 +781,7 @@ mod tests {
         let mut s = BTreeMap::new();
         s.insert("retry_interval_max".to_string(), "2s".to_string());
         s.insert("timeout_frozen_after".to_string(), "5s".to_string());
+        s.insert("delay_warning".to_string(), "3s:52w".to_string());
         let k = effective_knobs(&s, "1s", "30s", "8s", "1s", "2s");
         let secs = |n| Some(&Value::Time(Duration::from_secs(n)));
         assert_eq!(k.get(&Knob::RetryMin), secs(1));
@@ -774,7 +789,10 @@ mod tests {
         // Frozen messages go after 5 s, before the 30 s cutoff.
         assert_eq!(k.get(&Knob::QueueLifetime), secs(5));
         assert_eq!(k.get(&Knob::BounceLifetime), secs(5));
+        assert_eq!(k.get(&Knob::DelayWarning), secs(3));
         // Unset: Exim's defaults.
+        s.remove("delay_warning");
+        let k = effective_knobs(&s, "1s", "30s", "8s", "1s", "2s");
         assert_eq!(k.get(&Knob::DelayWarning), secs(86400));
         assert_eq!(k.get(&Knob::HopLimit), Some(&Value::Count(30)));
         // retry_min above the cap: the cap wins.
