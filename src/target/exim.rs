@@ -473,8 +473,12 @@ impl Exim {
             let _ = f.kill();
             let _ = f.wait();
         }
-        // A process that left the group still names our configuration.
-        kill_strays(&self.conf);
+        // A process that left the group (or was being forked while it was
+        // killed) still names our configuration: kill until none is left.
+        let until = Instant::now() + grace;
+        while kill_strays(&self.conf) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -567,12 +571,13 @@ fn pdeathsig(cmd: &mut Command) {
     }
 }
 
-/// SIGKILL every process whose command line names `conf`.
-fn kill_strays(conf: &Path) {
+/// SIGKILL every live process whose command line names `conf`; how many there were.
+fn kill_strays(conf: &Path) -> usize {
     let needle = conf.as_os_str().as_encoded_bytes();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
+        return 0;
     };
+    let mut found = 0;
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
@@ -580,13 +585,16 @@ fn kill_strays(conf: &Path) {
         let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
+        // A zombie has an empty command line: only live processes match.
         if cmdline.split(|b| *b == 0).any(|arg| arg == needle) {
+            found += 1;
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
     }
+    found
 }
 
 impl Instance for Exim {
@@ -783,22 +791,22 @@ mod tests {
         s.insert("timeout_frozen_after".to_string(), "5s".to_string());
         s.insert("delay_warning".to_string(), "3s:52w".to_string());
         let k = effective_knobs(&s, "1s", "30s", "8s", "1s", "2s");
-        let secs = |n| Some(&Value::Time(Duration::from_secs(n)));
-        assert_eq!(k.get(&Knob::RetryMin), secs(1));
-        assert_eq!(k.get(&Knob::RetryMax), secs(2));
+        let secs = |n| Some(Value::Time(Duration::from_secs(n)));
+        assert_eq!(k.get(&Knob::RetryMin).copied(), secs(1));
+        assert_eq!(k.get(&Knob::RetryMax).copied(), secs(2));
         // Frozen messages go after 5 s, before the 30 s cutoff.
-        assert_eq!(k.get(&Knob::QueueLifetime), secs(5));
-        assert_eq!(k.get(&Knob::BounceLifetime), secs(5));
-        assert_eq!(k.get(&Knob::DelayWarning), secs(3));
+        assert_eq!(k.get(&Knob::QueueLifetime).copied(), secs(5));
+        assert_eq!(k.get(&Knob::BounceLifetime).copied(), secs(5));
+        assert_eq!(k.get(&Knob::DelayWarning).copied(), secs(3));
         // Unset: Exim's defaults.
         s.remove("delay_warning");
         let k = effective_knobs(&s, "1s", "30s", "8s", "1s", "2s");
-        assert_eq!(k.get(&Knob::DelayWarning), secs(86400));
-        assert_eq!(k.get(&Knob::HopLimit), Some(&Value::Count(30)));
+        assert_eq!(k.get(&Knob::DelayWarning).copied(), secs(86400));
+        assert_eq!(k.get(&Knob::HopLimit).copied(), Some(Value::Count(30)));
         // retry_min above the cap: the cap wins.
         s.insert("retry_interval_max".to_string(), "1s".to_string());
         let k = effective_knobs(&s, "3s", "30s", "30s", "1s", "2s");
-        assert_eq!(k.get(&Knob::RetryMin), secs(1));
+        assert_eq!(k.get(&Knob::RetryMin).copied(), secs(1));
     }
 
     #[test]
