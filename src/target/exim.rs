@@ -264,6 +264,45 @@ impl Exim {
     /// Write the instance's files, start the daemon, and wait until it greets on `listen`:25.
     pub fn start(spec: &Spec) -> Result<Exim, TargetError> {
         let begin = Instant::now();
+        let mut ex = Exim::prepare(spec)?;
+        let out = std::fs::File::create(ex.dir.join("daemon.out"))
+            .map_err(|e| TargetError::io("create daemon.out", e))?;
+        let mut cmd = ex.exim();
+        cmd.arg("-bdf")
+            .arg(format!("-q{}", ex.settings["daemon: -q"]))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(|e| TargetError::io("dup log", e))?)
+            .stderr(out)
+            // Its own process group: stop() takes down every process in it.
+            .process_group(0);
+        pdeathsig(&mut cmd);
+        ex.daemon = Some(
+            cmd.spawn()
+                .map_err(|e| TargetError::io(format!("start {}", exim_bin().display()), e))?,
+        );
+        let addr = ex.smtp_addr();
+        let limit = Duration::from_secs(15);
+        let ready = super::wait_for_greeting(addr, limit, || match ex.daemon.as_mut() {
+            Some(d) => match d.try_wait() {
+                Ok(Some(status)) => Err(format!("exim exited ({status})")),
+                _ => Ok(()),
+            },
+            None => Err("exim is not running".into()),
+        });
+        if let Err(why) = ready {
+            return Err(TargetError::NotReady {
+                addr: addr.to_string(),
+                secs: limit.as_secs(),
+                log: format!("{why}\n{}", ex.log_tail(30)),
+            });
+        }
+        ex.started = begin.elapsed();
+        Ok(ex)
+    }
+
+    /// Check the settings and write the instance's folders and configuration;
+    /// nothing runs yet.
+    fn prepare(spec: &Spec) -> Result<Exim, TargetError> {
         installed()?;
         if let Some(dir) = &spec.config_dir {
             return Err(TargetError::UserConfig {
@@ -395,51 +434,16 @@ impl Exim {
             connect_timeout.clone(),
         );
         settings.insert("daemon: -q".into(), queue_run.clone());
-
-        let out = std::fs::File::create(dir.join("daemon.out"))
-            .map_err(|e| TargetError::io("create daemon.out", e))?;
-        let mut cmd = Command::new(exim_bin());
-        cmd.arg("-C")
-            .arg(&conf)
-            .arg("-bdf")
-            .arg(format!("-q{queue_run}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().map_err(|e| TargetError::io("dup log", e))?)
-            .stderr(out)
-            // Its own process group: stop() takes down every process in it.
-            .process_group(0);
-        pdeathsig(&mut cmd);
-        let daemon = cmd
-            .spawn()
-            .map_err(|e| TargetError::io(format!("start {}", exim_bin().display()), e))?;
-        let mut ex = Exim {
+        Ok(Exim {
             dir,
             conf,
             listen,
-            daemon: Some(daemon),
+            daemon: None,
             flushes: Mutex::new(Vec::new()),
             settings,
             knobs: effective,
             started: Duration::ZERO,
-        };
-        let addr = ex.smtp_addr();
-        let limit = Duration::from_secs(15);
-        let ready = super::wait_for_greeting(addr, limit, || match ex.daemon.as_mut() {
-            Some(d) => match d.try_wait() {
-                Ok(Some(status)) => Err(format!("exim exited ({status})")),
-                _ => Ok(()),
-            },
-            None => Err("exim is not running".into()),
-        });
-        if let Err(why) = ready {
-            return Err(TargetError::NotReady {
-                addr: addr.to_string(),
-                secs: limit.as_secs(),
-                log: format!("{why}\n{}", ex.log_tail(30)),
-            });
-        }
-        ex.started = begin.elapsed();
-        Ok(ex)
+        })
     }
 
     fn exim(&self) -> Command {
@@ -863,5 +867,92 @@ mod tests {
             Some("SMTP error from remote mail server after RCPT TO:<bob@dest.test>: 451 4.3.0 try later")
         );
         assert_eq!(last_deferral("2026-12-02 10:00:00 Received"), None);
+    }
+
+    /// Root and the unpacked package, or `None` (skipped, with the reason).
+    fn exim_here() -> Option<()> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (Exim reads a -C configuration as root)");
+            return None;
+        }
+        if installed().is_err() {
+            eprintln!("skipped: exim is not installed; run {INSTALL}");
+            return None;
+        }
+        Some(())
+    }
+
+    fn spec(lab: &Path) -> Spec {
+        Spec {
+            lab_dir: lab.to_path_buf(),
+            instance: "exim".into(),
+            listen: Ipv4Addr::LOCALHOST,
+            defaults: super::super::knobs::lab_defaults(),
+            knobs: Knobs::from([(Knob::QueueLifetime, Value::Time(Duration::from_secs(5)))]),
+            sets: vec![("delay_warning".into(), "7s".into())],
+            set: Vec::new(),
+            config_dir: None,
+        }
+    }
+
+    #[test]
+    fn queue_lists_a_spooled_message_and_says_when_it_is_frozen() {
+        if exim_here().is_none() {
+            return;
+        }
+        let lab = tempfile::tempdir().unwrap();
+        let ex = Exim::prepare(&spec(lab.path())).unwrap();
+        let conf = std::fs::read_to_string(&ex.conf).unwrap();
+        // retry_min 1s, retry_max 2s (the lab's): doubling, capped at 2 s.
+        assert!(conf.contains("*   *   G,5s,1s,2"), "{conf}");
+        assert!(conf.contains("retry_interval_max = 2s"), "{conf}");
+        assert!(conf.contains("delay_warning = 7s"), "{conf}");
+        assert_eq!(
+            ex.knobs().get(&Knob::DelayWarning).copied(),
+            Some(Value::Time(Duration::from_secs(7)))
+        );
+        // Queue only (-odq): the message stays in the spool; nothing is sent anywhere.
+        let mut child = ex
+            .exim()
+            .args(["-odq", "-bs", "-oMa", "127.0.0.1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(
+                    b"EHLO client.test\r\nMAIL FROM:<alice@src.test>\r\nRCPT TO:<bob@dest.test>\r\n\
+                      DATA\r\nSubject: t\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+                )
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("250 OK id="), "{said}");
+
+        let q = ex.queue().unwrap();
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert_eq!(q[0].sender, "alice@src.test");
+        assert_eq!(q[0].recipients, vec!["bob@dest.test"]);
+        assert_eq!(q[0].reason, None);
+        run(ex.exim().arg("-Mf").arg(&q[0].id)).unwrap();
+        let q = ex.queue().unwrap();
+        assert_eq!(q[0].reason.as_deref(), Some("frozen"));
+    }
+
+    #[test]
+    fn an_option_exim_does_not_know_is_named_before_it_runs() {
+        if exim_here().is_none() {
+            return;
+        }
+        let lab = tempfile::tempdir().unwrap();
+        let mut spec = spec(lab.path());
+        spec.set = vec![("no_such_option".into(), "1".into())];
+        let err = Exim::prepare(&spec).unwrap_err().to_string();
+        assert!(err.contains("no_such_option"), "{err}");
     }
 }
