@@ -38,8 +38,10 @@ fn available() -> bool {
     true
 }
 
-// One at a time: each compares what is left on the machine.
-static EXIM_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// One lab test at a time, Postfix's included: each compares what is left on the machine.
+fn hold_lab() -> std::sync::MutexGuard<'static, ()> {
+    crate::lab::LAB.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Processes started from an Exim configuration in an mtaspec lab folder.
 fn exim_processes() -> Vec<String> {
@@ -113,7 +115,7 @@ fn exim_passes_scenarios_and_leaves_nothing_behind() {
     if !available() {
         return;
     }
-    let _g = EXIM_LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = hold_lab();
     let before = exim_lab_dirs();
     // MX fallback on the default instance, and a retry after 451 on an
     // instance of its own (the scenario states retry_min / retry_max).
@@ -149,7 +151,7 @@ fn exim_known_deviation_is_reported_as_known() {
     if !available() {
         return;
     }
-    let _g = EXIM_LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = hold_lab();
     let before = exim_lab_dirs();
     // Exim bounces with Status 5.0.0: listed in known-deviations/exim.toml.
     let out = mtaspec(&[
@@ -170,7 +172,7 @@ fn exim_refuses_settings_that_would_break_the_lab() {
     if !available() {
         return;
     }
-    let _g = EXIM_LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = hold_lab();
     let before = exim_lab_dirs();
     let out = mtaspec(&[
         "run",
@@ -203,7 +205,7 @@ fn interrupted_exim_run_tears_the_lab_down() {
     if !available() {
         return;
     }
-    let _g = EXIM_LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = hold_lab();
     let before = exim_lab_dirs();
     // The message is frozen (its MX is the target): the run waits for its deadline.
     let mut child = Command::new(env!("CARGO_BIN_EXE_mtaspec"))
