@@ -193,14 +193,21 @@ impl Mta for EximMta {
         installed()?;
         // No configuration file is installed: ask with an empty one.
         let out = run(Command::new(exim_bin()).args(["-C", "/dev/null", "-bV"]))?;
-        out.lines()
+        let version = out
+            .lines()
             .find_map(|l| l.strip_prefix("Exim version "))
             .and_then(|l| l.split_whitespace().next())
-            .map(str::to_string)
             .ok_or_else(|| TargetError::Command {
                 command: format!("{} -bV", exim_bin().display()),
                 output: format!("no `Exim version` line in: {}", out.trim()),
-            })
+            })?;
+        // scripts/install-exim notes the package's revision beside it.
+        Ok(
+            match std::fs::read_to_string(root().join("DEBIAN-VERSION")) {
+                Ok(deb) if !deb.trim().is_empty() => format!("{version} (Debian {})", deb.trim()),
+                _ => version.to_string(),
+            },
+        )
     }
 
     fn support(&self, _knob: Knob) -> Support {
