@@ -115,19 +115,14 @@ fn exim_value(knob: Knob, v: Value) -> String {
         Value::Count(n) => n.to_string(),
         // Exim repeats the last warning interval: one warning, then the next
         // only after a year (a message never stays queued that long here).
-        Value::Time(d) if knob == Knob::DelayWarning && !d.is_zero() => {
-            format!("{}s:52w", secs(d))
-        }
-        Value::Time(d) => {
-            let s = secs(d);
-            // A zero interval would make Exim retry or scan without pause.
-            let s = if matches!(knob, Knob::QueueRun | Knob::RetryMin | Knob::RetryMax) {
-                s.max(1)
-            } else {
-                s
-            };
-            format!("{s}s")
-        }
+        // 0: no warnings at all.
+        Value::Time(d) if knob == Knob::DelayWarning && d.is_zero() => "0s".into(),
+        Value::Time(d) if knob == Knob::DelayWarning => format!("{}s:52w", secs(d)),
+        // Zero means something else to Exim (a retry rule refuses a zero
+        // cutoff; timeout_frozen_after and connect_timeout take 0 as "never" /
+        // "the system's"; a zero interval would spin): one second is the
+        // shortest it can do.
+        Value::Time(d) => format!("{}s", secs(d).max(1)),
     }
 }
 
@@ -779,7 +774,9 @@ mod tests {
     fn knob_values_round_up_and_intervals_stay_positive() {
         let t = |ms| Value::Time(Duration::from_millis(ms));
         assert_eq!(exim_value(Knob::QueueLifetime, t(1500)), "2s");
-        assert_eq!(exim_value(Knob::QueueLifetime, t(0)), "0s");
+        assert_eq!(exim_value(Knob::QueueLifetime, t(0)), "1s");
+        assert_eq!(exim_value(Knob::BounceLifetime, t(0)), "1s");
+        assert_eq!(exim_value(Knob::ConnectTimeout, t(0)), "1s");
         assert_eq!(exim_value(Knob::QueueRun, t(0)), "1s");
         assert_eq!(exim_value(Knob::RetryMin, t(200)), "1s");
         assert_eq!(exim_value(Knob::HopLimit, Value::Count(101)), "101");
