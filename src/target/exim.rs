@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const INSTALL: &str = "scripts/setup --targets exim";
+const UNSHARE: &str = "/usr/bin/unshare";
 const CONF_TEMPLATE: &str = include_str!("exim/exim.conf");
 /// The user Debian's Exim is built to run as.
 const EXIM_USER: &str = "Debian-exim";
@@ -215,13 +216,17 @@ impl Mta for EximMta {
 }
 
 fn installed() -> Result<(), TargetError> {
-    let bin = exim_bin();
-    if !bin.exists() {
-        return Err(TargetError::NotInstalled {
-            tool: "exim4",
-            path: bin,
-            fix: INSTALL,
-        });
+    for (tool, path) in [
+        ("exim4", exim_bin()),
+        ("unshare (util-linux)", PathBuf::from(UNSHARE)),
+    ] {
+        if !path.exists() {
+            return Err(TargetError::NotInstalled {
+                tool,
+                path,
+                fix: INSTALL,
+            });
+        }
     }
     Ok(())
 }
@@ -273,8 +278,16 @@ impl Exim {
         let mut ex = Exim::prepare(spec)?;
         let out = std::fs::File::create(ex.dir.join("daemon.out"))
             .map_err(|e| TargetError::io("create daemon.out", e))?;
-        let mut cmd = ex.exim();
-        cmd.arg("-bdf")
+        // The daemon is PID 1 of a PID namespace of its own: when it dies,
+        // the kernel kills every receiver, queue runner and delivery it
+        // started, whatever their process group. `--kill-child` ties it to
+        // `unshare`, which is our child (and dies with us: PDEATHSIG).
+        let mut cmd = Command::new(UNSHARE);
+        cmd.args(["--pid", "--fork", "--kill-child", "--"])
+            .arg(exim_bin())
+            .arg("-C")
+            .arg(&ex.conf)
+            .arg("-bdf")
             .arg(format!("-q{}", ex.settings["daemon: -q"]))
             .stdin(Stdio::null())
             .stdout(out.try_clone().map_err(|e| TargetError::io("dup log", e))?)
@@ -474,8 +487,10 @@ impl Exim {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // The daemon leads its own process group, which holds its queue
-        // runners, receivers and deliveries, and any flush.
+        // `unshare` has gone, so its child, the daemon (PID 1 of the
+        // instance's PID namespace), and with it every process of that
+        // namespace are dead. The process group holds them and any flush:
+        // kill it too, in case one was still being forked.
         let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
         let _ = child.kill();
         let _ = child.wait();
