@@ -301,12 +301,21 @@ impl Exim {
         );
         let addr = ex.smtp_addr();
         let limit = Duration::from_secs(15);
-        let ready = super::wait_for_greeting(addr, limit, || match ex.daemon.as_mut() {
-            Some(d) => match d.try_wait() {
-                Ok(Some(status)) => Err(format!("exim exited ({status})")),
-                _ => Ok(()),
-            },
-            None => Err("exim is not running".into()),
+        let conf = ex.conf.clone();
+        let ready = super::wait_for_greeting(addr, limit, || {
+            // A run interrupted while this instance starts removes the lab
+            // folder: give up at once, before Exim logs into (and so
+            // re-creates) a folder that is gone.
+            if !conf.exists() {
+                return Err("the lab folder was removed".into());
+            }
+            match ex.daemon.as_mut() {
+                Some(d) => match d.try_wait() {
+                    Ok(Some(status)) => Err(format!("exim exited ({status})")),
+                    _ => Ok(()),
+                },
+                None => Err("exim is not running".into()),
+            }
         });
         if let Err(why) = ready {
             return Err(TargetError::NotReady {
