@@ -9,3 +9,4 @@ mod inbound;
 mod lab;
 mod reply_diagnostics;
 mod rogue;
+mod targets_exim;
