@@ -6,6 +6,7 @@
 //! traits; no MTA's own setting names leave its module.
 
 pub mod knobs;
+pub mod opensmtpd;
 pub mod postfix;
 
 use knobs::{Knob, Knobs};
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 /// Every MTA mtaspec knows, in the order `mtaspec targets` lists them.
 pub fn all() -> Vec<&'static dyn Mta> {
-    vec![&postfix::POSTFIX]
+    vec![&postfix::POSTFIX, &opensmtpd::OPENSMTPD]
 }
 
 /// The MTA called `name`, or an error listing the names.
