@@ -34,6 +34,24 @@ const DEFAULT_WARN: Duration = Duration::from_secs(4 * 3600);
 /// `MAX_HOPS_COUNT`: a message with this many Received: headers is refused.
 const MAX_HOPS: u32 = 100;
 
+/// Settings the lab starts from; the user's and the scenario's win.
+const LAB_DEFAULTS: &[(&str, &str)] = &[
+    // OpenSMTPD holds its last connection to a host open for 10 s in case
+    // more mail comes. With the lab's retries a second or two apart, every
+    // retry would go down that one session (RSET, MAIL again), where the
+    // real schedule (400 s and more) opens a new connection: keep the
+    // keep-alive below the lab's retry_min, as the real one is below 400 s.
+    ("mta limit session-keepalive", "0"),
+    // A delay warning goes out once an envelope's *next* try is later than
+    // creation + interval, and the next try is 400 s × retries² away: the
+    // lab's quick retries would bring the stock 4h warning within seconds.
+    // The lab's default is "no delay warning" (as Postfix's).
+    ("bounce warn-interval", NO_WARNING),
+];
+
+/// The longest warn-interval: in effect, no delay warning.
+const NO_WARNING: &str = "365d";
+
 /// How often the retry thread looks at the queue.
 const POLL: Duration = Duration::from_millis(250);
 /// Longest an `smtpctl` call may take before it is killed.
@@ -227,15 +245,17 @@ impl Config {
             for (k, v) in knobs {
                 if let (Some(d), Some(t)) = (directive(*k), v.as_time()) {
                     if *k == Knob::DelayWarning && t.is_zero() {
-                        // 0 means "never": OpenSMTPD cannot switch warnings
-                        // off, so its default (4h) stays.
-                        settings.remove(d);
+                        // 0 means "never": OpenSMTPD cannot switch warnings off.
+                        settings.insert(d.to_string(), NO_WARNING.into());
                         continue;
                     }
                     settings.insert(d.to_string(), delay(t));
                 }
             }
         };
+        for (k, v) in LAB_DEFAULTS {
+            settings.insert(k.to_string(), v.to_string());
+        }
         knob_lines(&spec.defaults, &mut settings);
         for (k, v) in &spec.sets {
             settings.insert(normal_key(k), v.trim().to_string());
@@ -896,18 +916,19 @@ mod tests {
     }
 
     #[test]
-    fn zero_delay_warning_keeps_the_default() {
-        let c = Config::layer(&spec(
+    fn no_delay_warning_unless_asked() {
+        let none = Config::layer(&spec(Knobs::new(), &[], &[])).unwrap();
+        let zero = Config::layer(&spec(
             Knobs::from([(Knob::DelayWarning, secs(0))]),
             &[],
             &[],
         ))
         .unwrap();
-        assert!(!c.settings.contains_key("bounce warn-interval"));
-        assert_eq!(
-            c.effective()[&Knob::DelayWarning],
-            Value::Time(DEFAULT_WARN)
-        );
+        for c in [none, zero] {
+            assert_eq!(c.settings["bounce warn-interval"], "365d");
+            assert_eq!(c.effective()[&Knob::DelayWarning], secs(365 * 86400));
+            assert_eq!(c.settings["mta limit session-keepalive"], "0");
+        }
     }
 
     #[test]
