@@ -42,6 +42,12 @@ const LAB_DEFAULTS: &[(&str, &str)] = &[
     // real schedule (400 s and more) opens a new connection: keep the
     // keep-alive below the lab's retry_min, as the real one is below 400 s.
     ("mta limit session-keepalive", "0"),
+    // Its pacing between connections to one host (5 s per route, 2 s per
+    // relay, 3 s before reconnecting) is on the scale of real retries too:
+    // at the lab's scale it would hold every retry back by seconds.
+    ("mta limit conn-delay-route", "0"),
+    ("mta limit conn-delay-relay", "0"),
+    ("mta limit reconn-delay-route", "0"),
     // A delay warning goes out once an envelope's *next* try is later than
     // creation + interval, and the next try is 400 s × retries² away: the
     // lab's quick retries would bring the stock 4h warning within seconds.
