@@ -204,6 +204,7 @@ fn directive(knob: Knob) -> Option<&'static str> {
 
 /// A raw setting that would take mail around the lab, refused with the reason.
 fn forbid(key: &str, value: &str) -> Result<(), TargetError> {
+    let key = &normal_key(key);
     let first = key.split_whitespace().next().unwrap_or_default();
     if let Some((k, why)) = LAB_OWNED.iter().find(|(k, _)| *k == first) {
         return Err(TargetError::Forbidden {
@@ -218,10 +219,11 @@ fn forbid(key: &str, value: &str) -> Result<(), TargetError> {
             why: "without a key smtpd asks for one on the terminal; give the key: queue encryption = \"<hex key>\"",
         });
     }
-    if key.trim().is_empty() || key.contains(['\n', '"', '{', '}']) || value.contains('\n') {
-        return Err(TargetError::BadSetting(format!(
-            "{key}={value} (an smtpd.conf directive and its value, e.g. `queue ttl=10s` or `smtp max-message-size=10M`)"
-        )));
+    if key.is_empty() || key.contains(['\n', '"', '{', '}']) || value.contains('\n') {
+        return Err(TargetError::Command {
+            command: format!("set `{key}` = `{value}`"),
+            output: "write an smtpd.conf directive and its value on one line, e.g. `queue ttl` = \"10s\" (with --set: queue_ttl=10s)".into(),
+        });
     }
     Ok(())
 }
@@ -495,11 +497,15 @@ impl OpenSmtpd {
         mounts.apply(&mut check, false);
         let out = output_within(&mut check, CTL_LIMIT)?;
         if !out.status.success() {
-            return Err(TargetError::BadSetting(format!(
-                "{} (smtpd -n rejected the configuration: {})",
-                describe_sets(spec),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            let text = std::fs::read_to_string(&conf).unwrap_or_default();
+            return Err(TargetError::Command {
+                command: format!("{} -n -f {}", smtpd_bin().display(), conf.display()),
+                output: config_error(
+                    &String::from_utf8_lossy(&out.stderr),
+                    &text,
+                    &describe_sets(spec),
+                ),
+            });
         }
 
         // smtpd is started by the retry thread, which lives as long as the
@@ -600,6 +606,20 @@ impl OpenSmtpd {
         if let Some(t) = self.retry_thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// smtpd's complaint (`CONF:6: syntax error`), with the line it is about
+/// and the settings that made the configuration.
+fn config_error(stderr: &str, conf: &str, sets: &str) -> String {
+    let stderr = stderr.trim();
+    let line = stderr
+        .lines()
+        .find_map(|l| l.split(':').nth(1)?.trim().parse::<usize>().ok())
+        .and_then(|n| conf.lines().nth(n.checked_sub(1)?).map(|t| (n, t)));
+    match line {
+        Some((n, t)) => format!("{stderr}; line {n} is `{t}` (settings: {sets})"),
+        None => format!("{stderr} (settings: {sets})"),
     }
 }
 
@@ -917,6 +937,8 @@ mod tests {
             let e = Config::layer(&spec(Knobs::new(), &[(k, v)], &[])).unwrap_err();
             assert!(matches!(e, TargetError::Forbidden { .. }), "{k}: {e}");
         }
+        let e = Config::layer(&spec(Knobs::new(), &[("listen_on", "0.0.0.0")], &[])).unwrap_err();
+        assert!(matches!(e, TargetError::Forbidden { .. }), "{e}");
         let e = Config::layer(&spec(Knobs::new(), &[], &[("queue encryption", "")])).unwrap_err();
         assert!(e.to_string().contains("terminal"), "{e}");
     }
@@ -958,6 +980,17 @@ garbage line";
         );
         assert_eq!(q[1].sender, "");
         assert_eq!(q[1].reason, None);
+    }
+
+    #[test]
+    fn config_errors_show_the_line() {
+        let conf = "# c\nqueue ttl 5s\nbogus directive 1\n";
+        let e = config_error("/x/smtpd.conf:3: syntax error\n", conf, "bogus_directive=1");
+        assert_eq!(
+            e,
+            "/x/smtpd.conf:3: syntax error; line 3 is `bogus directive 1` (settings: bogus_directive=1)"
+        );
+        assert_eq!(config_error("oops", conf, "x"), "oops (settings: x)");
     }
 
     #[test]
