@@ -58,10 +58,15 @@ const LAB_DEFAULTS: &[(&str, &str)] = &[
 /// The longest warn-interval: in effect, no delay warning.
 const NO_WARNING: &str = "365d";
 
+/// How long past retry_min the retry thread waits for a destination's relay to go.
+const RELAY_WAIT: Duration = Duration::from_secs(3);
+
 /// How often the retry thread looks at the queue.
 const POLL: Duration = Duration::from_millis(250);
 /// Longest an `smtpctl` call may take before it is killed.
 const CTL_LIMIT: Duration = Duration::from_secs(10);
+/// The same for the retry thread's calls: a stuck one must not hold retries back.
+const LOOP_CTL_LIMIT: Duration = Duration::from_secs(2);
 
 /// Raw settings the lab needs for itself, by their first word(s).
 const LAB_OWNED: &[(&str, &str)] = &[
@@ -517,6 +522,7 @@ impl OpenSmtpd {
             let mounts = mounts.clone();
             let conf = conf.clone();
             let retry_min = config.retry_min;
+            let retry_log = log.clone();
             std::thread::Builder::new()
                 .name(format!("{}-retry", spec.instance))
                 .spawn(move || {
@@ -525,7 +531,7 @@ impl OpenSmtpd {
                     if child_tx.send(spawned).is_err() || !ok {
                         return;
                     }
-                    retry_loop(&mounts, retry_min, &stop_rx);
+                    retry_loop(&mounts, retry_min, &stop_rx, &retry_log);
                 })
                 .map_err(|e| TargetError::io("start the retry thread", e))?
         };
@@ -638,7 +644,11 @@ fn describe_sets(spec: &Spec) -> String {
 }
 
 fn spawn_smtpd(mounts: &Mounts, conf: &Path, log: &Path) -> Result<Child, TargetError> {
-    let out = std::fs::File::create(log)
+    // Append mode: the retry thread adds its own lines to the same log.
+    let out = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
         .map_err(|e| TargetError::io(format!("create {}", log.display()), e))?;
     let err = out
         .try_clone()
@@ -646,6 +656,7 @@ fn spawn_smtpd(mounts: &Mounts, conf: &Path, log: &Path) -> Result<Child, Target
     let mut cmd = Command::new(smtpd_bin());
     // -d: stay in the foreground and log to stderr.
     cmd.arg("-d")
+        .args(std::env::var_os("MTASPEC_OSD_DEBUG").map(|_| "-v"))
         .arg("-f")
         .arg(conf)
         .stdin(Stdio::null())
@@ -658,10 +669,14 @@ fn spawn_smtpd(mounts: &Mounts, conf: &Path, log: &Path) -> Result<Child, Target
 
 /// Run `smtpctl ARGS` next to the instance's socket; killed after [`CTL_LIMIT`].
 fn smtpctl(mounts: &Mounts, args: &[&str]) -> Result<String, TargetError> {
+    smtpctl_within(mounts, args, CTL_LIMIT)
+}
+
+fn smtpctl_within(mounts: &Mounts, args: &[&str], limit: Duration) -> Result<String, TargetError> {
     let mut cmd = Command::new(smtpctl_bin());
     cmd.args(args);
     mounts.apply(&mut cmd, false);
-    let out = output_within(&mut cmd, CTL_LIMIT)?;
+    let out = output_within(&mut cmd, limit)?;
     if !out.status.success() {
         return Err(TargetError::Command {
             command: format!("smtpctl {}", args.join(" ")),
@@ -737,6 +752,8 @@ struct Envelope {
     id: String,
     sender: String,
     rcpt: String,
+    /// The domain it is relayed to.
+    domain: String,
     retry: u32,
     state: String,
     error: String,
@@ -758,9 +775,23 @@ fn parse_envelope(line: &str) -> Option<Envelope> {
         id: f[0].to_string(),
         sender: addr(f[4]),
         rcpt: addr(f[5]),
+        domain: f[6]
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default(),
         retry: f[10].parse().ok()?,
         state: f[11].to_string(),
         error: f.get(13).map(|s| s.to_string()).unwrap_or_default(),
+    })
+}
+
+/// Whether `smtpctl show relays` lists a relay to `domain`
+/// (`[relay:dest.test,smtp,heloname=...] refcount=1 ...`).
+fn relay_alive(relays: &str, domain: &str) -> bool {
+    relays.lines().any(|l| {
+        l.strip_prefix("[relay:")
+            .and_then(|r| r.split([',', ']']).next())
+            .is_some_and(|d| d.eq_ignore_ascii_case(domain))
     })
 }
 
@@ -788,17 +819,33 @@ fn messages(envelopes: &[Envelope]) -> Vec<Queued> {
 }
 
 /// Until `stop` is dropped: schedule each deferred envelope once `retry_min`
-/// has passed since its failed attempt was first seen in the queue.
-fn retry_loop(mounts: &Mounts, retry_min: Duration, stop: &mpsc::Receiver<()>) {
+/// has passed since its failed attempt was first seen in the queue. What it
+/// does goes to `log` (smtpd's own log, opened for appending).
+fn retry_loop(mounts: &Mounts, retry_min: Duration, stop: &mpsc::Receiver<()>, log: &Path) {
+    use std::io::Write;
+    let begin = Instant::now();
+    let mut out = std::fs::File::options().append(true).open(log).ok();
+    let mut note = |what: String| {
+        if let Some(f) = out.as_mut() {
+            let _ = writeln!(f, "{:9.3} retry: {what}", begin.elapsed().as_secs_f64());
+        }
+    };
     // evpid → (retry count, when that count was first seen, scheduled yet).
     let mut seen: HashMap<String, (u32, Instant, bool)> = HashMap::new();
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(POLL) {
-        let Ok(list) = smtpctl(mounts, &["show", "queue"]) else {
-            continue;
+        let list = match smtpctl_within(mounts, &["show", "queue"], LOOP_CTL_LIMIT) {
+            Ok(l) => l,
+            Err(e) => {
+                note(e.to_string());
+                continue;
+            }
         };
         let now = Instant::now();
         let envs: Vec<Envelope> = list.lines().filter_map(parse_envelope).collect();
         seen.retain(|id, _| envs.iter().any(|e| &e.id == id));
+        // `smtpctl show relays`, asked for at most once a round.
+        let mut relays: Option<String> = None;
+        let empty = String::new();
         for e in envs {
             let entry = seen.entry(e.id.clone()).or_insert((e.retry, now, false));
             if entry.0 != e.retry {
@@ -808,8 +855,36 @@ fn retry_loop(mounts: &Mounts, retry_min: Duration, stop: &mpsc::Receiver<()>) {
                 && e.state == "pending"
                 && !entry.2
                 && now.duration_since(entry.1) >= retry_min;
-            if due && smtpctl(mounts, &["schedule", &e.id]).is_ok() {
-                entry.2 = true;
+            if !due {
+                continue;
+            }
+            // OpenSMTPD keeps a destination's relay in memory for a second or
+            // two after a delivery attempt; a task that reaches it then waits
+            // until 10 s after the relay's last route search
+            // (DELAY_CHECK_SOURCE_SLOW, compiled in). Schedule once that relay
+            // is gone, so the retry starts afresh: or after RELAY_WAIT at most.
+            let waited = now.duration_since(entry.1);
+            if waited < retry_min + RELAY_WAIT {
+                let relays = match &relays {
+                    Some(r) => r,
+                    None => {
+                        relays = smtpctl_within(mounts, &["show", "relays"], LOOP_CTL_LIMIT).ok();
+                        relays.as_ref().map_or(&empty, |r| r)
+                    }
+                };
+                if relay_alive(relays, &e.domain) {
+                    continue;
+                }
+            }
+            match smtpctl_within(mounts, &["schedule", &e.id], LOOP_CTL_LIMIT) {
+                Ok(_) => {
+                    entry.2 = true;
+                    note(format!(
+                        "scheduled {} (after {} failed attempt(s))",
+                        e.id, e.retry
+                    ));
+                }
+                Err(err) => note(err.to_string()),
             }
         }
     }
@@ -847,7 +922,10 @@ impl Instance for OpenSmtpd {
     }
 
     fn log_tail(&self, n: usize) -> String {
-        super::tail_files(&[&self.dir.join("smtpd.log")], n)
+        super::tail_files(
+            &[&self.dir.join("smtpd.log"), &self.dir.join("retry.log")],
+            n,
+        )
     }
 
     fn startup_time(&self) -> Duration {
@@ -980,6 +1058,15 @@ garbage line";
         );
         assert_eq!(q[1].sender, "");
         assert_eq!(q[1].reason, None);
+    }
+
+    #[test]
+    fn relays_are_found_by_domain() {
+        let out = "[relay:dest.s3.test,smtp,heloname=mta.target.test] refcount=1 ntask=0 nconn=0 lastconn=1s timeout=1s wait=\n";
+        assert!(relay_alive(out, "dest.s3.test"));
+        assert!(!relay_alive(out, "dest.s3"));
+        assert!(!relay_alive(out, "src.s3.test"));
+        assert!(!relay_alive("", "dest.s3.test"));
     }
 
     #[test]
