@@ -656,7 +656,6 @@ fn spawn_smtpd(mounts: &Mounts, conf: &Path, log: &Path) -> Result<Child, Target
     let mut cmd = Command::new(smtpd_bin());
     // -d: stay in the foreground and log to stderr.
     cmd.arg("-d")
-        .args(std::env::var_os("MTASPEC_OSD_DEBUG").map(|_| "-v"))
         .arg("-f")
         .arg(conf)
         .stdin(Stdio::null())
