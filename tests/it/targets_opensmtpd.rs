@@ -62,15 +62,12 @@ fn opensmtpd_processes() -> Vec<String> {
     found
 }
 
-fn lab_dirs() -> Vec<PathBuf> {
-    std::fs::read_dir(std::env::temp_dir())
+/// What is left in `dir`.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("mtaspec-lab-"))
-        })
         .collect()
 }
 
@@ -100,7 +97,9 @@ fn a_scenario_passes_and_nothing_is_left() {
         return;
     }
     let _g = super::lab::LAB.lock().unwrap_or_else(|p| p.into_inner());
-    let dirs_before = lab_dirs();
+    // The run's lab folder goes into a temporary folder of the test's own,
+    // so that other runs on this machine do not count.
+    let tmp = tempfile::tempdir().unwrap();
     let mounts_before = suspicious_mounts();
     let present_before: Vec<bool> = COMPILED_IN.iter().map(|p| Path::new(p).exists()).collect();
     assert_eq!(
@@ -112,6 +111,7 @@ fn a_scenario_passes_and_nothing_is_left() {
     let out = Command::new(env!("CARGO_BIN_EXE_mtaspec"))
         .args(["run", "--target", "opensmtpd", SCENARIO, UNSUPPORTED])
         .current_dir(root())
+        .env("TMPDIR", tmp.path())
         .output()
         .expect("run mtaspec");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -137,7 +137,11 @@ fn a_scenario_passes_and_nothing_is_left() {
         Vec::<String>::new(),
         "processes left behind"
     );
-    assert_eq!(lab_dirs(), dirs_before, "lab folders left behind");
+    assert_eq!(
+        entries(tmp.path()),
+        Vec::<PathBuf>::new(),
+        "lab folders left behind"
+    );
     assert_eq!(suspicious_mounts(), mounts_before, "mounts left behind");
     let present_after: Vec<bool> = COMPILED_IN.iter().map(|p| Path::new(p).exists()).collect();
     assert_eq!(
