@@ -7,6 +7,7 @@
 
 pub mod exim;
 pub mod knobs;
+pub mod opensmtpd;
 pub mod postfix;
 
 use knobs::{Knob, Knobs};
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 /// Every MTA mtaspec knows, in the order `mtaspec targets` lists them.
 pub fn all() -> Vec<&'static dyn Mta> {
-    vec![&postfix::POSTFIX, &exim::EXIM]
+    vec![&postfix::POSTFIX, &exim::EXIM, &opensmtpd::OPENSMTPD]
 }
 
 /// The MTA called `name`, or an error listing the names.

@@ -10,3 +10,4 @@ mod lab;
 mod reply_diagnostics;
 mod rogue;
 mod targets_exim;
+mod targets_opensmtpd;
