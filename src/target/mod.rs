@@ -7,6 +7,7 @@
 
 pub mod knobs;
 pub mod postfix;
+pub mod sendmail;
 
 use knobs::{Knob, Knobs};
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 /// Every MTA mtaspec knows, in the order `mtaspec targets` lists them.
 pub fn all() -> Vec<&'static dyn Mta> {
-    vec![&postfix::POSTFIX]
+    vec![&postfix::POSTFIX, &sendmail::SENDMAIL]
 }
 
 /// The MTA called `name`, or an error listing the names.
@@ -219,7 +220,11 @@ impl TargetOptions {
                     .split_once('=')
                     .ok_or_else(|| TargetError::BadSetting(s.clone()))?;
                 let k = k.trim();
-                if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if k.is_empty()
+                    || !k
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
                     return Err(TargetError::BadSetting(s.clone()));
                 }
                 Ok((k.to_string(), v.trim().to_string()))
