@@ -194,6 +194,14 @@ impl Services {
         let dns = fake_dns::FakeDns::start(addr)
             .await
             .map_err(|source| RunError::Dns { addr, source })?;
+        // Resolvers that search the host's own domain (glibc's res_search,
+        // Go) ask for `name.target.test` after an NXDOMAIN: answer NXDOMAIN
+        // there too, as that domain's server would, not REFUSED (a temporary error).
+        let own = lab::TARGET_HOSTNAME
+            .split_once('.')
+            .map_or("test", |(_, d)| d);
+        dns.add_zone(fake_dns::Zone::new(own))
+            .map_err(|source| RunError::Dns { addr, source })?;
         let (syns, _) = broadcast::channel(4096);
         let sniffer = sniff::start(syns.clone()).map_err(RunError::Sniff)?;
         let groups = setting_groups(scenarios, mta);
