@@ -71,6 +71,9 @@ pub struct AttemptFile {
     pub mail: Option<StepFile>,
     /// One step for every RCPT, or a list applied to RCPTs in order (the last repeats).
     pub rcpt: Option<StepFile>,
+    /// Replies to RCPTs by the recipient's local part (`carol = "550 ..."`),
+    /// whatever their position; other RCPTs follow `rcpt`.
+    pub rcpt_user: Option<std::collections::BTreeMap<String, String>>,
     pub data: Option<StepFile>,
     /// The reply after the message's final dot.
     pub eod: Option<StepFile>,

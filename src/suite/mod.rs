@@ -150,6 +150,8 @@ pub struct Attempt {
     pub helo: Step,
     pub mail: Step,
     pub rcpt: Vec<Step>,
+    /// Replies to RCPTs by the recipient's local part; they win over `rcpt`.
+    pub rcpt_user: Vec<(String, Step)>,
     pub data: Step,
     pub eod: Step,
     pub rset: Step,
@@ -172,6 +174,7 @@ impl Default for Attempt {
             helo: r("250 fake host"),
             mail: r("250 2.1.0 ok"),
             rcpt: vec![r("250 2.1.5 ok")],
+            rcpt_user: Vec::new(),
             data: r("354 end with <CRLF>.<CRLF>"),
             eod: r("250 2.0.0 queued"),
             rset: r("250 2.0.0 ok"),
@@ -184,6 +187,16 @@ impl Attempt {
     /// The step for the `n`-th RCPT (0-based) of a transaction; the last repeats.
     pub fn rcpt(&self, n: usize) -> &Step {
         &self.rcpt[n.min(self.rcpt.len() - 1)]
+    }
+
+    /// The step for the `n`-th RCPT, to `path`: by its local part if the
+    /// script names it (MTAs order recipients differently), else by position.
+    pub fn rcpt_to(&self, n: usize, path: &str) -> &Step {
+        let local = path.rsplit_once('@').map_or(path, |(l, _)| l);
+        self.rcpt_user
+            .iter()
+            .find(|(u, _)| u == local)
+            .map_or_else(|| self.rcpt(n), |(_, s)| s)
     }
 }
 
@@ -1248,6 +1261,14 @@ fn attempt(a: &AttemptFile) -> Result<Attempt, String> {
         Some(StepFile::Many(v)) => {
             out.rcpt = v.iter().map(|s| step(s)).collect::<Result<_, _>>()?
         }
+    }
+    for (user, reply) in a.rcpt_user.iter().flatten() {
+        if user.is_empty() || user.contains('@') {
+            return Err(format!(
+                "`rcpt_user` key `{user}` must be a recipient's local part, e.g. carol = \"550 5.1.1 no such user\""
+            ));
+        }
+        out.rcpt_user.push((user.clone(), step(reply)?));
     }
     Ok(out)
 }

@@ -320,3 +320,32 @@ fn dns_query_expectations_are_checked() {
     ));
     assert!(msg.contains("must end in .test"), "{msg}");
 }
+
+#[test]
+fn rcpt_replies_by_local_part_win_over_position() {
+    let text = GOOD.replace(
+        r#"rcpt = ["250 ok", "451 4.2.0 later"]"#,
+        r#"rcpt = ["250 ok", "451 4.2.0 later"]
+rcpt_user = { carol = "550 5.1.1 no such user" }"#,
+    );
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
+    let a = s.hosts.iter().find(|h| h.key == "mx10").unwrap().attempt(1);
+    let r = |t: &str| Step::Reply(vec![t.into()]);
+    // carol is rejected first or second; the others keep their positions.
+    assert_eq!(
+        a.rcpt_to(0, "carol@dest.s3.test"),
+        &r("550 5.1.1 no such user")
+    );
+    assert_eq!(
+        a.rcpt_to(1, "carol@dest.s3.test"),
+        &r("550 5.1.1 no such user")
+    );
+    assert_eq!(a.rcpt_to(0, "bob@dest.s3.test"), &r("250 ok"));
+    assert_eq!(a.rcpt_to(1, "bob@dest.s3.test"), &r("451 4.2.0 later"));
+    let bad = GOOD.replace(
+        r#"rcpt = ["250 ok", "451 4.2.0 later"]"#,
+        r#"rcpt_user = { "carol@dest.test" = "550 5.1.1 no" }"#,
+    );
+    let (_, msg) = err(&bad);
+    assert!(msg.contains("local part"), "{msg}");
+}

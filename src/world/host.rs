@@ -242,7 +242,7 @@ async fn session(
                 script.mail.clone()
             }
             Command::Rcpt { path, .. } => {
-                let step = script.rcpt(rcpt_n).clone();
+                let step = script.rcpt_to(rcpt_n, path).clone();
                 rcpt_n += 1;
                 if mail_from.is_none() {
                     Step::Reply(vec!["503 5.5.1 need MAIL first".into()])
