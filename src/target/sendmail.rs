@@ -208,6 +208,18 @@ impl Mta for SendmailMta {
 }
 
 fn installed() -> Result<(), TargetError> {
+    // Executing a set-group-id binary clears the parent-death signal that
+    // ties the daemon's life to mtaspec's; scripts/install-sendmail clears the bit.
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(binary()) {
+        if m.permissions().mode() & 0o6000 != 0 {
+            return Err(TargetError::NotInstalled {
+                tool: "sendmail without its set-group-id bit",
+                path: binary(),
+                fix: INSTALL,
+            });
+        }
+    }
     let cf = cf_dir().join("m4/cf.m4");
     for (tool, path) in [
         ("sendmail", binary()),
@@ -564,20 +576,19 @@ fn in_namespaces(dir: &Path) -> Result<Command, TargetError> {
 }
 
 /// SIGTERM the namespace's first process, wait up to `grace`, then SIGKILL
-/// `unshare` (which kills the namespace) and reap it.
+/// it (the kernel then kills the rest of the namespace) and `unshare`, and reap.
 fn stop_namespace(mut child: Child, grace: Duration) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let pid = child.id();
-    if !grace.is_zero() {
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        for c in children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<i32>().ok())
-        {
-            let _ = kill(Pid::from_raw(c), Signal::SIGTERM);
+    let inits = children_of(pid);
+    let signal_all = |sig| {
+        for c in &inits {
+            let _ = kill(Pid::from_raw(*c), sig);
         }
+    };
+    if !grace.is_zero() {
+        signal_all(Signal::SIGTERM);
         let until = Instant::now() + grace;
         while Instant::now() < until {
             if let Ok(Some(_)) = child.try_wait() {
@@ -586,8 +597,27 @@ fn stop_namespace(mut child: Child, grace: Duration) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    signal_all(Signal::SIGKILL);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The processes whose parent is `pid` (from /proc/N/stat: not every kernel
+/// has /proc/N/task/N/children).
+fn children_of(pid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let n: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // "N (comm) S PPID ...": comm may hold spaces and parentheses.
+            let after = &stat[stat.rfind(')')? + 1..];
+            let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some(n)
+        })
+        .collect()
 }
 
 impl Instance for Sendmail {

@@ -6,3 +6,4 @@ mod dsn_props;
 mod fuzz_regressions;
 mod lab;
 mod reply_diagnostics;
+mod targets_sendmail;
