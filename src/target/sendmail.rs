@@ -849,13 +849,16 @@ mod tests {
 
     #[test]
     fn mailq_output_parses() {
-        let text = "\t\t/tmp/x/queue (1 request)\n\
------Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n\
-5B29XYZ1000001*      5 Wed Dec  2 09:33 <alice@src.test>\n\
-                 (Deferred: 451 4.3.0 try later)\n\
-\t\t\t\t\t <bob@dest.test>\n\
-\t\t\t\t\t <carol@dest.test>\n\
-\t\tTotal requests: 1\n";
+        // As printed by `sendmail -bp` (tabs and spaces as they are).
+        let text = concat!(
+            "\t\t/tmp/x/queue (1 request)\n",
+            "-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n",
+            "5B29XYZ1000001*      5 Wed Dec  2 09:33 <alice@src.test>\n",
+            "                 (Deferred: 451 4.3.0 try later)\n",
+            "\t\t\t\t\t <bob@dest.test>\n",
+            "\t\t\t\t\t carol@dest.test\n",
+            "\t\tTotal requests: 1\n",
+        );
         let q = parse_mailq(text);
         assert_eq!(q.len(), 1, "{q:?}");
         assert_eq!(q[0].id, "5B29XYZ1000001");
