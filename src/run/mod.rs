@@ -419,6 +419,7 @@ pub async fn run_one(
 
     if result.error.is_none() {
         let smtp = target.smtp_addr();
+        let submission = target.submission();
         for (n, m) in sc.messages.iter().enumerate() {
             let from = if m.from.is_empty() {
                 String::new()
@@ -428,7 +429,7 @@ pub async fn run_one(
             let to: Vec<String> = m.to.iter().map(|t| scope.address(t)).collect();
             match client::compose(m, &from, &to) {
                 Ok(out) => {
-                    let inj = client::inject(smtp, &out, n, &rec).await;
+                    let inj = client::inject(smtp, &out, n, &rec, submission.as_ref()).await;
                     rec.update(|o| o.injections.push(inj));
                 }
                 Err(e) => {

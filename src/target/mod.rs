@@ -124,6 +124,31 @@ pub trait Instance: Send + Sync + std::fmt::Debug {
     fn startup_time(&self) -> Duration;
     /// Stop it and everything it started, and reap them. Blocking; idempotent.
     fn stop(&mut self);
+    /// What the client must do before this instance relays (STARTTLS and
+    /// AUTH PLAIN as one of its users), if it does not relay by address.
+    fn submission(&self) -> Option<Submission> {
+        None
+    }
+}
+
+/// STARTTLS with a client configuration that trusts the instance's
+/// certificate, then AUTH PLAIN with these credentials.
+#[derive(Clone)]
+pub struct Submission {
+    pub user: String,
+    pub password: String,
+    /// The name the instance's certificate is for.
+    pub server_name: String,
+    pub tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission")
+            .field("user", &self.user)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Wait until `addr` greets with 220, while `alive` says the daemon still runs.
