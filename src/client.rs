@@ -218,7 +218,12 @@ async fn submit(c: &mut Conn<'_>, sub: &Submission) -> Result<bool, String> {
         tokio_rustls::TlsConnector::from(sub.tls.clone()).connect(name, tcp),
     )
     .await
-    .map_err(|_| format!("TLS handshake not done within {} s", REPLY_TIMEOUT.as_secs()))?
+    .map_err(|_| {
+        format!(
+            "TLS handshake not done within {} s",
+            REPLY_TIMEOUT.as_secs()
+        )
+    })?
     .map_err(|e| format!("TLS handshake: {e}"))?;
     c.stream = Stream::Tls(Box::new(tls));
     c.log(false, "[TLS established]");

@@ -5,6 +5,7 @@
 //! [`Instance`] on a lab address. The run stage only ever sees these two
 //! traits; no MTA's own setting names leave its module.
 
+pub mod chasquid;
 pub mod knobs;
 pub mod postfix;
 pub mod sendmail;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 /// Every MTA mtaspec knows, in the order `mtaspec targets` lists them.
 pub fn all() -> Vec<&'static dyn Mta> {
-    vec![&postfix::POSTFIX, &sendmail::SENDMAIL]
+    vec![&postfix::POSTFIX, &sendmail::SENDMAIL, &chasquid::CHASQUID]
 }
 
 /// The MTA called `name`, or an error listing the names.
