@@ -6,4 +6,5 @@ mod dsn_props;
 mod fuzz_regressions;
 mod lab;
 mod reply_diagnostics;
+mod targets_chasquid;
 mod targets_sendmail;
