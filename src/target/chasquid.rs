@@ -240,7 +240,7 @@ impl Chasquid {
             .arg("print-config"))
         .map_err(|e| match e {
             TargetError::Command { output, .. } => {
-                TargetError::BadSetting(format!("chasquid.conf: {output}"))
+                TargetError::Rejected(format!("chasquid.conf: {output}"))
             }
             e => e,
         })?;

@@ -201,6 +201,9 @@ pub enum TargetError {
         "bad --set `{0}`: write KEY=VALUE in main.cf syntax, e.g. --set maximal_queue_lifetime=10s"
     )]
     BadSetting(String),
+    /// The MTA itself rejected a setting (unknown name, bad value): what it said.
+    #[error("the target does not accept the setting: {0}")]
+    Rejected(String),
     #[error("--postfix-config {path}: {what}")]
     UserConfig { path: PathBuf, what: String },
     #[error("{what}: {source}")]

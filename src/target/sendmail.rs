@@ -420,7 +420,7 @@ impl Sendmail {
             .lines()
             .find(|l| l.contains("unknown option") || l.contains("bad option"))
         {
-            return Err(TargetError::BadSetting(format!(
+            return Err(TargetError::Rejected(format!(
                 "{} (Sendmail: {})",
                 line.rsplit(": ").next().unwrap_or(line).trim(),
                 line.trim()
