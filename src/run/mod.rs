@@ -374,6 +374,14 @@ impl Services {
         let dns = fake_dns::FakeDns::start(addr)
             .await
             .map_err(|source| RunError::Dns { addr, source })?;
+        // Resolvers that search the host's own domain (glibc's res_search,
+        // Go) ask for `name.target.test` after an NXDOMAIN: answer NXDOMAIN
+        // there too, as that domain's server would, not REFUSED (a temporary error).
+        let own = lab::TARGET_HOSTNAME
+            .split_once('.')
+            .map_or("test", |(_, d)| d);
+        dns.add_zone(fake_dns::Zone::new(own))
+            .map_err(|source| RunError::Dns { addr, source })?;
         let (syns, _) = broadcast::channel(4096);
         let sniffer = match sniff::start(syns.clone()) {
             Ok(s) => s,
@@ -650,6 +658,7 @@ pub async fn run_one(
     if result.error.is_none() {
         let smtp = target.smtp_addr();
         let deadline = tokio::time::Instant::from_std(rec.start + sc.deadline);
+        let submission = target.submission();
         for (n, m) in sc.messages.iter().enumerate() {
             let from = if m.from.is_empty() {
                 String::new()
@@ -660,7 +669,8 @@ pub async fn run_one(
             let header_from = m.header_from.as_ref().map(|h| scope.address(h));
             match client::compose(m, &from, header_from.as_deref(), &to) {
                 Ok(out) => {
-                    let inj = client::inject(smtp, &out, n, &rec, deadline).await;
+                    let inj =
+                        client::inject(smtp, &out, n, &rec, deadline, submission.as_ref()).await;
                     rec.update(|o| o.injections.push(inj));
                 }
                 Err(e) => {

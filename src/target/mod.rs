@@ -5,10 +5,12 @@
 //! [`Instance`] on a lab address. The run stage only ever sees these two
 //! traits; no MTA's own setting names leave its module.
 
+pub mod chasquid;
 pub mod exim;
 pub mod knobs;
 pub mod opensmtpd;
 pub mod postfix;
+pub mod sendmail;
 
 use knobs::{Knob, Knobs};
 use std::collections::BTreeMap;
@@ -18,7 +20,13 @@ use std::time::Duration;
 
 /// Every MTA mtaspec knows, in the order `mtaspec targets` lists them.
 pub fn all() -> Vec<&'static dyn Mta> {
-    vec![&postfix::POSTFIX, &exim::EXIM, &opensmtpd::OPENSMTPD]
+    vec![
+        &postfix::POSTFIX,
+        &exim::EXIM,
+        &opensmtpd::OPENSMTPD,
+        &sendmail::SENDMAIL,
+        &chasquid::CHASQUID,
+    ]
 }
 
 /// The MTA called `name`, or an error listing the names.
@@ -127,6 +135,31 @@ pub trait Instance: Send + Sync + std::fmt::Debug {
     fn startup_time(&self) -> Duration;
     /// Stop it and everything it started, and reap them. Blocking; idempotent.
     fn stop(&mut self);
+    /// What the client must do before this instance relays (STARTTLS and
+    /// AUTH PLAIN as one of its users), if it does not relay by address.
+    fn submission(&self) -> Option<Submission> {
+        None
+    }
+}
+
+/// STARTTLS with a client configuration that trusts the instance's
+/// certificate, then AUTH PLAIN with these credentials.
+#[derive(Clone)]
+pub struct Submission {
+    pub user: String,
+    pub password: String,
+    /// The name the instance's certificate is for.
+    pub server_name: String,
+    pub tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission")
+            .field("user", &self.user)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Wait until `addr` greets with 220, while `alive` says the daemon still runs.
@@ -178,6 +211,9 @@ pub enum TargetError {
         "bad --set `{0}`: write KEY=VALUE in main.cf syntax, e.g. --set maximal_queue_lifetime=10s"
     )]
     BadSetting(String),
+    /// The MTA itself rejected a setting (unknown name, bad value): what it said.
+    #[error("the target does not accept the setting: {0}")]
+    Rejected(String),
     #[error("--postfix-config {path}: {what}")]
     UserConfig { path: PathBuf, what: String },
     #[error("{what}: {source}")]
@@ -232,7 +268,11 @@ impl TargetOptions {
                     .split_once('=')
                     .ok_or_else(|| TargetError::BadSetting(s.clone()))?;
                 let k = k.trim();
-                if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if k.is_empty()
+                    || !k
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
                     return Err(TargetError::BadSetting(s.clone()));
                 }
                 Ok((k.to_string(), v.trim().to_string()))

@@ -9,5 +9,7 @@ mod inbound;
 mod lab;
 mod reply_diagnostics;
 mod rogue;
+mod targets_chasquid;
 mod targets_exim;
 mod targets_opensmtpd;
+mod targets_sendmail;
