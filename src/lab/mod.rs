@@ -162,6 +162,14 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The alias label for a loopback address: unique per address, so that
+/// instances of different MTAs never replace each other's address
+/// (`127.0.3.2` → `lo:3x2`).
+pub fn loopback_label(addr: Ipv4Addr) -> String {
+    let o = addr.octets();
+    format!("lo:{}x{}", o[2], o[3])
+}
+
 /// `ip addr add ADDR/32 dev lo label LABEL`, through the ioctls `ifconfig` uses.
 /// An address already present is fine.
 pub fn add_loopback_addr(label: &str, addr: Ipv4Addr) -> std::io::Result<()> {

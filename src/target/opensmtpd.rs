@@ -458,8 +458,7 @@ impl OpenSmtpd {
             ));
         }
         if listen != Ipv4Addr::LOCALHOST {
-            let label = format!("lo:{}", listen.octets()[3]);
-            lab::add_loopback_addr(&label, listen)
+            lab::add_loopback_addr(&lab::loopback_label(listen), listen)
                 .map_err(|e| TargetError::io(format!("add {listen} to the lab's loopback"), e))?;
         }
         // OpenSMTPD looks up no A records of MX hosts while 127.0.0.1 is the

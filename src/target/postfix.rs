@@ -191,8 +191,7 @@ impl Postfix {
             ));
         }
         if listen != Ipv4Addr::LOCALHOST {
-            let label = format!("lo:{}", listen.octets()[3]);
-            lab::add_loopback_addr(&label, listen)
+            lab::add_loopback_addr(&lab::loopback_label(listen), listen)
                 .map_err(|e| TargetError::io(format!("add {listen} to the lab's loopback"), e))?;
         }
         let dir = lab_dir.join(instance);
