@@ -155,6 +155,8 @@ pub struct Services {
     pub failed: Vec<(Group, String)>,
     sniffer: tokio::task::JoinHandle<()>,
     pub startup: Duration,
+    /// Scenario names carry this when the target runs in containers.
+    pub nonce: Option<String>,
 }
 
 /// Address of the `n`-th target instance: the lab's target address, then
@@ -214,6 +216,13 @@ impl Services {
                 sets: opts.sets.clone(),
                 set: g.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 config_dir: opts.config_dir.clone(),
+                container: opts.image.as_ref().map(|i| crate::target::ContainerSpec {
+                    engine: i.engine.clone(),
+                    image: i.image.clone(),
+                    network: lab.container_network(),
+                    resolv_conf: lab.resolv_conf(),
+                    name_prefix: format!("mtaspec-{}", lab.nonce()),
+                }),
             };
             // Each start runs blocking commands and waits for the greeting:
             // its own thread lets instances start side by side.
@@ -256,7 +265,13 @@ impl Services {
             failed,
             sniffer,
             startup: begin.elapsed(),
+            nonce: lab.scope_nonce().map(str::to_string),
         })
+    }
+
+    /// The names and addresses of the `index`-th scenario.
+    pub fn scope(&self, index: usize) -> Scope {
+        Scope::with_nonce(index, self.nonce.as_deref())
     }
 
     /// The default instance (no scenario settings).
@@ -290,7 +305,7 @@ pub async fn run_all(
         let group = Group::of(&sc, services_ref.mta);
         let mut r = match services_ref.instances.iter().find(|x| x.group == group) {
             _ if unsupported(&sc, services_ref.mta).is_some() => {
-                let mut r = ScenarioResult::new(&sc, &Scope::new(i));
+                let mut r = ScenarioResult::new(&sc, &services_ref.scope(i));
                 r.unsupported = unsupported(&sc, services_ref.mta);
                 r
             }
@@ -302,7 +317,7 @@ pub async fn run_all(
                     .find(|(g, _)| *g == group)
                     .map(|(_, e)| e.clone())
                     .unwrap_or_else(|| "no instance was started for these settings".into());
-                let mut r = ScenarioResult::new(&sc, &Scope::new(i));
+                let mut r = ScenarioResult::new(&sc, &services_ref.scope(i));
                 r.error = Some(format!(
                     "the target instance with this scenario's [target] settings could not start: {why}"
                 ));
@@ -324,7 +339,7 @@ pub async fn run_one(
     index: usize,
     sc: Scenario,
 ) -> ScenarioResult {
-    let scope = Scope::new(index);
+    let scope = services.scope(index);
     let rec = Recorder::default();
     let mut result = ScenarioResult::new(&sc, &scope);
     result.instance = target.smtp_addr().ip().to_string();

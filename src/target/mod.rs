@@ -7,6 +7,7 @@
 
 pub mod knobs;
 pub mod postfix;
+pub mod runner;
 
 use knobs::{Knob, Knobs};
 use std::collections::BTreeMap;
@@ -62,6 +63,23 @@ pub trait Mta: Sync {
     /// Write the instance's files and start it; returns once it greets on
     /// `spec.listen`:25. Blocking: call it off the async workers.
     fn start(&self, spec: &Spec) -> Result<Box<dyn Instance>, TargetError>;
+    /// Whether [`Mta::start`] can run the user's image ([`Spec::container`]).
+    fn runs_in_containers(&self) -> bool {
+        false
+    }
+}
+
+/// The user's image, run by a container engine inside the lab's network.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub engine: crate::lab::engine::Engine,
+    pub image: String,
+    /// The `--network` value that puts a container into the lab.
+    pub network: String,
+    /// The lab's resolv.conf (only the fake DNS).
+    pub resolv_conf: PathBuf,
+    /// Container names start with this (`mtaspec-<nonce>`).
+    pub name_prefix: String,
 }
 
 /// What one instance is started with.
@@ -85,6 +103,8 @@ pub struct Spec {
     pub set: Vec<(String, String)>,
     /// The user's configuration folder (`--postfix-config`), if any.
     pub config_dir: Option<PathBuf>,
+    /// Run the user's image instead of the MTA installed here.
+    pub container: Option<ContainerSpec>,
 }
 
 /// A message still in the target's queue.
@@ -184,6 +204,10 @@ pub enum TargetError {
     },
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
+    #[error("image {image}: {what}")]
+    Image { image: String, what: String },
+    #[error("{0}")]
+    Engine(#[from] crate::lab::engine::EngineError),
     #[error("the target did not start listening on {addr} within {secs} s; its log:\n{log}")]
     NotReady {
         addr: String,
@@ -208,6 +232,15 @@ pub struct TargetOptions {
     pub sets: Vec<(String, String)>,
     /// `--postfix-config DIR`: the user's main.cf / master.cf.
     pub config_dir: Option<PathBuf>,
+    /// `--image IMAGE --engine ENGINE`: the user's image instead of the MTA installed here.
+    pub image: Option<ImageOptions>,
+}
+
+/// The user's image and the engine that runs it.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    pub engine: crate::lab::engine::Engine,
+    pub image: String,
 }
 
 impl TargetOptions {

@@ -21,9 +21,19 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(index: usize) -> Scope {
+        Scope::with_nonce(index, None)
+    }
+
+    /// A scope whose label also carries the run's `nonce` (`s3-1a2b3c4d`):
+    /// mail an MTA kept queued from an earlier run names domains that no
+    /// longer resolve, so it can never reach this run's hosts.
+    pub fn with_nonce(index: usize, nonce: Option<&str>) -> Scope {
         Scope {
             index,
-            label: format!("s{index}"),
+            label: match nonce {
+                Some(n) => format!("s{index}-{n}"),
+                None => format!("s{index}"),
+            },
         }
     }
 

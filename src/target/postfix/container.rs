@@ -1,0 +1,200 @@
+//! Target stage: the user's Postfix image in a container inside the lab — the same layering, run through `ENGINE exec`.
+//!
+//! The container starts with a long `sleep` instead of the image's own
+//! command, so Postfix never listens before the lab's settings are in place
+//! (on the wildcard address it would take port 25 from the fake hosts).
+//! mtaspec then reads the image's main.cf (`postconf -n`), layers it exactly
+//! as for `--postfix-config` but replaces (and reports) the settings the lab
+//! owns instead of refusing them, writes the result with `postconf -e`, and
+//! runs `postfix start`. The queue, the flush and the log go through the
+//! engine too.
+
+use super::{
+    add_listen_address, layer, parse_postconf_n, Layers, Log, OutputOk, Owned, Postfix, LAB_OWNED,
+};
+use crate::lab::{self, engine::Kind};
+use crate::target::runner::InContainer;
+use crate::target::{ContainerSpec, Spec, TargetError};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Where Postfix logs inside the container (`maillog_file`; postlogd writes it).
+pub const MAILLOG: &str = "/var/log/mtaspec-mail.log";
+
+/// What the image must provide, for errors.
+pub const IMAGE_NEEDS: &str = "the image must provide Postfix's postconf, postfix and postqueue \
+in its PATH, and sleep, cp and tail (coreutils or busybox)";
+
+/// How long Postfix may take to greet after `postfix start`.
+const READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// The settings the lab needs in the container (the image keeps its own
+/// queue, data folder and host name).
+fn lab_settings(listen: Ipv4Addr) -> Vec<(String, String)> {
+    [
+        ("inet_interfaces", listen.to_string()),
+        ("inet_protocols", "ipv4".into()),
+        ("relayhost", String::new()),
+        ("smtp_host_lookup", "dns".into()),
+        ("maillog_file", MAILLOG.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The reason the lab owns `key`.
+fn why(key: &str) -> &'static str {
+    LAB_OWNED
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, w)| *w)
+        .unwrap_or("the lab needs it")
+}
+
+/// Start `c.image` in the lab and Postfix in it with the lab's settings.
+pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetError> {
+    let begin = Instant::now();
+    for (k, _) in spec.sets.iter().chain(&spec.set) {
+        super::forbid(k)?;
+    }
+    let listen = spec.listen;
+    add_listen_address(listen)?;
+    let name = format!("{}-{}", c.name_prefix, spec.instance);
+    let mut extra = vec!["--network".to_string(), c.network.clone()];
+    if c.engine.kind == Kind::Podman {
+        // docker shares the holder container's resolv.conf and host name.
+        extra.push("-v".into());
+        extra.push(format!("{}:/etc/resolv.conf:ro", c.resolv_conf.display()));
+        extra.push("--hostname".into());
+        extra.push(lab::TARGET_HOSTNAME.into());
+    }
+    let command = image_command(c);
+    let container = c.engine.start(&c.image, &name, &extra)?;
+    let mut pf = Postfix {
+        runner: Box::new(InContainer { container }),
+        sbin: "",
+        conf: None,
+        log: Log::Inside(MAILLOG.into()),
+        listen,
+        hostname: lab::TARGET_HOSTNAME.to_string(),
+        settings: BTreeMap::new(),
+        overrides: Vec::new(),
+        knobs: Default::default(),
+        started: Duration::ZERO,
+    };
+    pf.postconf(&["-h", "mail_version"])
+        .map_err(|e| missing(c, "postconf", e))?;
+    let user = parse_postconf_n(&pf.postconf(&["-n"])?);
+    let lab = lab_settings(listen);
+    let layered = layer(&Layers {
+        user: &user,
+        private_defaults: false,
+        spec,
+        lab: &lab,
+        owned: Owned::Override,
+    })?;
+    let mut overrides = layered.overrides.clone();
+    if let Some(cmd) = command.filter(|c| !c.is_empty()) {
+        overrides.push((
+            "command".into(),
+            format!(
+                "`{cmd}` -> `postfix start`: mtaspec starts Postfix itself, after the lab's settings are in place"
+            ),
+        ));
+    }
+    pf.apply(&layered.settings)?;
+    pf.check_unknown()?;
+    // maillog_file is written by postlogd (in master.cf since Postfix 3.4).
+    if pf
+        .postconf(&["-M", "postlog/unix-dgram"])?
+        .trim()
+        .is_empty()
+    {
+        pf.postconf(&[
+            "-M",
+            "postlog/unix-dgram=postlog unix-dgram n - n - 1 postlogd",
+        ])?;
+        overrides.push((
+            "master.cf postlog".into(),
+            format!("added: {}", why("maillog_file")),
+        ));
+    }
+    // Chrooted services resolve through the chroot's copy of resolv.conf:
+    // Debian's init script makes it, `postfix start` does not.
+    let chrooted = pf
+        .postconf(&["-F", "*/*/chroot"])?
+        .lines()
+        .any(|l| l.trim_end().ends_with("= y"));
+    if chrooted {
+        let queue = pf.postconf(&["-h", "queue_directory"])?.trim().to_string();
+        let etc = format!("{queue}/etc");
+        pf.runner
+            .command("mkdir")
+            .args(["-p", &etc])
+            .output_ok()
+            .and_then(|_| {
+                pf.runner
+                    .command("cp")
+                    .args(["/etc/resolv.conf", "/etc/hosts", &etc])
+                    .output_ok()
+            })
+            .map_err(|e| missing(c, "cp", e))?;
+    }
+    pf.hostname = pf.postconf(&["-x", "-h", "myhostname"])?.trim().to_string();
+    pf.settings = layered.settings;
+    pf.knobs = layered.knobs;
+    pf.overrides = overrides;
+    if let Err(e) = pf.program("postfix").arg("start").output_ok() {
+        return Err(TargetError::NotReady {
+            addr: crate::target::Instance::smtp_addr(&pf).to_string(),
+            secs: 0,
+            log: format!("{e}\n{}", crate::target::Instance::log_tail(&pf, 30)),
+        });
+    }
+    pf.wait_ready(READY_LIMIT)?;
+    pf.program("postqueue")
+        .arg("-j")
+        .output_ok()
+        .map_err(|e| missing(c, "postqueue", e))?;
+    pf.started = begin.elapsed();
+    Ok(pf)
+}
+
+/// The image's own entrypoint and command, as one line (for the override report).
+fn image_command(c: &ContainerSpec) -> Option<String> {
+    let out = c
+        .engine
+        .run(
+            c.engine.command().args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Entrypoint}} {{json .Config.Cmd}}",
+                &c.image,
+            ]),
+            Duration::from_secs(30),
+        )
+        .ok()?;
+    let words: Vec<String> = out
+        .split_whitespace()
+        .filter(|w| *w != "null")
+        .filter_map(|w| serde_json::from_str::<Vec<String>>(w).ok())
+        .flatten()
+        .collect();
+    Some(words.join(" "))
+}
+
+/// A program the image lacks: say what an image must provide.
+fn missing(c: &ContainerSpec, program: &str, e: TargetError) -> TargetError {
+    let text = e.to_string();
+    if text.contains("not found") || text.contains("no such file") {
+        TargetError::Image {
+            image: c.image.clone(),
+            what: format!("`{program}` cannot be run in it ({IMAGE_NEEDS})"),
+        }
+    } else {
+        e
+    }
+}
