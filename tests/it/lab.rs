@@ -66,7 +66,7 @@ fn lab_dirs() -> Vec<PathBuf> {
 }
 
 // The lab tests run one at a time: they compare what is left on the machine.
-static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The lab, held for one test; `None` when the lab tests are skipped.
 fn lab() -> Option<std::sync::MutexGuard<'static, ()>> {
