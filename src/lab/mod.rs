@@ -41,6 +41,16 @@ pub enum LabError {
     Unshare(#[source] nix::Error),
     #[error("cannot start the lab's network holder container: {0}")]
     Container(#[source] Box<engine::EngineError>),
+    #[error(
+        "cannot open {path}: the docker daemon runs in another host or PID namespace \
+         (a remote DOCKER_HOST, docker-in-docker); run mtaspec where the daemon runs, e.g. \
+         in a container with `--pid host` and the daemon's socket (README: \"Test your Postfix image in CI\")"
+    )]
+    DockerElsewhere {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up the lab: {what}: {source}")]
     Setup {
         what: String,
@@ -189,8 +199,10 @@ pub fn enter_with(net: Net) -> Result<Lab, LabError> {
                 .map_err(|e| LabError::Container(Box::new(e)))?;
             let pid = c.pid().map_err(|e| LabError::Container(Box::new(e)))?;
             let path = format!("/proc/{pid}/ns/net");
-            let ns = std::fs::File::open(&path)
-                .map_err(|e| LabError::setup(format!("open {path}"), e))?;
+            let ns = std::fs::File::open(&path).map_err(|e| LabError::DockerElsewhere {
+                path: path.clone(),
+                source: e,
+            })?;
             holder = Some(c);
             nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| LabError::setup(format!("join the network namespace {path}"), e))?;
