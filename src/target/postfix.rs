@@ -695,3 +695,152 @@ fn forbid(key: &str) -> Result<(), TargetError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::knobs::lab_defaults;
+
+    fn spec() -> Spec {
+        Spec {
+            lab_dir: PathBuf::from("/lab"),
+            instance: "postfix".into(),
+            listen: Ipv4Addr::new(127, 0, 2, 1),
+            defaults: lab_defaults(),
+            knobs: Knobs::new(),
+            sets: Vec::new(),
+            set: Vec::new(),
+            config_dir: None,
+            container: None,
+        }
+    }
+
+    fn user(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn lab() -> Vec<(String, String)> {
+        container::lab_settings(Ipv4Addr::new(127, 0, 2, 1))
+    }
+
+    #[test]
+    fn image_settings_the_lab_owns_are_replaced_and_reported() {
+        let user = user(&[
+            ("inet_interfaces", "all"),
+            ("relayhost", "[smtp.example.net]:587"),
+            ("smtp_fallback_relay", "backup.example.net"),
+            ("queue_directory", "/var/spool/postfix"),
+            ("maximal_backoff_time", "300s"),
+            ("myhostname", "mail.example.net"),
+        ]);
+        let spec = spec();
+        let l = layer(&Layers {
+            user: &user,
+            private_defaults: false,
+            spec: &spec,
+            lab: &lab(),
+            owned: Owned::Override,
+        })
+        .unwrap();
+        let s = &l.settings;
+        assert_eq!(s["inet_interfaces"], "127.0.2.1");
+        assert_eq!(s["relayhost"], "");
+        assert_eq!(s["smtp_fallback_relay"], "");
+        // The image keeps its own queue and host name.
+        assert!(!s.contains_key("queue_directory"));
+        assert!(!s.contains_key("myhostname"));
+        let keys: Vec<&str> = l.overrides.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["inet_interfaces", "relayhost", "smtp_fallback_relay"]
+        );
+        assert!(l.overrides[0].1.starts_with("`all` -> `127.0.2.1`: "));
+        // A timer the image sets is its own (the lab's fast default does not win) ...
+        assert!(!s.contains_key("maximal_backoff_time"));
+        assert_eq!(
+            l.knobs[&Knob::RetryMax],
+            Value::Time(Duration::from_secs(300))
+        );
+        // ... and one it does not set takes the lab's default.
+        assert_eq!(s["minimal_backoff_time"], "1s");
+        // No private-instance defaults on a user's image.
+        assert!(!s.contains_key("smtpd_relay_restrictions"));
+    }
+
+    #[test]
+    fn an_image_setting_already_right_is_no_override() {
+        let user = user(&[("inet_protocols", "ipv4"), ("relayhost", "")]);
+        let spec = spec();
+        let l = layer(&Layers {
+            user: &user,
+            private_defaults: false,
+            spec: &spec,
+            lab: &lab(),
+            owned: Owned::Override,
+        })
+        .unwrap();
+        assert!(l.overrides.is_empty(), "{:?}", l.overrides);
+    }
+
+    #[test]
+    fn a_user_config_or_set_naming_a_lab_setting_is_refused() {
+        let spec = spec();
+        let owned = user(&[("inet_interfaces", "all")]);
+        let local = lab_settings(Path::new("/lab/postfix"), spec.listen);
+        let e = layer(&Layers {
+            user: &owned,
+            private_defaults: true,
+            spec: &spec,
+            lab: &local,
+            owned: Owned::Refuse,
+        })
+        .unwrap_err();
+        assert!(matches!(e, TargetError::Forbidden { ref key, .. } if key == "inet_interfaces"));
+        // --set of a lab setting is refused for images too.
+        let mut spec = spec;
+        spec.sets = vec![("relayhost".into(), "[x]".into())];
+        let e = layer(&Layers {
+            user: &BTreeMap::new(),
+            private_defaults: false,
+            spec: &spec,
+            lab: &lab(),
+            owned: Owned::Override,
+        })
+        .unwrap_err();
+        assert!(matches!(e, TargetError::Forbidden { ref key, .. } if key == "relayhost"));
+    }
+
+    #[test]
+    fn scenario_knobs_win_over_the_image_and_set() {
+        let mut spec = spec();
+        spec.sets = vec![("maximal_queue_lifetime".into(), "1d".into())];
+        spec.knobs = Knobs::from([(Knob::QueueLifetime, Value::Time(Duration::from_secs(5)))]);
+        let user = user(&[("maximal_queue_lifetime", "5d")]);
+        let l = layer(&Layers {
+            user: &user,
+            private_defaults: false,
+            spec: &spec,
+            lab: &lab(),
+            owned: Owned::Override,
+        })
+        .unwrap();
+        assert_eq!(l.settings["maximal_queue_lifetime"], "5s");
+        assert_eq!(
+            l.knobs[&Knob::QueueLifetime],
+            Value::Time(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn postconf_n_lines_parse_with_empty_values() {
+        let s = parse_postconf_n(
+            "relayhost =\ninet_interfaces = all\nmydestination = $myhostname, localhost\n",
+        );
+        assert_eq!(s["relayhost"], "");
+        assert_eq!(s["inet_interfaces"], "all");
+        assert_eq!(s["mydestination"], "$myhostname, localhost");
+    }
+}

@@ -130,6 +130,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_nonce_keeps_names_of_other_runs_apart() {
+        let a = Scope::with_nonce(3, Some("1a2b3c4d"));
+        let b = Scope::with_nonce(3, Some("99887766"));
+        assert_eq!(a.address("bob@dest.test"), "bob@dest.s3-1a2b3c4d.test");
+        assert_ne!(a.name("dest.test"), b.name("dest.test"));
+        assert_eq!(
+            a.unscope("mx.dest.s3-1a2b3c4d.test said no"),
+            "mx.dest.test said no"
+        );
+        // Another run's names are not this run's: they stay as they are.
+        assert_eq!(b.unscope(&a.name("dest.test")), "dest.s3-1a2b3c4d.test");
+        assert_eq!(Scope::with_nonce(3, None).label, Scope::new(3).label);
+    }
+
+    #[test]
     fn scoping_moves_names_under_the_scenario_label() {
         let s = Scope::new(3);
         assert_eq!(s.name("dest.test"), "dest.s3.test");

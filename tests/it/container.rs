@@ -36,7 +36,12 @@ fn engine_run(name: &str) -> Command {
     let mut c = engine(name);
     c.arg("run");
     if name == "podman" {
-        c.args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]);
+        c.args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+        ]);
     }
     c
 }
@@ -155,13 +160,7 @@ fn passes_and_reports_overrides(name: &str) {
     let _g = lab_lock();
     // The image's own main.cf listens on every address: the lab must replace it.
     let own = engine_run(name)
-        .args([
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "postconf",
-        ])
+        .args(["--rm", "--network", "none", "--entrypoint", "postconf"])
         .args([&image(), "-h", "inet_interfaces"])
         .output()
         .unwrap();

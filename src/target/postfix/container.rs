@@ -31,7 +31,7 @@ const READY_LIMIT: Duration = Duration::from_secs(30);
 
 /// The settings the lab needs in the container (the image keeps its own
 /// queue, data folder and host name).
-fn lab_settings(listen: Ipv4Addr) -> Vec<(String, String)> {
+pub(super) fn lab_settings(listen: Ipv4Addr) -> Vec<(String, String)> {
     [
         ("inet_interfaces", listen.to_string()),
         ("inet_protocols", "ipv4".into()),
