@@ -153,6 +153,9 @@ fn targets() -> ExitCode {
             Err(e) => format!("not installed: {e}"),
         };
         println!("{}: {state}", m.name());
+        if m.runs_in_containers() {
+            println!("  your own image: --image IMAGE [--engine podman|docker]");
+        }
         let (yes, no): (Vec<Knob>, Vec<Knob>) = Knob::ALL
             .into_iter()
             .partition(|k| m.support(*k) == Support::Yes);

@@ -331,6 +331,11 @@ impl Drop for Container {
 
 /// The names of containers a run of mtaspec left behind (its label), with the pid.
 pub fn leftovers(engine: &Engine) -> Vec<(String, String)> {
+    // podman's template has a map of labels, docker's a method.
+    let format = match engine.kind {
+        Kind::Podman => "{{.Names}} {{index .Labels \"mtaspec.pid\"}}",
+        Kind::Docker => "{{.Names}} {{.Label \"mtaspec.pid\"}}",
+    };
     let out = engine.output(
         engine.command().args([
             "ps",
@@ -338,7 +343,7 @@ pub fn leftovers(engine: &Engine) -> Vec<(String, String)> {
             "--filter",
             "label=mtaspec.pid",
             "--format",
-            "{{.Names}} {{.Label \"mtaspec.pid\"}}",
+            format,
         ]),
         Duration::from_secs(30),
     );

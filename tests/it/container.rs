@@ -312,6 +312,50 @@ fn docker_terminated_run_leaves_nothing() {
     terminated_run_leaves_nothing("docker");
 }
 
+/// A run killed with SIGKILL cannot clean up: the next run removes what it left.
+fn killed_run_is_cleaned_up_by_the_next(name: &str) {
+    if !usable(name) {
+        return;
+    }
+    let _g = lab_lock();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtaspec"))
+        .args(["run", SCENARIO, "--image", &image(), "--engine", name])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while containers(name).is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = containers(name);
+    assert!(!left.is_empty(), "the killed run left nothing to clean up");
+    let out = mtaspec(&["run", SCENARIO, "--image", &image(), "--engine", name]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    for c in &left {
+        assert!(
+            all.contains(&format!("removed container {c} left by")),
+            "{c}: {all}"
+        );
+    }
+    assert_eq!(containers(name), Vec::<String>::new(), "containers left");
+}
+
+#[test]
+fn podman_killed_run_is_cleaned_up_by_the_next() {
+    killed_run_is_cleaned_up_by_the_next("podman");
+}
+
+#[test]
+fn docker_killed_run_is_cleaned_up_by_the_next() {
+    killed_run_is_cleaned_up_by_the_next("docker");
+}
+
 /// An image from the test image with one change made inside it; removed on drop.
 struct Derived {
     engine: &'static str,

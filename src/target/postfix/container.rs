@@ -84,9 +84,10 @@ pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetErr
         knobs: Default::default(),
         started: Duration::ZERO,
     };
-    pf.postconf(&["-h", "mail_version"])
-        .map_err(|e| missing(c, "postconf", e))?;
-    let user = parse_postconf_n(&pf.postconf(&["-n"])?);
+    let user = parse_postconf_n(
+        &pf.postconf(&["-n"])
+            .map_err(|e| missing(c, "postconf", e))?,
+    );
     let lab = lab_settings(listen);
     let layered = layer(&Layers {
         user: &user,
@@ -127,8 +128,10 @@ pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetErr
         .postconf(&["-F", "*/*/chroot"])?
         .lines()
         .any(|l| l.trim_end().ends_with("= y"));
+    let found = pf.postconf(&["-x", "-h", "queue_directory", "myhostname"])?;
+    let mut found = found.lines().map(str::trim);
+    let (queue, hostname) = (found.next().unwrap_or_default(), found.next());
     if chrooted {
-        let queue = pf.postconf(&["-h", "queue_directory"])?.trim().to_string();
         let etc = format!("{queue}/etc");
         pf.runner
             .command("mkdir")
@@ -142,7 +145,7 @@ pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetErr
             })
             .map_err(|e| missing(c, "cp", e))?;
     }
-    pf.hostname = pf.postconf(&["-x", "-h", "myhostname"])?.trim().to_string();
+    pf.hostname = hostname.unwrap_or(lab::TARGET_HOSTNAME).to_string();
     pf.settings = layered.settings;
     pf.knobs = layered.knobs;
     pf.overrides = overrides;
