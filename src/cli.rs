@@ -72,7 +72,7 @@ pub struct RunArgs {
     /// its resolver, no route out), replaces only the settings the lab needs
     /// (each replacement is printed and written to the JUnit properties), and
     /// removes the container after the run. The image needs the MTA's own
-    /// tools (Postfix: postconf, postfix, postqueue) and sleep, cp, tail.
+    /// tools (Postfix: postconf, postfix, postqueue) and sh, sleep, touch, mkdir, cp, tail.
     /// Example: sudo mtaspec run --target postfix --image my-postfix:ci --engine docker
     #[arg(long, value_name = "IMAGE", verbatim_doc_comment)]
     pub image: Option<String>,

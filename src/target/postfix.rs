@@ -495,14 +495,7 @@ impl Postfix {
     /// Unknown or misspelled settings: Postfix only warns; refuse them.
     fn check_unknown(&self) -> Result<(), TargetError> {
         let check = runner::output(self.program("postconf").arg("-n"), COMMAND_LIMIT)?;
-        let warnings = String::from_utf8_lossy(&check.stderr);
-        if let Some(w) = warnings.lines().find(|l| l.contains("unused parameter")) {
-            let key = w.rsplit("unused parameter: ").next().unwrap_or(w);
-            return Err(TargetError::BadSetting(format!(
-                "{key} (Postfix does not know this parameter)"
-            )));
-        }
-        Ok(())
+        unknown_parameter(&String::from_utf8_lossy(&check.stderr))
     }
 
     /// Wait until the instance greets; its log tail if it does not.
@@ -519,6 +512,17 @@ impl Postfix {
         }
         Ok(())
     }
+}
+
+/// An unknown or misspelled parameter in `postconf -n`'s warnings.
+fn unknown_parameter(warnings: &str) -> Result<(), TargetError> {
+    if let Some(w) = warnings.lines().find(|l| l.contains("unused parameter")) {
+        let key = w.rsplit("unused parameter: ").next().unwrap_or(w);
+        return Err(TargetError::BadSetting(format!(
+            "{key} (Postfix does not know this parameter)"
+        )));
+    }
+    Ok(())
 }
 
 /// Run a command to its end within [`COMMAND_LIMIT`]; its stdout or an error.

@@ -9,9 +9,7 @@
 //! runs `postfix start`. The queue, the flush and the log go through the
 //! engine too.
 
-use super::{
-    add_listen_address, layer, parse_postconf_n, Layers, Log, OutputOk, Owned, Postfix, LAB_OWNED,
-};
+use super::{add_listen_address, layer, parse_postconf_n, Layers, Log, Owned, Postfix, LAB_OWNED};
 use crate::lab::{self, engine::Kind};
 use crate::target::runner::InContainer;
 use crate::target::{ContainerSpec, Spec, TargetError};
@@ -24,7 +22,7 @@ pub const MAILLOG: &str = "/var/log/mtaspec-mail.log";
 
 /// What the image must provide, for errors.
 pub const IMAGE_NEEDS: &str = "the image must provide Postfix's postconf, postfix and postqueue \
-in its PATH, and sleep, cp and tail (coreutils or busybox)";
+in its PATH, and sh, sleep, touch, mkdir, cp and tail (coreutils or busybox)";
 
 /// How long Postfix may take to greet after `postfix start`.
 const READY_LIMIT: Duration = Duration::from_secs(30);
@@ -84,10 +82,31 @@ pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetErr
         knobs: Default::default(),
         started: Duration::ZERO,
     };
-    let user = parse_postconf_n(
-        &pf.postconf(&["-n"])
-            .map_err(|e| missing(c, "postconf", e))?,
-    );
+    // Every command runs in the container; an exec costs more than the
+    // commands, so they go in two batches: read the image, then write and start.
+    let read = [
+        argv(&["postconf", "-n"]),
+        argv(&["postconf", "-M", "postlog/unix-dgram"]),
+        argv(&["postconf", "-F", "*/*/chroot"]),
+        argv(&[
+            "postconf",
+            "-x",
+            "-h",
+            "queue_directory",
+            "config_directory",
+        ]),
+    ];
+    let ran = pf.runner.batch(&read).map_err(|e| missing(c, "sh", e))?;
+    let out = |i: usize| ran[i].ok(&read[i]).map_err(|e| missing(c, &read[i][0], e));
+    let user = parse_postconf_n(out(0)?);
+    let has_postlog = !out(1)?.trim().is_empty();
+    let chrooted = out(2)?.lines().any(|l| l.trim_end().ends_with("= y"));
+    let dirs: Vec<String> = out(3)?.lines().map(|l| l.trim().to_string()).collect();
+    let (queue, config) = match &dirs[..] {
+        [q, c, ..] => (q.clone(), c.clone()),
+        _ => ("/var/spool/postfix".into(), "/etc/postfix".into()),
+    };
+
     let lab = lab_settings(listen);
     let layered = layer(&Layers {
         user: &user,
@@ -105,51 +124,70 @@ pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetErr
             ),
         ));
     }
-    pf.apply(&layered.settings)?;
-    pf.check_unknown()?;
+    let mut write = Batch::default();
+    write.push(
+        ["postconf", "-e"]
+            .into_iter()
+            .map(String::from)
+            .chain(layered.settings.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect(),
+    );
     // maillog_file is written by postlogd (in master.cf since Postfix 3.4).
-    if pf
-        .postconf(&["-M", "postlog/unix-dgram"])?
-        .trim()
-        .is_empty()
-    {
-        pf.postconf(&[
+    if !has_postlog {
+        write.push(argv(&[
+            "postconf",
             "-M",
             "postlog/unix-dgram=postlog unix-dgram n - n - 1 postlogd",
-        ])?;
+        ]));
         overrides.push((
             "master.cf postlog".into(),
             format!("added: {}", why("maillog_file")),
         ));
     }
+    // Postfix waits until its configuration files are a second old before it
+    // trusts them (they may still be being written); these are complete.
+    write.push(argv(&[
+        "touch",
+        "-d",
+        "2000-01-01 00:00:00",
+        &format!("{config}/main.cf"),
+        &format!("{config}/master.cf"),
+    ]));
     // Chrooted services resolve through the chroot's copy of resolv.conf:
     // Debian's init script makes it, `postfix start` does not.
-    let chrooted = pf
-        .postconf(&["-F", "*/*/chroot"])?
-        .lines()
-        .any(|l| l.trim_end().ends_with("= y"));
-    let found = pf.postconf(&["-x", "-h", "queue_directory", "myhostname"])?;
-    let mut found = found.lines().map(str::trim);
-    let (queue, hostname) = (found.next().unwrap_or_default(), found.next());
     if chrooted {
         let etc = format!("{queue}/etc");
-        pf.runner
-            .command("mkdir")
-            .args(["-p", &etc])
-            .output_ok()
-            .and_then(|_| {
-                pf.runner
-                    .command("cp")
-                    .args(["/etc/resolv.conf", "/etc/hosts", &etc])
-                    .output_ok()
-            })
-            .map_err(|e| missing(c, "cp", e))?;
+        write.push(argv(&["mkdir", "-p", &etc]));
+        write.push(argv(&["cp", "/etc/resolv.conf", "/etc/hosts", &etc]));
     }
-    pf.hostname = hostname.unwrap_or(lab::TARGET_HOSTNAME).to_string();
+    let prepared = write.0.len();
+    let check = write.push(argv(&["postconf", "-n"]));
+    let hostname = write.push(argv(&["postconf", "-x", "-h", "myhostname"]));
+    let queue = write.push(argv(&["postqueue", "-j"]));
+    // Started in the same exec: if a check above fails, the container goes.
+    let start = write.push(argv(&["postfix", "start"]));
+    let write = write.0;
+    let ran = pf.runner.batch(&write)?;
+    for (i, r) in ran.iter().enumerate().take(prepared) {
+        r.ok(&write[i]).map_err(|e| missing(c, &write[i][0], e))?;
+    }
+    super::unknown_parameter(&ran[check].stderr)?;
+    pf.hostname = ran[hostname].ok(&write[hostname])?.trim().to_string();
+    // With Postfix not yet started postqueue only warns; 127 means it is not there.
+    if ran[queue].status == 127 {
+        return Err(missing(
+            c,
+            "postqueue",
+            TargetError::Command {
+                command: "postqueue -j".into(),
+                output: format!("{} (not found)", ran[queue].stderr.trim()),
+            },
+        ));
+    }
     pf.settings = layered.settings;
     pf.knobs = layered.knobs;
     pf.overrides = overrides;
-    if let Err(e) = pf.program("postfix").arg("start").output_ok() {
+    if let Err(e) = ran[start].ok(&write[start]) {
         return Err(TargetError::NotReady {
             addr: crate::target::Instance::smtp_addr(&pf).to_string(),
             secs: 0,
@@ -157,12 +195,24 @@ pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetErr
         });
     }
     pf.wait_ready(READY_LIMIT)?;
-    pf.program("postqueue")
-        .arg("-j")
-        .output_ok()
-        .map_err(|e| missing(c, "postqueue", e))?;
     pf.started = begin.elapsed();
     Ok(pf)
+}
+
+/// Commands for one [`Runner::batch`](crate::target::runner::Runner::batch).
+#[derive(Default)]
+struct Batch(Vec<Vec<String>>);
+
+impl Batch {
+    /// Add a command; its index in the batch's results.
+    fn push(&mut self, argv: Vec<String>) -> usize {
+        self.0.push(argv);
+        self.0.len() - 1
+    }
+}
+
+fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
 }
 
 /// The image's own entrypoint and command, as one line (for the override report).
