@@ -78,7 +78,13 @@ pub struct RunArgs {
     pub image: Option<String>,
     /// The container engine that runs --image (docker: a daemon must be
     /// running; DOCKER_HOST is honoured).
-    #[arg(long, value_enum, default_value = "podman", value_name = "ENGINE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "podman",
+        value_name = "ENGINE",
+        requires = "image"
+    )]
     pub engine: crate::lab::engine::Kind,
     /// Count SHOULD / practice deviations (and known deviations no longer seen) as failures.
     #[arg(long)]

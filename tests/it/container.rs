@@ -472,3 +472,30 @@ fn podman_errors_name_the_fix() {
 fn docker_errors_name_the_fix() {
     errors_name_the_fix("docker");
 }
+
+/// docker installed but no daemon at DOCKER_HOST: exit 2 naming the fix, before any lab exists.
+#[test]
+fn docker_without_a_daemon_names_the_fix() {
+    if !nix::unistd::geteuid().is_root()
+        || Command::new("docker").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: needs root and the docker command");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtaspec"))
+        .args(["run", SCENARIO, "--image", &image(), "--engine", "docker"])
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-daemon.sock", dir.path().display()),
+        )
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("docker does not answer") && all.contains("start the docker daemon"),
+        "{all}"
+    );
+}
