@@ -223,12 +223,14 @@ pub(crate) fn layer(l: &Layers) -> Result<Layered, TargetError> {
         };
         let lab = l.lab.iter().find(|(o, _)| o == k).map(|(_, v)| v.as_str());
         match (l.owned, lab.or_else(|| neutral(k))) {
+            // Already what the lab needs (e.g. Debian's `relayhost =`).
+            (_, Some(new)) if new == v => {}
             (Owned::Refuse, _) => forbid(k)?,
-            (Owned::Override, Some(new)) if new != v => {
+            (Owned::Override, Some(new)) => {
                 overrides.push((k.clone(), format!("`{v}` -> `{new}`: {why}")));
                 settings.insert(k.clone(), new.to_string());
             }
-            (Owned::Override, _) => {}
+            (Owned::Override, None) => {}
         }
     }
     let private = DEFAULTS
@@ -803,6 +805,17 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, TargetError::Forbidden { ref key, .. } if key == "inet_interfaces"));
+        // A lab setting the user's main.cf already has right is fine.
+        let same = user(&[("relayhost", ""), ("inet_protocols", "ipv4")]);
+        let l = layer(&Layers {
+            user: &same,
+            private_defaults: true,
+            spec: &spec,
+            lab: &local,
+            owned: Owned::Refuse,
+        })
+        .unwrap();
+        assert!(l.overrides.is_empty());
         // --set of a lab setting is refused for images too.
         let mut spec = spec;
         spec.sets = vec![("relayhost".into(), "[x]".into())];
