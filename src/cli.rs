@@ -255,6 +255,7 @@ fn image_options(
         eprintln!("note: removed container {name} left by an mtaspec run that was killed");
     }
     Ok(crate::target::ImageOptions {
+        command: engine.image_command(image).ok(),
         engine,
         image: image.to_string(),
     })

@@ -233,6 +233,27 @@ impl Engine {
         }
     }
 
+    /// The image's own entrypoint and command, as one line (empty if none).
+    pub fn image_command(&self, image: &str) -> Result<String, EngineError> {
+        let out = self.run(
+            self.command().args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Entrypoint}} {{json .Config.Cmd}}",
+                image,
+            ]),
+            Duration::from_secs(30),
+        )?;
+        let words: Vec<String> = out
+            .split_whitespace()
+            .filter(|w| *w != "null")
+            .filter_map(|w| serde_json::from_str::<Vec<String>>(w).ok())
+            .flatten()
+            .collect();
+        Ok(words.join(" "))
+    }
+
     /// Start `image` detached, running [`HOLD`] instead of its own command.
     pub fn start(
         &self,

@@ -222,6 +222,7 @@ impl Services {
                     network: lab.container_network(),
                     resolv_conf: lab.resolv_conf(),
                     name_prefix: format!("mtaspec-{}", lab.nonce()),
+                    image_command: i.command.clone(),
                 }),
             };
             // Each start runs blocking commands and waits for the greeting:

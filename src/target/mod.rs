@@ -80,6 +80,8 @@ pub struct ContainerSpec {
     pub resolv_conf: PathBuf,
     /// Container names start with this (`mtaspec-<nonce>`).
     pub name_prefix: String,
+    /// The image's own entrypoint and command (replaced: reported).
+    pub image_command: Option<String>,
 }
 
 /// What one instance is started with.
@@ -241,6 +243,8 @@ pub struct TargetOptions {
 pub struct ImageOptions {
     pub engine: crate::lab::engine::Engine,
     pub image: String,
+    /// The image's own entrypoint and command.
+    pub command: Option<String>,
 }
 
 impl TargetOptions {

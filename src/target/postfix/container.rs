@@ -68,7 +68,6 @@ pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetErr
         extra.push("--hostname".into());
         extra.push(lab::TARGET_HOSTNAME.into());
     }
-    let command = image_command(c);
     let container = c.engine.start(&c.image, &name, &extra)?;
     let mut pf = Postfix {
         runner: Box::new(InContainer { container }),
@@ -116,7 +115,7 @@ pub(super) fn start(spec: &Spec, c: &ContainerSpec) -> Result<Postfix, TargetErr
         owned: Owned::Override,
     })?;
     let mut overrides = layered.overrides.clone();
-    if let Some(cmd) = command.filter(|c| !c.is_empty()) {
+    if let Some(cmd) = c.image_command.as_deref().filter(|c| !c.is_empty()) {
         overrides.push((
             "command".into(),
             format!(
@@ -213,30 +212,6 @@ impl Batch {
 
 fn argv(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
-}
-
-/// The image's own entrypoint and command, as one line (for the override report).
-fn image_command(c: &ContainerSpec) -> Option<String> {
-    let out = c
-        .engine
-        .run(
-            c.engine.command().args([
-                "image",
-                "inspect",
-                "--format",
-                "{{json .Config.Entrypoint}} {{json .Config.Cmd}}",
-                &c.image,
-            ]),
-            Duration::from_secs(30),
-        )
-        .ok()?;
-    let words: Vec<String> = out
-        .split_whitespace()
-        .filter(|w| *w != "null")
-        .filter_map(|w| serde_json::from_str::<Vec<String>>(w).ok())
-        .flatten()
-        .collect();
-    Some(words.join(" "))
 }
 
 /// A program the image lacks: say what an image must provide.
