@@ -240,6 +240,8 @@ pub struct Services {
     pub startup: Duration,
     /// The targets' per-run certificate and the raw client's TLS config.
     pub tls: crate::session::tls::TlsMaterial,
+    /// Scenario names carry this when the target runs in containers.
+    pub nonce: Option<String>,
 }
 
 /// Address of the `n`-th instance of the `fleet`-th MTA: the lab's target
@@ -258,13 +260,18 @@ const SCOPE_STRIDE: usize = 2000;
 
 /// The distinct groups of the scenarios `mta` can run, the default first;
 /// scenario `i` has the scope index `scope_offset + i`.
-pub fn setting_groups(scenarios: &[Scenario], mta: &dyn Mta, scope_offset: usize) -> Vec<Group> {
+pub fn setting_groups(
+    scenarios: &[Scenario],
+    mta: &dyn Mta,
+    scope_offset: usize,
+    nonce: Option<&str>,
+) -> Vec<Group> {
     let mut groups = vec![Group::default()];
     for (i, sc) in scenarios.iter().enumerate() {
         if unsupported(sc, mta).is_some() {
             continue;
         }
-        let g = Group::of(sc, mta, &Scope::new(scope_offset + i));
+        let g = Group::of(sc, mta, &Scope::with_nonce(scope_offset + i, nonce));
         if !groups.contains(&g) {
             groups.push(g);
         }
@@ -283,7 +290,7 @@ async fn start_fleet(
     scenarios: &[Scenario],
 ) -> Result<Fleet, RunError> {
     let begin = Instant::now();
-    let groups = setting_groups(scenarios, mta, fleet * SCOPE_STRIDE);
+    let groups = setting_groups(scenarios, mta, fleet * SCOPE_STRIDE, lab.scope_nonce());
     if groups.len() > 200 {
         return Err(RunError::TooManyInstances(groups.len()));
     }
@@ -302,6 +309,14 @@ async fn start_fleet(
             set: g.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             config_dir: opts.config_dir.clone(),
             tls: opts.tls.clone(),
+            container: opts.image.as_ref().map(|i| crate::target::ContainerSpec {
+                engine: i.engine.clone(),
+                image: i.image.clone(),
+                network: lab.container_network(),
+                resolv_conf: lab.resolv_conf(),
+                name_prefix: format!("mtaspec-{}", lab.nonce()),
+                image_command: i.command.clone(),
+            }),
         };
         // Each start runs blocking commands and waits for the greeting:
         // its own thread lets instances start side by side.
@@ -417,7 +432,13 @@ impl Services {
             sniffer,
             startup: begin.elapsed(),
             tls,
+            nonce: lab.scope_nonce().map(str::to_string),
         })
+    }
+
+    /// The names and addresses of the `index`-th scenario.
+    pub fn scope(&self, index: usize) -> Scope {
+        Scope::with_nonce(index, self.nonce.as_deref())
     }
 
     pub async fn stop(self) {
@@ -442,11 +463,11 @@ pub async fn run_all(
     let futures = scenarios.into_iter().enumerate().map(|(i, sc)| async move {
         let i = fl.scope_offset + i;
         events(Event::Started { id: sc.id.clone() });
-        let group = Group::of(&sc, fl.mta, &Scope::new(i));
-        let fallback = ScenarioResult::new(&sc, &Scope::new(i));
+        let group = Group::of(&sc, fl.mta, &services_ref.scope(i));
+        let fallback = ScenarioResult::new(&sc, &services_ref.scope(i));
         let mut r = match fl.instances.iter().find(|x| x.group == group) {
             _ if unsupported(&sc, fl.mta).is_some() => {
-                let mut r = ScenarioResult::new(&sc, &Scope::new(i));
+                let mut r = ScenarioResult::new(&sc, &services_ref.scope(i));
                 r.unsupported = unsupported(&sc, fl.mta);
                 r
             }
@@ -460,7 +481,7 @@ pub async fn run_all(
                     .find(|(g, _)| *g == group)
                     .map(|(_, e)| e.clone())
                     .unwrap_or_else(|| "no instance was started for these settings".into());
-                let mut r = ScenarioResult::new(&sc, &Scope::new(i));
+                let mut r = ScenarioResult::new(&sc, &services_ref.scope(i));
                 r.error = Some(format!(
                     "the target instance with this scenario's [target] settings could not start: {why}"
                 ));
@@ -603,7 +624,7 @@ pub async fn run_one(
     index: usize,
     sc: Scenario,
 ) -> ScenarioResult {
-    let scope = Scope::new(index);
+    let scope = services.scope(index);
     let rec = Recorder::default();
     let mut result = ScenarioResult::new(&sc, &scope);
     result.instance = target.smtp_addr().ip().to_string();

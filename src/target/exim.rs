@@ -925,6 +925,7 @@ mod tests {
             set: Vec::new(),
             config_dir: None,
             tls: None,
+            container: None,
         }
     }
 
@@ -936,8 +937,8 @@ mod tests {
         let lab = tempfile::tempdir().unwrap();
         let ex = Exim::prepare(&spec(lab.path())).unwrap();
         let conf = std::fs::read_to_string(&ex.conf).unwrap();
-        // retry_min 1s, retry_max 2s (the lab's): doubling, capped at 2 s.
-        assert!(conf.contains("*   *   G,5s,1s,2"), "{conf}");
+        // retry_min 2s, retry_max 2s (the lab's): a fixed interval.
+        assert!(conf.contains("*   *   F,5s,2s"), "{conf}");
         assert!(conf.contains("retry_interval_max = 2s"), "{conf}");
         assert!(conf.contains("delay_warning = 7s"), "{conf}");
         assert_eq!(

@@ -10,6 +10,7 @@ pub mod exim;
 pub mod knobs;
 pub mod opensmtpd;
 pub mod postfix;
+pub mod runner;
 pub mod sendmail;
 
 use knobs::{Knob, Knobs};
@@ -72,6 +73,25 @@ pub trait Mta: Sync {
     /// Write the instance's files and start it; returns once it greets on
     /// `spec.listen`:25. Blocking: call it off the async workers.
     fn start(&self, spec: &Spec) -> Result<Box<dyn Instance>, TargetError>;
+    /// Whether [`Mta::start`] can run the user's image ([`Spec::container`]).
+    fn runs_in_containers(&self) -> bool {
+        false
+    }
+}
+
+/// The user's image, run by a container engine inside the lab's network.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub engine: crate::lab::engine::Engine,
+    pub image: String,
+    /// The `--network` value that puts a container into the lab.
+    pub network: String,
+    /// The lab's resolv.conf (only the fake DNS).
+    pub resolv_conf: PathBuf,
+    /// Container names start with this (`mtaspec-<nonce>`).
+    pub name_prefix: String,
+    /// The image's own entrypoint and command (replaced: reported).
+    pub image_command: Option<String>,
 }
 
 /// What one instance is started with.
@@ -97,6 +117,8 @@ pub struct Spec {
     pub config_dir: Option<PathBuf>,
     /// The certificate the instance offers with STARTTLS (made by the lab per run).
     pub tls: Option<TlsFiles>,
+    /// Run the user's image instead of the MTA installed here.
+    pub container: Option<ContainerSpec>,
 }
 
 /// A message still in the target's queue.
@@ -224,6 +246,10 @@ pub enum TargetError {
     },
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
+    #[error("image {image}: {what}")]
+    Image { image: String, what: String },
+    #[error("{0}")]
+    Engine(#[from] crate::lab::engine::EngineError),
     #[error("the target did not start listening on {addr} within {secs} s; its log:\n{log}")]
     NotReady {
         addr: String,
@@ -250,6 +276,8 @@ pub struct TargetOptions {
     pub config_dir: Option<PathBuf>,
     /// The certificate the target offers with STARTTLS (made by the lab per run).
     pub tls: Option<TlsFiles>,
+    /// `--image IMAGE --engine ENGINE`: the user's image instead of the MTA installed here.
+    pub image: Option<ImageOptions>,
 }
 
 /// A PEM certificate and private key for the target's SMTP server.
@@ -257,6 +285,15 @@ pub struct TargetOptions {
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// The user's image and the engine that runs it.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    pub engine: crate::lab::engine::Engine,
+    pub image: String,
+    /// The image's own entrypoint and command.
+    pub command: Option<String>,
 }
 
 impl TargetOptions {

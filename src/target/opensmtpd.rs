@@ -961,6 +961,7 @@ mod tests {
             set: pairs(set),
             config_dir: None,
             tls: None,
+            container: None,
         }
     }
 
@@ -988,8 +989,8 @@ mod tests {
         assert_eq!(k[&Knob::QueueLifetime], secs(5));
         assert_eq!(k[&Knob::BounceLifetime], secs(7));
         assert_eq!(k[&Knob::DelayWarning], secs(3));
-        // The lab's defaults: retries after 1 s, at most 2 s apart.
-        assert_eq!(k[&Knob::RetryMin], secs(1));
+        // The lab's defaults: retries 2 s apart.
+        assert_eq!(k[&Knob::RetryMin], secs(2));
         assert_eq!(k[&Knob::RetryMax], secs(2));
         assert_eq!(k[&Knob::HopLimit], Value::Count(100));
     }

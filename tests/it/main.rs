@@ -1,6 +1,7 @@
-//! Integration tests: the real binary against the lab Postfix, and the parsers against real bounces.
+//! Integration tests: the real binary against the lab Postfix (installed or in a container image), and the parsers against real bounces.
 
 mod cli_pipe;
+mod container;
 mod dsn_cli;
 mod dsn_corpus;
 mod dsn_props;
