@@ -180,12 +180,13 @@ fn installed() -> Result<(), TargetError> {
 /// How the user's own configuration meets a setting the lab owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owned {
-    /// Refuse to start, naming the setting (`--postfix-config`: the user
-    /// wrote that file for mtaspec).
-    Refuse,
     /// Replace it and report the replacement (the user's image, which also
     /// serves elsewhere).
     Override,
+    /// The user's own main.cf (`--postfix-config /etc/postfix`): replace and
+    /// report what only concerns this host (listen address, queue, log,
+    /// local domains); refuse what routes mail around the scenario.
+    OverrideLocal,
 }
 
 /// Everything the instance's main.cf is made of, before it is written.
@@ -209,6 +210,17 @@ pub(crate) struct Layered {
     pub overrides: Vec<(String, String)>,
     pub knobs: Knobs,
 }
+
+/// Lab-owned settings that send mail somewhere other than the scenario's MX
+/// hosts: a user's main.cf that sets them is refused, never silently changed.
+const ROUTING: &[&str] = &[
+    "relayhost",
+    "smtp_fallback_relay",
+    "fallback_relay",
+    "default_transport",
+    "disable_dns_lookups",
+    "smtp_host_lookup",
+];
 
 /// The value a setting the lab owns takes when the user set it and the lab
 /// has no value of its own for it (containers: the image's queue stays).
@@ -240,7 +252,17 @@ pub(crate) fn layer(l: &Layers) -> Result<Layered, TargetError> {
         match (l.owned, lab.or_else(|| neutral(k))) {
             // Already what the lab needs (e.g. Debian's `relayhost =`).
             (_, Some(new)) if new == v => {}
-            (Owned::Refuse, _) => forbid(k)?,
+            // A user's own main.cf: what routes mail around the scenario is
+            // refused (the run would test the relay, not this MTA), the rest
+            // the lab replaces and reports.
+            (Owned::OverrideLocal, _) if ROUTING.contains(&k.as_str()) => forbid(k)?,
+            (Owned::OverrideLocal, Some(new)) => {
+                overrides.push((k.clone(), format!("`{v}` -> `{new}`: {why}")));
+                settings.insert(k.clone(), new.to_string());
+            }
+            (Owned::OverrideLocal, None) => {
+                overrides.push((k.clone(), format!("`{v}` -> the lab's value: {why}")));
+            }
             (Owned::Override, Some(new)) => {
                 overrides.push((k.clone(), format!("`{v}` -> `{new}`: {why}")));
                 settings.insert(k.clone(), new.to_string());
@@ -312,6 +334,38 @@ fn effective_knobs(user: &BTreeMap<String, String>, settings: &BTreeMap<String, 
 }
 
 /// `postconf -n` output → settings.
+/// Files and tables a user's main.cf names must exist here, or Postfix stops
+/// with a message only syslog would see: name the parameter instead. Settings
+/// the lab replaces are not checked.
+fn check_user_files(user: &BTreeMap<String, String>) -> Result<(), String> {
+    let replaced = |k: &str| LAB_OWNED.iter().any(|(o, _)| *o == k) || k.starts_with("smtpd_tls_");
+    for (k, v) in user.iter().filter(|(k, _)| !replaced(k)) {
+        if v.contains('$') {
+            continue; // built from other parameters at run time
+        }
+        for token in v.split(|c: char| c == ',' || c.is_whitespace()) {
+            let path = match token.split_once(':') {
+                Some((kind, path))
+                    if path.starts_with('/') && kind.chars().all(|c| c.is_ascii_lowercase()) =>
+                {
+                    path
+                }
+                None if token.starts_with('/') => token,
+                _ => continue,
+            };
+            let indexed = ["db", "lmdb", "cdb", "dir"]
+                .iter()
+                .any(|ext| Path::new(&format!("{path}.{ext}")).exists());
+            if !Path::new(path).exists() && !indexed {
+                return Err(format!(
+                    "`{k} = {v}` names {path}, which does not exist on this machine: create it, or lay another value on it with --set {k}=..."
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse_postconf_n(out: &str) -> BTreeMap<String, String> {
     out.lines()
         .filter_map(|l| {
@@ -406,6 +460,10 @@ impl Postfix {
                     })?;
                 }
                 user_keys = parse_postconf_n(&pf.postconf(&["-n"])?);
+                check_user_files(&user_keys).map_err(|what| TargetError::UserConfig {
+                    path: src.join("main.cf"),
+                    what,
+                })?;
             }
             None => {
                 std::fs::write(conf.join("main.cf"), "# mtaspec private instance\n")
@@ -420,7 +478,7 @@ impl Postfix {
             private_defaults: true,
             spec,
             lab: &lab,
-            owned: Owned::Refuse,
+            owned: Owned::OverrideLocal,
         })
         .map_err(|e| match (e, &spec.config_dir) {
             (e @ TargetError::Forbidden { .. }, Some(src)) => TargetError::UserConfig {
@@ -430,6 +488,7 @@ impl Postfix {
             (e, _) => e,
         })?;
         pf.apply(&layered.settings)?;
+        pf.overrides = layered.overrides.clone();
         // Every service runs outside a chroot (the queue is in the lab folder),
         // and postlogd writes maillog_file.
         pf.postconf(&["-F", "*/*/chroot = n"])?;
@@ -811,30 +870,42 @@ mod tests {
     }
 
     #[test]
-    fn a_user_config_or_set_naming_a_lab_setting_is_refused() {
+    fn a_user_main_cf_has_local_settings_replaced_and_routing_refused() {
         let spec = spec();
-        let owned = user(&[("inet_interfaces", "all")]);
         let local = lab_settings(Path::new("/lab/postfix"), spec.listen, None);
-        let e = layer(&Layers {
-            user: &owned,
-            private_defaults: true,
-            spec: &spec,
-            lab: &local,
-            owned: Owned::Refuse,
-        })
-        .unwrap_err();
-        assert!(matches!(e, TargetError::Forbidden { ref key, .. } if key == "inet_interfaces"));
+        let layered = |u: &BTreeMap<String, String>| {
+            layer(&Layers {
+                user: u,
+                private_defaults: true,
+                spec: &spec,
+                lab: &local,
+                owned: Owned::OverrideLocal,
+            })
+        };
+        // Debian's stock values for what the lab owns locally: replaced, reported.
+        let stock = user(&[
+            ("inet_interfaces", "all"),
+            ("mydestination", "$myhostname, localhost"),
+        ]);
+        let l = layered(&stock).unwrap();
+        assert_eq!(l.settings["inet_interfaces"], spec.listen.to_string());
+        assert_eq!(l.settings["mydestination"], "");
+        let keys: Vec<&str> = l.overrides.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["inet_interfaces", "mydestination"]);
+        assert!(
+            l.overrides[0]
+                .1
+                .contains(&format!("`all` -> `{}`", spec.listen)),
+            "{:?}",
+            l.overrides
+        );
+        // What sends mail around the scenario is refused, naming the setting.
+        let relay = user(&[("relayhost", "[smarthost.example]:587")]);
+        let e = layered(&relay).unwrap_err();
+        assert!(matches!(e, TargetError::Forbidden { ref key, .. } if key == "relayhost"));
         // A lab setting the user's main.cf already has right is fine.
         let same = user(&[("relayhost", ""), ("inet_protocols", "ipv4")]);
-        let l = layer(&Layers {
-            user: &same,
-            private_defaults: true,
-            spec: &spec,
-            lab: &local,
-            owned: Owned::Refuse,
-        })
-        .unwrap();
-        assert!(l.overrides.is_empty());
+        assert!(layered(&same).unwrap().overrides.is_empty());
         // --set of a lab setting is refused for images too.
         let mut spec = spec;
         spec.sets = vec![("relayhost".into(), "[x]".into())];
@@ -878,5 +949,32 @@ mod tests {
         assert_eq!(s["relayhost"], "");
         assert_eq!(s["inet_interfaces"], "all");
         assert_eq!(s["mydestination"], "$myhostname, localhost");
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn files_a_user_main_cf_names_must_exist_and_the_parameter_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().join("mailname");
+        std::fs::write(&there, "mail.example.org\n").unwrap();
+        let u = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        assert!(check_user_files(&u("myorigin", there.to_str().unwrap())).is_ok());
+        let why = check_user_files(&u("myorigin", "/nonexistent/mailname")).unwrap_err();
+        assert!(why.contains("`myorigin = /nonexistent/mailname`"), "{why}");
+        assert!(why.contains("--set myorigin="), "{why}");
+        let why = check_user_files(&u("alias_maps", "hash:/nonexistent/aliases")).unwrap_err();
+        assert!(why.contains("names /nonexistent/aliases"), "{why}");
+        // Built from other parameters, or replaced by the lab: not checked.
+        assert!(check_user_files(&u(
+            "smtp_tls_session_cache_database",
+            "btree:${data_directory}/x"
+        ))
+        .is_ok());
+        assert!(check_user_files(&u("smtpd_tls_cert_file", "/nonexistent/cert.pem")).is_ok());
+        assert!(check_user_files(&u("queue_directory", "/nonexistent/queue")).is_ok());
     }
 }
