@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mtaspec::dsn::{self, DsnError, DsnLimits};
+use bounce::{self as dsn, DsnError, DsnLimits};
 
 /// Pieces of RFC 822 / MIME / RFC 3464 text and of legacy bounce prose, so
 /// the fuzzer builds messages from them instead of from single bytes.

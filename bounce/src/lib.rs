@@ -12,16 +12,19 @@ mod check;
 mod fields;
 mod legacy;
 mod render;
+pub mod reply;
+mod strength;
 mod structure;
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::smtp::reply::{EnhancedStatus, Reply};
+use crate::reply::{EnhancedStatus, Reply};
 
 pub use check::{check, Finding};
 pub use render::render_text;
+pub use strength::{ParseStrengthError, Strength};
 
 /// Bounds on the input [`parse_with`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +88,25 @@ pub enum WarningKind {
     Heuristic,
     /// A part's transfer encoding or charset could not be decoded.
     Encoding,
+}
+
+impl WarningKind {
+    /// The snake_case name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningKind::LineEndings => "line_endings",
+            WarningKind::MissingBlankLine => "missing_blank_line",
+            WarningKind::UnindentedContinuation => "unindented_continuation",
+            WarningKind::BrokenBoundary => "broken_boundary",
+            WarningKind::NestedStatusPart => "nested_status_part",
+            WarningKind::MalformedField => "malformed_field",
+            WarningKind::DuplicateField => "duplicate_field",
+            WarningKind::MisplacedField => "misplaced_field",
+            WarningKind::IgnoredGroup => "ignored_group",
+            WarningKind::Heuristic => "heuristic",
+            WarningKind::Encoding => "encoding",
+        }
+    }
 }
 
 /// One repair made while reading a damaged report.

@@ -95,11 +95,7 @@ pub fn render_text(dsn: &Dsn) -> String {
     if !dsn.warnings.is_empty() {
         s.push_str("Repairs:\n");
         for w in &dsn.warnings {
-            let kind = serde_json::to_value(w.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let _ = writeln!(s, "  - {kind}: {}", w.detail);
+            let _ = writeln!(s, "  - {}: {}", w.kind.as_str(), w.detail);
         }
     }
     let findings = check(dsn);
