@@ -9,8 +9,10 @@
 //! report against the RFCs.
 
 mod check;
+mod classify;
 mod fields;
 mod legacy;
+mod phrases;
 mod render;
 pub mod reply;
 mod strength;
@@ -23,6 +25,9 @@ use serde::Serialize;
 use crate::reply::{EnhancedStatus, Reply};
 
 pub use check::{check, Finding};
+pub use classify::{
+    classify, Classification, Command, Evidence, Origin, ParseReasonError, Reason, StatusSource,
+};
 pub use render::render_text;
 pub use strength::{ParseStrengthError, Strength};
 

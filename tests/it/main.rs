@@ -3,6 +3,7 @@
 mod dsn_cli;
 mod dsn_corpus;
 mod dsn_props;
+mod dsn_reasons;
 mod fuzz_regressions;
 mod lab;
 mod reply_diagnostics;
