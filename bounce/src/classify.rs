@@ -633,6 +633,23 @@ fn classify_one(
         (Reason::Feedback, Evidence::FeedbackReport)
     } else if let Some((reason, true, code)) = status_says {
         (reason, Evidence::Status { code })
+    } else if given.is_some_and(|(s, _)| s.class == 4)
+        && matches!(action, Some(Action::Failed(_) | Action::Delayed(_)))
+        && phrase
+            .as_ref()
+            .is_none_or(|(r, _)| *r == Reason::NetworkError)
+    {
+        // A temporary failure in a final report: the queue lifetime ran out.
+        let code = given.map_or(EnhancedStatus::new(4, 0, 0), |(s, _)| s);
+        (Reason::Expired, Evidence::Status { code })
+    } else if let Some((Reason::UserUnknown, ev)) = phrase
+        .clone()
+        .filter(|_| matches!(found.command, Some(Command::Data | Command::EndOfData)))
+    {
+        // "No such user" said after the message was sent rather than to
+        // RCPT TO: a filter refused the message, the mailbox itself was
+        // accepted.
+        (Reason::Filtered, ev)
     } else if let Some(p) = phrase {
         p
     } else if delayed {
