@@ -651,6 +651,16 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
             None => "no recipient group".into(),
         });
     }
+    if let (Some(w), Some(r)) = (&want.reason, rcpt) {
+        let all = crate::dsn::classify(&p);
+        let c = p.recipients().zip(&all).find(|(x, _)| std::ptr::eq(*x, r));
+        if let Some((_, c)) = c.filter(|(_, c)| c.reason.as_str() != w) {
+            bad.push(format!(
+                "reason {} by {} (wanted {w})",
+                c.reason, c.evidence
+            ));
+        }
+    }
     let st = rcpt
         .and_then(|r| r.status.as_ref())
         .map(|s| s.raw.trim().to_string());

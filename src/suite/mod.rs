@@ -278,6 +278,8 @@ pub struct DsnExpect {
     pub will_retry_until: bool,
     pub auto_submitted: bool,
     pub no_findings: Vec<String>,
+    /// Bounce reason name (`crate::dsn::Reason`), checked at load.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +344,9 @@ impl Expect {
                 }
                 if !d.no_findings.is_empty() {
                     parts.push(format!("no finding {}", d.no_findings.join(", ")));
+                }
+                if let Some(r) = &d.reason {
+                    parts.push(format!("reason {r}"));
                 }
                 if parts.is_empty() {
                     format!("DSN to {}", d.to)
@@ -732,6 +737,15 @@ impl Validator<'_> {
                             return Err(bad(format!("`{r}` is not an address (local@domain)")));
                         }
                     }
+                    let reason = match d.reason.as_deref() {
+                        None => None,
+                        Some(r) => Some(
+                            r.parse::<crate::dsn::Reason>()
+                                .map_err(|e| bad(e.to_string()))?
+                                .as_str()
+                                .to_string(),
+                        ),
+                    };
                     for g in &d.no_findings {
                         globset::Glob::new(g)
                             .map_err(|e| bad(format!("bad finding pattern `{g}`: {e}")))?;
@@ -751,6 +765,7 @@ impl Validator<'_> {
                         will_retry_until: d.will_retry_until == Some(true),
                         auto_submitted: d.auto_submitted == Some(true),
                         no_findings: d.no_findings.clone(),
+                        reason,
                     })
                 }
                 ExpectFile::NotDelivered(n) => {
