@@ -4,13 +4,18 @@
 //!
 //! 1. the outcome itself: `Action: delivered` (or a 2.x.x status) is
 //!    [`Reason::Delivered`], an RFC 3834 auto-reply is [`Reason::Vacation`];
-//! 2. an RFC 3463 status code whose meaning is specific (`5.1.1`,
-//!    `5.2.2`, `4.4.7`, `5.7.26`, ...);
+//! 2. the diagnostic type `x-unix` (a local delivery program failed), and a
+//!    4.x.x status in a final report (the queue lifetime ran out), unless
+//!    the text names a more specific reason;
 //! 3. a phrase of the diagnostic text, from the tables in
 //!    `data/phrases.txt` (the recipient's own diagnostic first, then the
-//!    human-readable text about it);
-//! 4. a status code of vague meaning (`5.7.1`, `5.2.1`, `5.5.0`, ...), an
-//!    `Action: delayed`, then the reply code (`552`, `556`, ...).
+//!    human-readable text about it); "no such user" said after DATA is
+//!    [`Reason::Filtered`] (a filter refused the message, not RCPT TO);
+//! 4. an RFC 3463 status code whose meaning is specific (`5.1.1`,
+//!    `5.2.2`, `4.4.7`, `5.7.26`, ...): the remote server's code first,
+//!    then the `Status` field;
+//! 5. `Action: delayed`, a status code of vague meaning (`5.7.1`,
+//!    `5.2.1`, `5.5.0`, ...), then the reply code (`552`, `556`, ...).
 //!
 //! [`Classification::evidence`] says which of these decided.
 
@@ -92,10 +97,10 @@ reasons! {
     HostUnknown = "host-unknown", "hostunknown";
     /// The recipient's domain accepts no mail (null MX, RFC 7505).
     NotAccept = "not-accept", "notaccept";
-    /// The message was judged to be spam.
-    SpamDetected = "spam-detected", "spamdetected";
     /// The sender's IP address, host or network is on a block list.
     Blocked = "blocked", "blocked";
+    /// The message was judged to be spam.
+    SpamDetected = "spam-detected", "spamdetected";
     /// The recipient (or a filter on their behalf) refused the message.
     Filtered = "filtered", "filtered";
     /// The message broke a local policy (attachments, mailing list rules).
@@ -319,6 +324,8 @@ pub enum Evidence {
     Action { action: String },
     /// The SMTP reply code.
     ReplyCode { code: u16 },
+    /// The `Diagnostic-Code` type (`x-unix`: a local program's exit status).
+    DiagnosticType { diagnostic_type: String },
     /// The bounce is an auto-reply.
     AutoReply,
     /// The bounce is a feedback report.
@@ -334,6 +341,9 @@ impl fmt::Display for Evidence {
             Evidence::Phrase { phrase, source } => write!(f, "phrase {phrase:?} ({source})"),
             Evidence::Action { action } => write!(f, "action {action}"),
             Evidence::ReplyCode { code } => write!(f, "reply code {code}"),
+            Evidence::DiagnosticType { diagnostic_type } => {
+                write!(f, "diagnostic type {diagnostic_type}")
+            }
             Evidence::AutoReply => f.write_str("auto-reply"),
             Evidence::FeedbackReport => f.write_str("feedback report"),
             Evidence::None => f.write_str("none"),
@@ -460,7 +470,14 @@ struct Found {
     transient: bool,
 }
 
-fn search(text: &str) -> Found {
+/// Searches `text`; `anchor` is the reply code the failure was reported
+/// with: the command named nearest before it (a transcript's `>>> RCPT`,
+/// Exim's `after RCPT TO`), else the first after it (Postfix's `in reply
+/// to RCPT TO command`), is the failing one.
+fn search(text: &str, anchor: Option<&str>) -> Found {
+    let at = anchor.and_then(|a| text.find(a));
+    let mut before: Option<Command> = None;
+    let mut after: Option<Command> = None;
     let rank = |r: Reason| {
         Reason::ALL
             .iter()
@@ -468,22 +485,31 @@ fn search(text: &str) -> Found {
             .unwrap_or(usize::MAX)
     };
     let mut f = Found::default();
-    for e in TABLE.matches(text) {
+    for (start, e) in TABLE.matches(text) {
         match e.key {
             Key::Reason(r) => {
+                // The most specific reason; for one reason, the longest
+                // (most telling) phrase.
                 if f.reason.is_none_or(|b| match b.key {
-                    Key::Reason(br) => rank(r) < rank(br),
+                    Key::Reason(br) => {
+                        (rank(r), std::cmp::Reverse(e.phrase.len()))
+                            < (rank(br), std::cmp::Reverse(b.phrase.len()))
+                    }
                     _ => true,
                 }) {
                     f.reason = Some(e);
                 }
             }
-            Key::Command(c) => {
-                f.command.get_or_insert(c);
-            }
+            Key::Command(c) => match at {
+                Some(a) if start > a => {
+                    after.get_or_insert(c);
+                }
+                _ => before = Some(c),
+            },
             Key::Transient => f.transient = true,
         }
     }
+    f.command = before.or(after);
     f
 }
 
@@ -558,8 +584,12 @@ fn classify_one(
         .or(text_status.map(|s| (s, StatusSource::Text)));
     // A 5.0.0 or 4.0.0 says only the class.
     let vague = |s: &EnhancedStatus| s.subject == 0 && s.detail == 0;
-    let specific = field_status
+    // What the remote server said is more telling than the reporting
+    // MTA's summary of it.
+    let specific = reply
+        .and_then(|x| x.enhanced())
         .filter(|s| !vague(s))
+        .or(field_status.filter(|s| !vague(s)))
         .or(text_status.filter(|s| !vague(s)));
 
     let mut buf = String::new();
@@ -570,17 +600,20 @@ fn classify_one(
         .unwrap_or("");
     let reply_text = r.text_reply.as_ref().map(|x| x.text()).unwrap_or_default();
     normalize(&[diag, &reply_text], &mut buf);
-    let mut found = search(&buf);
+    let code = reply.map(|x| x.code.to_string());
+    let mut found = search(&buf, code.as_deref());
     let mut ctx = String::new();
     normalize(&[section], &mut ctx);
-    let in_ctx = search(&ctx);
+    let in_ctx = search(&ctx, code.as_deref());
     if found.reason.is_none() {
         found.reason = in_ctx.reason;
     }
     found.command = found.command.or(in_ctx.command);
     found.transient |= in_ctx.transient;
-    if found.reason.is_none() && section.is_empty() && dsn.legacy {
-        // A legacy bounce that does not repeat the address: its whole text.
+    let single = dsn.recipients().nth(1).is_none();
+    if found.reason.is_none() && (section.is_empty() || single) {
+        // A bounce about one recipient, or one that does not repeat the
+        // address near its reason: the whole human-readable text.
         let whole = dsn.human_text.as_deref().unwrap_or("");
         let cut = whole.len().min(4 * SECTION_MAX);
         let mut end = cut;
@@ -589,7 +622,7 @@ fn classify_one(
         }
         let mut all = String::new();
         normalize(&[&whole[..end]], &mut all);
-        let w = search(&all);
+        let w = search(&all, code.as_deref());
         found.reason = w.reason;
         found.command = found.command.or(w.command);
         found.transient |= w.transient;
@@ -627,12 +660,23 @@ fn classify_one(
             .map(|(s, _)| s)
             .unwrap_or(EnhancedStatus::new(2, 0, 0));
         (Reason::Delivered, Evidence::Status { code })
-    } else if dsn.legacy_format.as_deref() == Some("auto-reply") {
+    } else if dsn.legacy_format.as_deref() == Some("auto-reply") && reply.is_none() {
         (Reason::Vacation, Evidence::AutoReply)
     } else if dsn.report_type.as_deref() == Some("feedback-report") {
         (Reason::Feedback, Evidence::FeedbackReport)
-    } else if let Some((reason, true, code)) = status_says {
-        (reason, Evidence::Status { code })
+    } else if let Some(kind) = r
+        .diagnostic_code
+        .as_ref()
+        .and_then(|d| d.value.kind.clone())
+        .filter(|k| k.eq_ignore_ascii_case("x-unix") && phrase.is_none())
+    {
+        // A local delivery program's exit status.
+        (
+            Reason::MailerError,
+            Evidence::DiagnosticType {
+                diagnostic_type: kind,
+            },
+        )
     } else if given.is_some_and(|(s, _)| s.class == 4)
         && matches!(action, Some(Action::Failed(_) | Action::Delayed(_)))
         && phrase
@@ -652,6 +696,8 @@ fn classify_one(
         (Reason::Filtered, ev)
     } else if let Some(p) = phrase {
         p
+    } else if let Some((reason, true, code)) = status_says {
+        (reason, Evidence::Status { code })
     } else if delayed {
         (
             Reason::Expired,
@@ -682,7 +728,7 @@ fn classify_one(
             Some(Action::Failed(_)) => Some(5),
             _ => None,
         })
-        .or_else(|| match reason {
+        .or(match reason {
             Reason::Vacation | Reason::Feedback | Reason::Delivered => None,
             _ if found.transient => Some(4),
             _ => Some(5),
@@ -765,10 +811,10 @@ mod tests {
         Reporting-MTA: dns; mx.src.test\r\n\r\nFinal-Recipient: rfc822; b@dest.test\r\n";
 
     #[test]
-    fn status_code_decides_when_specific() {
+    fn status_code_decides_without_a_phrase() {
         let c = one(&format!(
             "{HEAD}Action: failed\r\nStatus: 5.2.2\r\n\
-             Diagnostic-Code: smtp; 552 5.2.2 over quota\r\n--B--\r\n"
+             Diagnostic-Code: smtp; 552 5.2.2 <b@dest.test>\r\n--B--\r\n"
         ));
         assert_eq!(c.reason, Reason::MailboxFull);
         assert!(!c.hard);

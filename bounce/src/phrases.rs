@@ -117,9 +117,9 @@ pub(crate) static TABLE: LazyLock<Table> =
     LazyLock::new(|| load(DATA).unwrap_or_else(|e| panic!("built-in phrase table: {e}")));
 
 impl Table {
-    /// Every entry found in `text` (lowercase, white space collapsed), in
-    /// the order of their ends in the text.
-    pub fn matches<'s>(&'s self, text: &str) -> Vec<&'s Entry> {
+    /// Every entry found in `text` (lowercase, white space collapsed), with
+    /// where it starts, in the order of their ends in the text.
+    pub fn matches<'s>(&'s self, text: &str) -> Vec<(usize, &'s Entry)> {
         self.ac
             .find_overlapping_iter(text)
             .filter_map(|m| {
@@ -131,7 +131,7 @@ impl Table {
                         None => return None,
                     }
                 }
-                Some(e)
+                Some((m.start(), e))
             })
             .collect()
     }
@@ -169,6 +169,7 @@ mod tests {
     fn gaps_and_errors() {
         let t = load("## X\nblocked | mail from * refused due to\n").unwrap();
         assert_eq!(t.matches("mail from a.test refused due to x").len(), 1);
+        assert_eq!(t.matches("x mail from a refused due to")[0].0, 2);
         assert_eq!(t.matches("refused due to mail from a.test").len(), 0);
         let e = load("## X\nblocked | ok\nnonsense | x\n").err().unwrap();
         assert_eq!(e.line, 3);

@@ -95,6 +95,7 @@ fn reasons_match_sisimai_labels() {
                 dsn::Evidence::Phrase { .. } => "phrase",
                 dsn::Evidence::Action { .. } => "action",
                 dsn::Evidence::ReplyCode { .. } => "reply code",
+                dsn::Evidence::DiagnosticType { .. } => "diagnostic type",
                 dsn::Evidence::AutoReply => "auto-reply",
                 dsn::Evidence::FeedbackReport => "feedback report",
                 dsn::Evidence::None => "none",
