@@ -668,9 +668,19 @@ fn classify_one(
         .diagnostic_code
         .as_ref()
         .and_then(|d| d.value.kind.clone())
-        .filter(|k| k.eq_ignore_ascii_case("x-unix") && phrase.is_none())
+        .filter(|k| {
+            k.eq_ignore_ascii_case("x-unix")
+                && !matches!(
+                    phrase,
+                    Some((
+                        Reason::MailboxFull | Reason::SystemFull | Reason::SystemError,
+                        _
+                    ))
+                )
+        })
     {
-        // A local delivery program's exit status.
+        // A local delivery program's exit status (unless the text says the
+        // mailbox or the system is full, or the system failed).
         (
             Reason::MailerError,
             Evidence::DiagnosticType {
@@ -686,13 +696,18 @@ fn classify_one(
         // A temporary failure in a final report: the queue lifetime ran out.
         let code = given.map_or(EnhancedStatus::new(4, 0, 0), |(s, _)| s);
         (Reason::Expired, Evidence::Status { code })
-    } else if let Some((Reason::UserUnknown, ev)) = phrase
-        .clone()
-        .filter(|_| matches!(found.command, Some(Command::Data | Command::EndOfData)))
-    {
+    } else if let Some((reason @ (Reason::HasMoved | Reason::Rejected), true, code)) = status_says {
+        // x.1.6 (moved) and x.1.7 / x.1.8 (the sender's address) name the
+        // reason exactly; their text often reads like an unknown user or
+        // domain ("not our user", "no such domain").
+        (reason, Evidence::Status { code })
+    } else if let Some((Reason::UserUnknown, ev)) = phrase.clone().filter(|_| {
+        matches!(found.command, Some(Command::Data | Command::EndOfData))
+            && !matches!(status_says, Some((Reason::UserUnknown, true, _)))
+    }) {
         // "No such user" said after the message was sent rather than to
-        // RCPT TO: a filter refused the message, the mailbox itself was
-        // accepted.
+        // RCPT TO, and no x.1.1 status: a filter refused the message, the
+        // mailbox itself was accepted.
         (Reason::Filtered, ev)
     } else if let Some(p) = phrase {
         p
