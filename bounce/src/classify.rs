@@ -391,12 +391,27 @@ pub struct Classification {
 /// ```
 pub fn classify(dsn: &Dsn) -> Vec<Classification> {
     let addrs: Vec<Option<String>> = dsn.recipients().map(Recipient::address).collect();
+    let lower: Vec<Option<String>> = addrs
+        .iter()
+        .map(|a| a.as_ref().map(|a| a.to_ascii_lowercase()))
+        .collect();
+    // The human-readable text, normalized once for every recipient.
     let human = dsn.human_text.as_deref().unwrap_or("");
+    let mut text = String::new();
+    normalize(&[cut(human, HUMAN_MAX)], &mut text);
+    // The whole text is scanned only when a recipient needs it.
+    let hits = std::cell::OnceCell::new();
+    let single = addrs.len() == 1;
     dsn.recipients()
         .enumerate()
         .map(|(i, r)| {
-            let section = section(human, &addrs, i);
-            classify_one(dsn, r, addrs[i].clone(), section)
+            let ctx = Context {
+                section: section(&text, &lower, i),
+                text: &text,
+                hits: &hits,
+                single,
+            };
+            classify_one(dsn, r, addrs[i].clone(), &ctx)
         })
         .collect()
 }
@@ -404,66 +419,130 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
 /// Most bytes of human-readable text read for one recipient.
 const SECTION_MAX: usize = 2048;
 
-/// The part of the human-readable text about recipient `i`: from the first
-/// mention of its address to the mention of another recipient (at most
-/// [`SECTION_MAX`] bytes). Empty when the address is not mentioned.
-fn section<'a>(human: &'a str, addrs: &[Option<String>], i: usize) -> &'a str {
+/// Most bytes of human-readable text read at all.
+const HUMAN_MAX: usize = 2 * SECTION_MAX;
+
+/// The first `max` bytes of `s` (on a character boundary).
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The human-readable text (normalized) as far as one recipient goes.
+struct Context<'a> {
+    /// The part about this recipient (a range of `text`): from the first
+    /// mention of its address to the mention of another one.
+    section: std::ops::Range<usize>,
+    text: &'a str,
+    /// Every phrase found in `text`, once looked for.
+    hits: &'a std::cell::OnceCell<Vec<(usize, &'static Entry)>>,
+    /// The bounce is about this recipient only.
+    single: bool,
+}
+
+impl Context<'_> {
+    /// What the phrases in `range` of the text say, with the command
+    /// placed around the first `anchor` (reply code) in that range.
+    fn found(&self, range: std::ops::Range<usize>, anchor: Option<&str>) -> Found {
+        let at = anchor.and_then(|a| {
+            self.text
+                .get(range.clone())
+                .and_then(|t| t.find(a))
+                .map(|p| p + range.start)
+        });
+        match self.hits.get() {
+            Some(all) => pick(
+                all.iter()
+                    .copied()
+                    .filter(|(start, _)| range.contains(start)),
+                at,
+            ),
+            None if range == (0..self.text.len()) => {
+                let all = self.hits.get_or_init(|| TABLE.matches(self.text));
+                pick(all.iter().copied(), at)
+            }
+            // Only this part: scan it alone.
+            None => {
+                let part = self.text.get(range.clone()).unwrap_or("");
+                let hits = TABLE.matches(part);
+                pick(
+                    hits.into_iter().map(|(start, e)| (start + range.start, e)),
+                    at,
+                )
+            }
+        }
+    }
+}
+
+/// The part of the normalized text about recipient `i`: from the first
+/// mention of its (lowercase) address to the mention of another recipient
+/// (at most [`SECTION_MAX`] bytes). Empty when the address is not mentioned.
+fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<usize> {
     let Some(a) = addrs[i].as_deref().filter(|a| !a.is_empty()) else {
-        return "";
+        return 0..0;
     };
-    let Some(start) = find_ci(human, a) else {
-        return "";
+    let Some(start) = text.find(a) else {
+        return 0..0;
     };
     let from = start + a.len();
-    let mut end = (start + SECTION_MAX).min(human.len());
+    let mut end = (start + SECTION_MAX).min(text.len());
     for (j, other) in addrs.iter().enumerate() {
         if j == i {
             continue;
         }
-        if let Some(o) = other
-            .as_deref()
-            .filter(|o| !o.is_empty() && !o.eq_ignore_ascii_case(a))
-        {
-            if let Some(p) = human.get(from..end).and_then(|t| find_ci(t, o)) {
+        if let Some(o) = other.as_deref().filter(|o| !o.is_empty() && *o != a) {
+            if let Some(p) = text.get(from..end).and_then(|t| t.find(o)) {
                 end = from + p;
             }
         }
     }
-    while !human.is_char_boundary(end) {
-        end -= 1;
-    }
-    human.get(start..end).unwrap_or("")
+    start..start + cut(&text[start..], end - start).len()
 }
 
-fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    if n.is_empty() || h.len() < n.len() {
-        return None;
-    }
-    (0..=h.len() - n.len()).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
-}
-
-/// Lowercase, white space runs as one space (folded lines joined).
+/// ASCII lowercase, runs of ASCII white space as one space (folded lines
+/// joined), parts separated by a space. The phrases are ASCII, so other
+/// characters are copied as they are.
 fn normalize(parts: &[&str], out: &mut String) {
-    out.clear();
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
     for p in parts {
-        let mut space = !out.is_empty();
-        for ch in p.chars() {
-            if ch.is_whitespace() {
+        if !buf.is_empty() {
+            buf.push(b' ');
+        }
+        buf.extend_from_slice(p.as_bytes());
+    }
+    buf.make_ascii_lowercase();
+    // Collapse white space in place.
+    let mut w = 0;
+    let mut space = true; // drops leading white space
+    for r in 0..buf.len() {
+        let b = buf[r];
+        if b.is_ascii_whitespace() {
+            if !space {
+                buf[w] = b' ';
+                w += 1;
                 space = true;
-                continue;
             }
-            if space && !out.is_empty() {
-                out.push(' ');
-            }
+        } else {
+            buf[w] = b;
+            w += 1;
             space = false;
-            out.extend(ch.to_lowercase());
         }
     }
+    if space && w > 0 {
+        w -= 1;
+    }
+    buf.truncate(w);
+    // Only ASCII bytes were changed or dropped: still UTF-8.
+    *out = String::from_utf8(buf)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
 /// What the phrase tables find in one text.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Found {
     reason: Option<&'static Entry>,
     command: Option<Command>,
@@ -476,6 +555,12 @@ struct Found {
 /// to RCPT TO command`), is the failing one.
 fn search(text: &str, anchor: Option<&str>) -> Found {
     let at = anchor.and_then(|a| text.find(a));
+    pick(TABLE.matches(text), at)
+}
+
+/// What a text's phrase `hits` (start, entry) say; `at` is where the reply
+/// code stands in that text.
+fn pick(hits: impl IntoIterator<Item = (usize, &'static Entry)>, at: Option<usize>) -> Found {
     let mut before: Option<Command> = None;
     let mut after: Option<Command> = None;
     let rank = |r: Reason| {
@@ -485,7 +570,7 @@ fn search(text: &str, anchor: Option<&str>) -> Found {
             .unwrap_or(usize::MAX)
     };
     let mut f = Found::default();
-    for (start, e) in TABLE.matches(text) {
+    for (start, e) in hits {
         match e.key {
             Key::Reason(r) => {
                 // The most specific reason; for one reason, the longest
@@ -574,7 +659,7 @@ fn classify_one(
     dsn: &Dsn,
     r: &Recipient,
     recipient: Option<String>,
-    section: &str,
+    ctx: &Context<'_>,
 ) -> Classification {
     let reply = r.reply();
     let field_status = r.status.as_ref().and_then(|s| s.code);
@@ -602,27 +687,16 @@ fn classify_one(
     normalize(&[diag, &reply_text], &mut buf);
     let code = reply.map(|x| x.code.to_string());
     let mut found = search(&buf, code.as_deref());
-    let mut ctx = String::new();
-    normalize(&[section], &mut ctx);
-    let in_ctx = search(&ctx, code.as_deref());
+    let in_ctx = ctx.found(ctx.section.clone(), code.as_deref());
     if found.reason.is_none() {
         found.reason = in_ctx.reason;
     }
     found.command = found.command.or(in_ctx.command);
     found.transient |= in_ctx.transient;
-    let single = dsn.recipients().nth(1).is_none();
-    if found.reason.is_none() && (section.is_empty() || single) {
+    if found.reason.is_none() && (ctx.section.is_empty() || ctx.single) {
         // A bounce about one recipient, or one that does not repeat the
         // address near its reason: the whole human-readable text.
-        let whole = dsn.human_text.as_deref().unwrap_or("");
-        let cut = whole.len().min(4 * SECTION_MAX);
-        let mut end = cut;
-        while !whole.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut all = String::new();
-        normalize(&[&whole[..end]], &mut all);
-        let w = search(&all, code.as_deref());
+        let w = ctx.found(0..ctx.text.len(), code.as_deref());
         found.reason = w.reason;
         found.command = found.command.or(w.command);
         found.transient |= w.transient;

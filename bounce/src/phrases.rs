@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::classify::{Command, Reason};
 
@@ -105,6 +105,7 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
         .collect();
     let ac = AhoCorasick::builder()
         .match_kind(MatchKind::Standard)
+        .kind(Some(AhoCorasickKind::DFA))
         .build(&firsts)
         .map_err(|e| TableError {
             line: 0,

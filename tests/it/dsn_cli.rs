@@ -67,7 +67,8 @@ fn dsn_reads_good_files_and_reports_bad_ones() {
     assert_eq!(r["origin"], "remote-mta", "{text}");
     assert_eq!(r["host"], "mx10.dest.example.test", "{text}");
     assert_eq!(r["status"], "5.1.1", "{text}");
-    assert_eq!(r["evidence"]["kind"], "status", "{text}");
+    assert_eq!(r["evidence"]["kind"], "phrase", "{text}");
+    assert_eq!(r["evidence"]["phrase"], "no such user", "{text}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_mtaspec"))
         .arg("dsn")
@@ -79,7 +80,7 @@ fn dsn_reads_good_files_and_reports_bad_ones() {
     assert!(stdout.contains("bob@dest.example.test"), "{stdout}");
     assert!(
         stdout.contains(
-            "Reason: user-unknown (hard), from the remote-mta mx10.dest.example.test, status 5.1.1; by status 5.1.1"
+            "Reason: user-unknown (hard), from the remote-mta mx10.dest.example.test, status 5.1.1; by phrase \"no such user\""
         ),
         "{stdout}"
     );
