@@ -10,7 +10,9 @@
 //! 3. a phrase of the diagnostic text, from the tables in
 //!    `data/phrases.txt` (the recipient's own diagnostic first, then the
 //!    human-readable text about it); "no such user" said after DATA is
-//!    [`Reason::Filtered`] (a filter refused the message, not RCPT TO);
+//!    [`Reason::Filtered`] (a filter refused the message, not RCPT TO), and
+//!    an unknown host under a 4.x.x status is a [`Reason::NetworkError`]
+//!    (a name lookup that failed for now);
 //! 4. an RFC 3463 status code whose meaning is specific (`5.1.1`,
 //!    `5.2.2`, `4.4.7`, `5.7.26`, ...): the remote server's code first,
 //!    then the `Status` field;
@@ -710,9 +712,14 @@ fn classify_one(
     );
 
     let phrase = found.reason.map(|e| {
-        let Key::Reason(reason) = e.key else {
+        let Key::Reason(mut reason) = e.key else {
             unreachable!("only reason entries are kept")
         };
+        if reason == Reason::HostUnknown && given.is_some_and(|(s, _)| s.class == 4) {
+            // A name lookup that failed for now (4.x.x) is a DNS failure,
+            // not a domain known not to exist.
+            reason = Reason::NetworkError;
+        }
         (
             reason,
             Evidence::Phrase {
@@ -721,6 +728,14 @@ fn classify_one(
             },
         )
     });
+    // A temporary name-lookup failure stays a DNS failure, even in a final
+    // report.
+    let dns_failure = found
+        .reason
+        .is_some_and(|e| e.key == Key::Reason(Reason::HostUnknown))
+        && phrase
+            .as_ref()
+            .is_some_and(|(r, _)| *r == Reason::NetworkError);
     let status_says = specific.and_then(|s| by_status(s).map(|(r, strong)| (r, strong, s)));
     let (reason, evidence) = if success {
         (
@@ -765,7 +780,7 @@ fn classify_one(
         && matches!(action, Some(Action::Failed(_) | Action::Delayed(_)))
         && phrase
             .as_ref()
-            .is_none_or(|(r, _)| *r == Reason::NetworkError)
+            .is_none_or(|(r, _)| *r == Reason::NetworkError && !dns_failure)
     {
         // A temporary failure in a final report: the queue lifetime ran out.
         let code = given.map_or(EnhancedStatus::new(4, 0, 0), |(s, _)| s);
