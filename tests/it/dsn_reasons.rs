@@ -140,8 +140,8 @@ fn reasons_match_sisimai_labels() {
     // of issue 11 are higher for reasons (90%) and hard/soft (95%): most of
     // the remaining misses are sisimai's vendor-specific conventions (user
     // unknown vs filtered, network error vs expired), see the matrix above.
-    assert!(reason.pct() >= 75.0, "reason {:.1}% < 75%", reason.pct());
-    assert!(hard.pct() >= 86.0, "hard/soft {:.1}% < 86%", hard.pct());
+    assert!(reason.pct() >= 76.0, "reason {:.1}% < 76%", reason.pct());
+    assert!(hard.pct() >= 87.0, "hard/soft {:.1}% < 87%", hard.pct());
     assert!(
         cls_all.pct() >= 95.0,
         "status class {:.1}% < 95%",
