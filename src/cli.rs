@@ -319,6 +319,7 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
                         let v = serde_json::json!({
                             "file": name,
                             "dsn": d,
+                            "reasons": crate::dsn::classify(&d),
                             "findings": findings,
                         });
                         outln!("{v}")

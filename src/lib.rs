@@ -9,7 +9,7 @@
 
 pub mod cli;
 pub mod client;
-pub mod dsn;
+pub use bounce as dsn;
 pub mod lab;
 pub mod report;
 pub mod rfc;

@@ -272,4 +272,6 @@ pub struct DsnFile {
     /// Conformance findings (rule ids, globs allowed: "dsn.action.*") that must not occur.
     #[serde(default)]
     pub no_findings: Vec<String>,
+    /// Why the recipient bounced, as `bounce::classify` reads it ("user-unknown").
+    pub reason: Option<String>,
 }

@@ -351,6 +351,8 @@ pub struct DsnExpect {
     pub will_retry_until: bool,
     pub auto_submitted: bool,
     pub no_findings: Vec<String>,
+    /// Bounce reason name (`crate::dsn::Reason`), checked at load.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -966,6 +968,15 @@ impl Validator<'_> {
                             return Err(bad(format!("`{r}` is not an address (local@domain)")));
                         }
                     }
+                    let reason = match d.reason.as_deref() {
+                        None => None,
+                        Some(r) => Some(
+                            r.parse::<crate::dsn::Reason>()
+                                .map_err(|e| bad(e.to_string()))?
+                                .as_str()
+                                .to_string(),
+                        ),
+                    };
                     for g in &d.no_findings {
                         globset::Glob::new(g)
                             .map_err(|e| bad(format!("bad finding pattern `{g}`: {e}")))?;
@@ -995,6 +1006,7 @@ impl Validator<'_> {
                         will_retry_until: d.will_retry_until == Some(true),
                         auto_submitted: d.auto_submitted == Some(true),
                         no_findings: d.no_findings.clone(),
+                        reason,
                     }))
                 }
                 ExpectFile::NotDelivered(n) => {

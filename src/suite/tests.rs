@@ -171,6 +171,16 @@ fn dsn_expectations_load_every_field() {
     assert_eq!(d.remote_mta.as_deref(), Some("mx10"));
     assert_eq!(d.returned, Some(Returned::Headers));
     assert_eq!(d.no_findings, vec!["dsn.action.*".to_string()]);
+    // sisimai's spelling is accepted and stored as the vocabulary's name.
+    let s = parse_scenario(
+        Path::new("suites/x/0001-t.toml"),
+        &with_expect(r#"dsn = { reason = "userunknown" }"#),
+    )
+    .unwrap();
+    let Expect::Dsn(d) = &s.expects[0] else {
+        panic!("expected a DSN expectation")
+    };
+    assert_eq!(d.reason.as_deref(), Some("user-unknown"));
 }
 
 #[test]
@@ -190,6 +200,12 @@ fn bad_dsn_expectations_are_refused_with_the_fix() {
     assert!(msg.contains("not an address"), "{msg}");
     let (_, msg) = err(&with_expect(r#"dsn = { colour = "red" }"#));
     assert!(msg.contains("unknown field `colour`"), "{msg}");
+    let (line, msg) = err(&with_expect(r#"dsn = { reason = "no-such-user" }"#));
+    assert_eq!(line, 22);
+    assert!(
+        msg.contains("unknown bounce reason \"no-such-user\"") && msg.contains("user-unknown"),
+        "{msg}"
+    );
     // A host without a name has no name a Remote-MTA field could carry.
     let text = with_expect(r#"dsn = { remote_mta = "anon" }"#)
         .replace("[hosts.mx10]", "[hosts.anon]\n[hosts.mx10]");

@@ -629,3 +629,30 @@ fn controls_are_caught_and_a_useless_control_is_reported() {
         "processes left behind"
     );
 }
+
+/// `dsn = { reason = ... }` is judged from the bounce Postfix writes: the
+/// scenario passes, and the same scenario expecting another reason fails
+/// with the reason found and its evidence.
+#[test]
+fn dsn_reason_expectation_is_judged() {
+    let Some(_g) = lab() else { return };
+    let file = "suites/bounce-origin/0015-reason-from-text.toml";
+    let (code, text) = run_files(&[], &[file]);
+    assert_eq!(code, Some(0), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("bounce-origin");
+    std::fs::create_dir(&suite).unwrap();
+    let wrong = suite.join("0015-reason-from-text.toml");
+    let body = std::fs::read_to_string(root().join(file)).unwrap();
+    std::fs::write(
+        &wrong,
+        body.replace("reason = \"user-unknown\"", "reason = \"mailbox-full\""),
+    )
+    .unwrap();
+    let (code, text) = run_files(&["--strict"], &[wrong.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("reason user-unknown by phrase") && text.contains("(wanted mailbox-full)"),
+        "{text}"
+    );
+}

@@ -5,6 +5,7 @@ mod container;
 mod dsn_cli;
 mod dsn_corpus;
 mod dsn_props;
+mod dsn_reasons;
 mod fuzz_regressions;
 mod inbound;
 mod lab;
