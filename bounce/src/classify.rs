@@ -421,6 +421,9 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
 /// Most bytes of human-readable text read for one recipient.
 const SECTION_MAX: usize = 2048;
 
+/// Bytes before a recipient's address that still belong to its section.
+const LEAD: usize = 14;
+
 /// Most bytes of human-readable text read at all.
 const HUMAN_MAX: usize = 2 * SECTION_MAX;
 
@@ -486,10 +489,16 @@ fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<us
     let Some(a) = addrs[i].as_deref().filter(|a| !a.is_empty()) else {
         return 0..0;
     };
-    let Some(start) = text.find(a) else {
+    let Some(at) = text.find(a) else {
         return 0..0;
     };
-    let from = start + a.len();
+    // A transcript names the address at the end of its command line
+    // (`>>> rcpt to:<bob@...>`): the section starts that far before it.
+    let mut start = at.saturating_sub(LEAD);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let from = at + a.len();
     let mut end = (start + SECTION_MAX).min(text.len());
     for (j, other) in addrs.iter().enumerate() {
         if j == i {
@@ -690,10 +699,19 @@ fn classify_one(
     let code = reply.map(|x| x.code.to_string());
     let mut found = search(&buf, code.as_deref());
     let in_ctx = ctx.found(ctx.section.clone(), code.as_deref());
-    if found.reason.is_none() {
+    let vendor_says_same =
+        |e: &Entry| e.generic && in_ctx.reason.is_some_and(|c| !c.generic && c.key == e.key);
+    if found.reason.is_none_or(vendor_says_same) {
+        // Nothing in the diagnostic, or only wording many MTAs use where
+        // the text around has the vendor's own code or wording for it.
         found.reason = in_ctx.reason;
     }
     found.command = found.command.or(in_ctx.command);
+    if found.command.is_none() && (diag.contains("RCPT") || reply_text.contains("RCPT")) {
+        // The command's name in capitals in the server's reply
+        // (`SMTP:RCPT host ...`, `[RCPT_TO]`).
+        found.command = Some(Command::Rcpt);
+    }
     found.transient |= in_ctx.transient;
     if found.reason.is_none() && (ctx.section.is_empty() || ctx.single) {
         // A bounce about one recipient, or one that does not repeat the
@@ -791,12 +809,13 @@ fn classify_one(
         // domain ("not our user", "no such domain").
         (reason, Evidence::Status { code })
     } else if let Some((Reason::UserUnknown, ev)) = phrase.clone().filter(|_| {
-        matches!(found.command, Some(Command::Data | Command::EndOfData))
-            && !matches!(status_says, Some((Reason::UserUnknown, true, _)))
+        found.reason.is_some_and(|e| e.generic)
+            && !matches!(found.command, Some(Command::Rcpt | Command::Mail))
+            && !matches!(status_says, Some((Reason::UserUnknown, _, _)))
     }) {
-        // "No such user" said after the message was sent rather than to
-        // RCPT TO, and no x.1.1 status: a filter refused the message, the
-        // mailbox itself was accepted.
+        // "No such user" neither said to RCPT TO nor backed by an x.1.1
+        // status: a filter refused the message (sisimai's rule), the
+        // mailbox itself may well exist.
         (Reason::Filtered, ev)
     } else if let Some(p) = phrase {
         p
