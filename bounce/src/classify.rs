@@ -584,12 +584,13 @@ fn pick(hits: impl IntoIterator<Item = (usize, &'static Entry)>, at: Option<usiz
     for (start, e) in hits {
         match e.key {
             Key::Reason(r) => {
-                // The most specific reason; for one reason, the longest
-                // (most telling) phrase.
+                // The most specific reason; for one reason, a vendor's
+                // own wording over generic wording, then the longest (most
+                // telling) phrase.
                 if f.reason.is_none_or(|b| match b.key {
                     Key::Reason(br) => {
-                        (rank(r), std::cmp::Reverse(e.phrase.len()))
-                            < (rank(br), std::cmp::Reverse(b.phrase.len()))
+                        (rank(r), e.generic, std::cmp::Reverse(e.phrase.len()))
+                            < (rank(br), b.generic, std::cmp::Reverse(b.phrase.len()))
                     }
                     _ => true,
                 }) {
@@ -646,6 +647,21 @@ fn by_status(s: EnhancedStatus) -> Option<(Reason, bool)> {
         (_, 7, 8) | (_, 7, 10) | (_, 7, 11) => strong(SecurityError),
         (_, 7, _) => weak(SecurityError),
         _ => None,
+    }
+}
+
+/// Whether the text's reason `phrase` says more than the status's reason
+/// `status`: an x.1.1 status is given for refusals of other causes too
+/// (relaying, block lists, full or moved mailboxes, refused senders, null
+/// MX), as sisimai reads it.
+fn overrides(status: Reason, phrase: Reason) -> bool {
+    use Reason::*;
+    match status {
+        UserUnknown => matches!(
+            phrase,
+            NoRelaying | Blocked | MailboxFull | HasMoved | Rejected | NotAccept
+        ),
+        _ => true,
     }
 }
 
@@ -817,6 +833,15 @@ fn classify_one(
         // status: a filter refused the message (sisimai's rule), the
         // mailbox itself may well exist.
         (Reason::Filtered, ev)
+    } else if let Some((reason, true, code)) = status_says.filter(|(r, _, _)| {
+        found.reason.is_some_and(|e| e.generic)
+            && phrase
+                .as_ref()
+                .is_some_and(|(p, _)| p != r && !overrides(*r, *p))
+    }) {
+        // A specific status against wording many MTAs use for several
+        // causes: the status says what the server meant.
+        (reason, Evidence::Status { code })
     } else if let Some(p) = phrase {
         p
     } else if let Some((reason, true, code)) = status_says {
