@@ -26,7 +26,7 @@ use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
 
-use crate::phrases::{Entry, Key, Kinds, TABLE};
+use crate::phrases::{Entry, Key, TABLE};
 use crate::reply::EnhancedStatus;
 use crate::{Action, Dsn, Recipient};
 
@@ -393,16 +393,28 @@ pub struct Classification {
 /// ```
 pub fn classify(dsn: &Dsn) -> Vec<Classification> {
     let addrs: Vec<Option<String>> = dsn.recipients().map(Recipient::address).collect();
-    let human = Human {
-        raw: dsn.human_text.as_deref().unwrap_or(""),
-        addrs: &addrs,
-        text: std::cell::OnceCell::new(),
-        reasons: std::cell::OnceCell::new(),
-        marks: std::cell::OnceCell::new(),
-    };
+    let lower: Vec<Option<String>> = addrs
+        .iter()
+        .map(|a| a.as_ref().map(|a| a.to_ascii_lowercase()))
+        .collect();
+    // The human-readable text, normalized once for every recipient.
+    let human = dsn.human_text.as_deref().unwrap_or("");
+    let mut text = String::new();
+    normalize(&[cut(human, HUMAN_MAX)], &mut text);
+    // The whole text is scanned only when a recipient needs it.
+    let hits = std::cell::OnceCell::new();
+    let single = addrs.len() == 1;
     dsn.recipients()
         .enumerate()
-        .map(|(i, r)| classify_one(dsn, r, addrs[i].clone(), &human, i))
+        .map(|(i, r)| {
+            let ctx = Context {
+                section: section(&text, &lower, i),
+                text: &text,
+                hits: &hits,
+                single,
+            };
+            classify_one(dsn, r, addrs[i].clone(), &ctx)
+        })
         .collect()
 }
 
@@ -413,7 +425,7 @@ const SECTION_MAX: usize = 2048;
 const LEAD: usize = 14;
 
 /// Most bytes of human-readable text read at all.
-const HUMAN_MAX: usize = SECTION_MAX;
+const HUMAN_MAX: usize = 2 * SECTION_MAX;
 
 /// The first `max` bytes of `s` (on a character boundary).
 fn cut(s: &str, max: usize) -> &str {
@@ -424,62 +436,49 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The human-readable text of a bounce, normalized and searched only when
-/// a recipient's own diagnostic does not decide, and then once for all.
-struct Human<'a> {
-    raw: &'a str,
-    addrs: &'a [Option<String>],
-    /// The first [`HUMAN_MAX`] bytes, normalized, and the recipients'
-    /// addresses in lowercase.
-    text: std::cell::OnceCell<(String, Vec<Option<String>>)>,
-    /// Every reason phrase found in the text, once looked for.
-    reasons: std::cell::OnceCell<Vec<(usize, &'static Entry)>>,
-    /// Every command and `transient` phrase found in the text.
-    marks: std::cell::OnceCell<Vec<(usize, &'static Entry)>>,
+/// The human-readable text (normalized) as far as one recipient goes.
+struct Context<'a> {
+    /// The part about this recipient (a range of `text`): from the first
+    /// mention of its address to the mention of another one.
+    section: std::ops::Range<usize>,
+    text: &'a str,
+    /// Every phrase found in `text`, once looked for.
+    hits: &'a std::cell::OnceCell<Vec<(usize, &'static Entry)>>,
+    /// The bounce is about this recipient only.
+    single: bool,
 }
 
-impl Human<'_> {
-    fn text(&self) -> &(String, Vec<Option<String>>) {
-        self.text.get_or_init(|| {
-            let mut text = String::new();
-            normalize(&[cut(self.raw, HUMAN_MAX)], &mut text);
-            let lower = self
-                .addrs
-                .iter()
-                .map(|a| a.as_ref().map(|a| a.to_ascii_lowercase()))
-                .collect();
-            (text, lower)
-        })
-    }
-
+impl Context<'_> {
     /// What the phrases in `range` of the text say, with the command
-    /// placed around the first `anchor` (reply code) in that range; the
-    /// reason phrases are looked for only when `reasons` is set.
-    fn found(&self, range: std::ops::Range<usize>, anchor: Option<&str>, reasons: bool) -> Found {
-        let text = &self.text().0;
+    /// placed around the first `anchor` (reply code) in that range.
+    fn found(&self, range: std::ops::Range<usize>, anchor: Option<&str>) -> Found {
         let at = anchor.and_then(|a| {
-            text.get(range.clone())
+            self.text
+                .get(range.clone())
                 .and_then(|t| t.find(a))
                 .map(|p| p + range.start)
         });
-        let marks = self
-            .marks
-            .get_or_init(|| TABLE.matches_of(text, Kinds::Marks));
-        let none = Vec::new();
-        let found = if reasons {
-            self.reasons
-                .get_or_init(|| TABLE.matches_of(text, Kinds::Reasons))
-        } else {
-            &none
-        };
-        pick(
-            found
-                .iter()
-                .chain(marks)
-                .copied()
-                .filter(|(start, _)| range.contains(start)),
-            at,
-        )
+        match self.hits.get() {
+            Some(all) => pick(
+                all.iter()
+                    .copied()
+                    .filter(|(start, _)| range.contains(start)),
+                at,
+            ),
+            None if range == (0..self.text.len()) => {
+                let all = self.hits.get_or_init(|| TABLE.matches(self.text));
+                pick(all.iter().copied(), at)
+            }
+            // Only this part: scan it alone.
+            None => {
+                let part = self.text.get(range.clone()).unwrap_or("");
+                let hits = TABLE.matches(part);
+                pick(
+                    hits.into_iter().map(|(start, e)| (start + range.start, e)),
+                    at,
+                )
+            }
+        }
     }
 }
 
@@ -520,24 +519,34 @@ fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<us
 fn normalize(parts: &[&str], out: &mut String) {
     let mut buf = std::mem::take(out).into_bytes();
     buf.clear();
-    for p in parts
-        .iter()
-        .map(|p| p.trim_ascii())
-        .filter(|p| !p.is_empty())
-    {
+    for p in parts {
         if !buf.is_empty() {
             buf.push(b' ');
         }
         buf.extend_from_slice(p.as_bytes());
     }
     buf.make_ascii_lowercase();
-    // Collapse white space in place (none at either end: trimmed).
-    for b in buf.iter_mut() {
+    // Collapse white space in place.
+    let mut w = 0;
+    let mut space = true; // drops leading white space
+    for r in 0..buf.len() {
+        let b = buf[r];
         if b.is_ascii_whitespace() {
-            *b = b' ';
+            if !space {
+                buf[w] = b' ';
+                w += 1;
+                space = true;
+            }
+        } else {
+            buf[w] = b;
+            w += 1;
+            space = false;
         }
     }
-    buf.dedup_by(|a, b| *a == b' ' && *b == b' ');
+    if space && w > 0 {
+        w -= 1;
+    }
+    buf.truncate(w);
     // Only ASCII bytes were changed or dropped: still UTF-8.
     *out = String::from_utf8(buf)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
@@ -677,8 +686,7 @@ fn classify_one(
     dsn: &Dsn,
     r: &Recipient,
     recipient: Option<String>,
-    human: &Human<'_>,
-    i: usize,
+    ctx: &Context<'_>,
 ) -> Classification {
     let reply = r.reply();
     let field_status = r.status.as_ref().and_then(|s| s.code);
@@ -706,36 +714,28 @@ fn classify_one(
     normalize(&[diag, &reply_text], &mut buf);
     let code = reply.map(|x| x.code.to_string());
     let mut found = search(&buf, code.as_deref());
-    // The human-readable text when the diagnostic leaves the reason or
-    // the command open; its reason phrases only when the diagnostic has
-    // none, or only generic wording.
-    let want_reason = found.reason.is_none_or(|e| e.generic);
-    if want_reason || found.command.is_none() {
-        let (text, lower) = human.text();
-        let section = section(text, lower, i);
-        let in_ctx = human.found(section.clone(), code.as_deref(), want_reason);
-        let vendor_says_same =
-            |e: &Entry| e.generic && in_ctx.reason.is_some_and(|c| !c.generic && c.key == e.key);
-        if found.reason.is_none_or(vendor_says_same) {
-            // Nothing in the diagnostic, or only wording many MTAs use where
-            // the text around has the vendor's own code or wording for it.
-            found.reason = in_ctx.reason;
-        }
-        found.command = found.command.or(in_ctx.command);
-        found.transient |= in_ctx.transient;
-        if found.reason.is_none() && (section.is_empty() || lower.len() == 1) {
-            // A bounce about one recipient, or one that does not repeat the
-            // address near its reason: the whole human-readable text.
-            let w = human.found(0..text.len(), code.as_deref(), true);
-            found.reason = w.reason;
-            found.command = found.command.or(w.command);
-            found.transient |= w.transient;
-        }
+    let in_ctx = ctx.found(ctx.section.clone(), code.as_deref());
+    let vendor_says_same =
+        |e: &Entry| e.generic && in_ctx.reason.is_some_and(|c| !c.generic && c.key == e.key);
+    if found.reason.is_none_or(vendor_says_same) {
+        // Nothing in the diagnostic, or only wording many MTAs use where
+        // the text around has the vendor's own code or wording for it.
+        found.reason = in_ctx.reason;
     }
+    found.command = found.command.or(in_ctx.command);
     if found.command.is_none() && (diag.contains("RCPT") || reply_text.contains("RCPT")) {
         // The command's name in capitals in the server's reply
         // (`SMTP:RCPT host ...`, `[RCPT_TO]`).
         found.command = Some(Command::Rcpt);
+    }
+    found.transient |= in_ctx.transient;
+    if found.reason.is_none() && (ctx.section.is_empty() || ctx.single) {
+        // A bounce about one recipient, or one that does not repeat the
+        // address near its reason: the whole human-readable text.
+        let w = ctx.found(0..ctx.text.len(), code.as_deref());
+        found.reason = w.reason;
+        found.command = found.command.or(w.command);
+        found.transient |= w.transient;
     }
 
     let action = r.action.as_ref();

@@ -40,28 +40,7 @@ pub struct TableError {
 
 pub(crate) struct Table {
     pub entries: Vec<Entry>,
-    /// The reason phrases: many, so a text is only searched for them when
-    /// nothing cheaper decided.
-    reasons: Part,
-    /// The command and `transient` phrases: few, and searched for with the
-    /// automaton's fast prefilter.
-    marks: Part,
-}
-
-/// One automaton over some of the entries.
-struct Part {
     ac: AhoCorasick,
-    /// The index in `entries` of each of its patterns.
-    index: Vec<usize>,
-}
-
-/// Which entries to look for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kinds {
-    /// Reasons only.
-    Reasons,
-    /// Commands and `transient` only.
-    Marks,
 }
 
 pub(crate) const DATA: &str = include_str!("../data/phrases.txt");
@@ -127,36 +106,19 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
             generic,
         });
     }
-    let part = |reasons: bool| -> Result<Part, TableError> {
-        let index: Vec<usize> = (0..entries.len())
-            .filter(|&i| matches!(entries[i].key, Key::Reason(_)) == reasons)
-            .collect();
-        let firsts = index
-            .iter()
-            .map(|&i| entries[i].phrase.split('*').next().unwrap_or("").trim());
-        // The few marks rarely overlap: a leftmost-longest DFA, searched
-        // without overlaps, lets the prefilter skip most of the text.
-        let (kind, mk) = if reasons {
-            (AhoCorasickKind::ContiguousNFA, MatchKind::Standard)
-        } else {
-            (AhoCorasickKind::DFA, MatchKind::LeftmostLongest)
-        };
-        let ac = AhoCorasick::builder()
-            .match_kind(mk)
-            .kind(Some(kind))
-            .build(firsts)
-            .map_err(|e| TableError {
-                line: 0,
-                what: e.to_string(),
-            })?;
-        Ok(Part { ac, index })
-    };
-    let (reasons, marks) = (part(true)?, part(false)?);
-    Ok(Table {
-        entries,
-        reasons,
-        marks,
-    })
+    let firsts: Vec<&str> = entries
+        .iter()
+        .map(|e| e.phrase.split('*').next().unwrap_or("").trim())
+        .collect();
+    let ac = AhoCorasick::builder()
+        .match_kind(MatchKind::Standard)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(&firsts)
+        .map_err(|e| TableError {
+            line: 0,
+            what: e.to_string(),
+        })?;
+    Ok(Table { entries, ac })
 }
 
 pub(crate) static TABLE: LazyLock<Table> =
@@ -164,36 +126,22 @@ pub(crate) static TABLE: LazyLock<Table> =
 
 impl Table {
     /// Every entry found in `text` (lowercase, white space collapsed), with
-    /// where it starts: the reasons, then the commands and marks, each in
-    /// the order of their ends in the text.
+    /// where it starts, in the order of their ends in the text.
     pub fn matches<'s>(&'s self, text: &str) -> Vec<(usize, &'s Entry)> {
-        let mut all = self.matches_of(text, Kinds::Reasons);
-        all.extend(self.matches_of(text, Kinds::Marks));
-        all
-    }
-
-    /// The entries of one kind found in `text`, in the order of their ends.
-    pub fn matches_of<'s>(&'s self, text: &str, kinds: Kinds) -> Vec<(usize, &'s Entry)> {
-        let part = match kinds {
-            Kinds::Reasons => &self.reasons,
-            Kinds::Marks => &self.marks,
-        };
-        let hits: Box<dyn Iterator<Item = aho_corasick::Match>> = match kinds {
-            Kinds::Reasons => Box::new(part.ac.find_overlapping_iter(text)),
-            Kinds::Marks => Box::new(part.ac.find_iter(text)),
-        };
-        hits.filter_map(|m| {
-            let e = &self.entries[part.index[m.pattern().as_usize()]];
-            let mut at = m.end();
-            for piece in &e.rest {
-                match text.get(at..).and_then(|t| t.find(piece)) {
-                    Some(p) => at += p + piece.len(),
-                    None => return None,
+        self.ac
+            .find_overlapping_iter(text)
+            .filter_map(|m| {
+                let e = &self.entries[m.pattern().as_usize()];
+                let mut at = m.end();
+                for piece in &e.rest {
+                    match text.get(at..).and_then(|t| t.find(piece)) {
+                        Some(p) => at += p + piece.len(),
+                        None => return None,
+                    }
                 }
-            }
-            Some((m.start(), e))
-        })
-        .collect()
+                Some((m.start(), e))
+            })
+            .collect()
     }
 }
 
