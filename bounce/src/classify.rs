@@ -138,7 +138,10 @@ impl Reason {
     /// Whether retrying the same address can never succeed: the mailbox or
     /// its domain does not exist, has moved, or the domain accepts no mail
     /// (permanently, i.e. with status class 5). Every other reason depends
-    /// on the sender, the message or the moment, so it is soft.
+    /// on the sender, the message or the moment, so it is soft. This is
+    /// sisimai's `is_hardbounce` rule, a function of the reason alone (and
+    /// of the class for `not-accept`), so hard/soft agrees with sisimai
+    /// wherever the reason does.
     pub fn is_hard(self, class: Option<u8>) -> bool {
         match self {
             Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => true,

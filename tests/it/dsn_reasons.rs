@@ -4,7 +4,8 @@
 //! repository): `t_reason`, `t_hardbounce` and `t_status` are the labels of
 //! sisimai's own test suite. Feedback reports (format class `arf_rfc5965`)
 //! are not bounces and are left out; every other labelled recipient counts,
-//! found or not.
+//! found or not. Every 5th sample by sorted name is a held-out check set:
+//! its figures are printed beside the tuning set's, its misses are not.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -170,12 +171,20 @@ fn reasons_match_sisimai_labels() {
             println!("      {s}");
         }
     }
-    // Floors under today's figures, so that a regression fails. The goals
-    // of issue 11 are higher for reasons (90%) and hard/soft (95%): most of
-    // the remaining misses are sisimai's vendor-specific conventions (user
-    // unknown vs filtered, network error vs expired), see the matrix above.
-    assert!(reason.pct() >= 76.0, "reason {:.1}% < 76%", reason.pct());
-    assert!(hard.pct() >= 87.0, "hard/soft {:.1}% < 87%", hard.pct());
+    // Floors just under today's figures, so that a regression fails. The
+    // goals of issue 11 are higher for reasons (90%) and hard/soft (95%):
+    // most of the remaining misses are sisimai's vendor-specific
+    // conventions (its per-vendor decoders and remote-host tables, e.g.
+    // "user unknown" as filtered or not, network error vs expired), see
+    // the matrix above.
+    for (what, t, floor) in [
+        ("tuning reason", &reason, 80.0),
+        ("tuning hard/soft", &hard, 91.0),
+        ("held-out reason", &reason_ho, 80.0),
+        ("held-out hard/soft", &hard_ho, 90.0),
+    ] {
+        assert!(t.pct() >= floor, "{what} {:.1}% < {floor}%", t.pct());
+    }
     assert!(
         cls_all.pct() >= 95.0,
         "status class {:.1}% < 95%",
