@@ -138,7 +138,10 @@ impl Reason {
     /// Whether retrying the same address can never succeed: the mailbox or
     /// its domain does not exist, has moved, or the domain accepts no mail
     /// (permanently, i.e. with status class 5). Every other reason depends
-    /// on the sender, the message or the moment, so it is soft.
+    /// on the sender, the message or the moment, so it is soft. This is
+    /// sisimai's `is_hardbounce` rule, a function of the reason alone (and
+    /// of the class for `not-accept`), so hard/soft agrees with sisimai
+    /// wherever the reason does.
     pub fn is_hard(self, class: Option<u8>) -> bool {
         match self {
             Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => true,
@@ -421,6 +424,9 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
 /// Most bytes of human-readable text read for one recipient.
 const SECTION_MAX: usize = 2048;
 
+/// Bytes before a recipient's address that still belong to its section.
+const LEAD: usize = 14;
+
 /// Most bytes of human-readable text read at all.
 const HUMAN_MAX: usize = 2 * SECTION_MAX;
 
@@ -486,10 +492,16 @@ fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<us
     let Some(a) = addrs[i].as_deref().filter(|a| !a.is_empty()) else {
         return 0..0;
     };
-    let Some(start) = text.find(a) else {
+    let Some(at) = text.find(a) else {
         return 0..0;
     };
-    let from = start + a.len();
+    // A transcript names the address at the end of its command line
+    // (`>>> rcpt to:<bob@...>`): the section starts that far before it.
+    let mut start = at.saturating_sub(LEAD);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let from = at + a.len();
     let mut end = (start + SECTION_MAX).min(text.len());
     for (j, other) in addrs.iter().enumerate() {
         if j == i {
@@ -575,12 +587,13 @@ fn pick(hits: impl IntoIterator<Item = (usize, &'static Entry)>, at: Option<usiz
     for (start, e) in hits {
         match e.key {
             Key::Reason(r) => {
-                // The most specific reason; for one reason, the longest
-                // (most telling) phrase.
+                // The most specific reason; for one reason, a vendor's
+                // own wording over generic wording, then the longest (most
+                // telling) phrase.
                 if f.reason.is_none_or(|b| match b.key {
                     Key::Reason(br) => {
-                        (rank(r), std::cmp::Reverse(e.phrase.len()))
-                            < (rank(br), std::cmp::Reverse(b.phrase.len()))
+                        (rank(r), e.generic, std::cmp::Reverse(e.phrase.len()))
+                            < (rank(br), b.generic, std::cmp::Reverse(b.phrase.len()))
                     }
                     _ => true,
                 }) {
@@ -640,6 +653,21 @@ fn by_status(s: EnhancedStatus) -> Option<(Reason, bool)> {
     }
 }
 
+/// Whether the text's reason `phrase` says more than the status's reason
+/// `status`: an x.1.1 status is given for refusals of other causes too
+/// (relaying, block lists, full or moved mailboxes, refused senders, null
+/// MX), as sisimai reads it.
+fn overrides(status: Reason, phrase: Reason) -> bool {
+    use Reason::*;
+    match status {
+        UserUnknown => matches!(
+            phrase,
+            NoRelaying | Blocked | MailboxFull | HasMoved | Rejected | NotAccept
+        ),
+        _ => true,
+    }
+}
+
 /// The reason a bare reply code suggests.
 fn by_reply_code(code: u16) -> Option<Reason> {
     match code {
@@ -690,10 +718,19 @@ fn classify_one(
     let code = reply.map(|x| x.code.to_string());
     let mut found = search(&buf, code.as_deref());
     let in_ctx = ctx.found(ctx.section.clone(), code.as_deref());
-    if found.reason.is_none() {
+    let vendor_says_same =
+        |e: &Entry| e.generic && in_ctx.reason.is_some_and(|c| !c.generic && c.key == e.key);
+    if found.reason.is_none_or(vendor_says_same) {
+        // Nothing in the diagnostic, or only wording many MTAs use where
+        // the text around has the vendor's own code or wording for it.
         found.reason = in_ctx.reason;
     }
     found.command = found.command.or(in_ctx.command);
+    if found.command.is_none() && (diag.contains("RCPT") || reply_text.contains("RCPT")) {
+        // The command's name in capitals in the server's reply
+        // (`SMTP:RCPT host ...`, `[RCPT_TO]`).
+        found.command = Some(Command::Rcpt);
+    }
     found.transient |= in_ctx.transient;
     if found.reason.is_none() && (ctx.section.is_empty() || ctx.single) {
         // A bounce about one recipient, or one that does not repeat the
@@ -791,13 +828,23 @@ fn classify_one(
         // domain ("not our user", "no such domain").
         (reason, Evidence::Status { code })
     } else if let Some((Reason::UserUnknown, ev)) = phrase.clone().filter(|_| {
-        matches!(found.command, Some(Command::Data | Command::EndOfData))
-            && !matches!(status_says, Some((Reason::UserUnknown, true, _)))
+        found.reason.is_some_and(|e| e.generic)
+            && !matches!(found.command, Some(Command::Rcpt | Command::Mail))
+            && !matches!(status_says, Some((Reason::UserUnknown, _, _)))
     }) {
-        // "No such user" said after the message was sent rather than to
-        // RCPT TO, and no x.1.1 status: a filter refused the message, the
-        // mailbox itself was accepted.
+        // "No such user" neither said to RCPT TO nor backed by an x.1.1
+        // status: a filter refused the message (sisimai's rule), the
+        // mailbox itself may well exist.
         (Reason::Filtered, ev)
+    } else if let Some((reason, true, code)) = status_says.filter(|(r, _, _)| {
+        found.reason.is_some_and(|e| e.generic)
+            && phrase
+                .as_ref()
+                .is_some_and(|(p, _)| p != r && !overrides(*r, *p))
+    }) {
+        // A specific status against wording many MTAs use for several
+        // causes: the status says what the server meant.
+        (reason, Evidence::Status { code })
     } else if let Some(p) = phrase {
         p
     } else if let Some((reason, true, code)) = status_says {

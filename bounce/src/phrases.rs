@@ -25,6 +25,9 @@ pub(crate) struct Entry {
     rest: Vec<&'static str>,
     /// The `## Name` heading the entry is under.
     pub source: &'static str,
+    /// The heading ends in `[generic]`: wording that many MTAs quote for
+    /// more than one cause, so the command and status must back it up.
+    pub generic: bool,
 }
 
 /// Why the table could not be read.
@@ -56,10 +59,13 @@ fn key(s: &str) -> Option<Key> {
 pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
     let mut entries = Vec::new();
     let mut source = "";
+    let mut generic = false;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if let Some(name) = line.strip_prefix("## ") {
-            source = name.trim();
+            let name = name.trim();
+            generic = name.ends_with("[generic]");
+            source = name.trim_end_matches("[generic]").trim_end();
             continue;
         }
         if line.is_empty() || line.starts_with('#') {
@@ -97,6 +103,7 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
             phrase,
             rest,
             source,
+            generic,
         });
     }
     let firsts: Vec<&str> = entries
@@ -175,6 +182,9 @@ mod tests {
         let e = load("## X\nblocked | ok\nnonsense | x\n").err().unwrap();
         assert_eq!(e.line, 3);
         assert!(e.to_string().starts_with("data/phrases.txt:3: unknown key"));
+        let t = load("## A [generic]\nblocked | a\n## B\nblocked | b\n").unwrap();
+        assert_eq!((t.entries[0].source, t.entries[0].generic), ("A", true));
+        assert_eq!((t.entries[1].source, t.entries[1].generic), ("B", false));
         assert!(load("user-unknown | No").is_err());
         assert!(load("user-unknown no").is_err());
         assert!(load("user-unknown | a * ").is_err());

@@ -4,7 +4,8 @@
 //! repository): `t_reason`, `t_hardbounce` and `t_status` are the labels of
 //! sisimai's own test suite. Feedback reports (format class `arf_rfc5965`)
 //! are not bounces and are left out; every other labelled recipient counts,
-//! found or not.
+//! found or not. Every 5th sample by sorted name is a held-out check set:
+//! its figures are printed beside the tuning set's, its misses are not.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,6 +13,15 @@ use std::path::Path;
 use mtaspec::dsn::{self, Classification, Dsn};
 
 use super::dsn_corpus::{corpus_root, parse_file, pct, rfc3463, table};
+
+/// Whether `sample` belongs to the held-out check set: every 5th sample
+/// name in sorted order. The phrase tables and rules are tuned on the
+/// other four fifths only; the held-out figure shows how far they carry.
+fn held_out(sorted: &[String], sample: &str) -> bool {
+    sorted
+        .binary_search_by(|s| s.as_str().cmp(sample))
+        .is_ok_and(|i| i % 5 == 4)
+}
 
 /// The classification of the recipient with address `addr`.
 fn find<'a>(d: &Dsn, cs: &'a [Classification], addr: &str) -> Option<&'a Classification> {
@@ -45,6 +55,15 @@ impl Tally {
     }
 }
 
+/// How many samples of each confusion cell are printed (`MISS_SAMPLES`
+/// in the environment shows more).
+static MISS_SAMPLES: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("MISS_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+});
+
 #[test]
 fn reasons_match_sisimai_labels() {
     let Some(root) = corpus_root() else { return };
@@ -58,8 +77,12 @@ fn reasons_match_sisimai_labels() {
         })
         .collect();
     let rows = table(&sis.join("expected.tsv"));
+    let mut samples: Vec<String> = rows.iter().map(|r| r["sample"].clone()).collect();
+    samples.sort();
+    samples.dedup();
     let mut parsed: HashMap<String, Option<(Dsn, Vec<Classification>)>> = HashMap::new();
     let (mut reason, mut hard) = (Tally::default(), Tally::default());
+    let (mut reason_ho, mut hard_ho) = (Tally::default(), Tally::default());
     let (mut cls_ds, mut cls_legacy) = (Tally::default(), Tally::default());
     let mut by_reason: BTreeMap<String, Tally> = BTreeMap::new();
     let mut confusion: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
@@ -80,6 +103,21 @@ fn reasons_match_sisimai_labels() {
         let got = c.map_or("(recipient not found)", |c| c.reason.sisimai());
         let want = row["t_reason"].as_str();
         let good = got == want;
+        let good_hard = c.is_some_and(|c| c.hard == (row["t_hardbounce"] == "1"));
+        if let Some(st) = rfc3463(&row["t_status"]) {
+            let good_class = c.and_then(|c| c.status).map(|s| s.class) == Some(st.class);
+            if has_ds.get(sample).copied().unwrap_or(false) {
+                cls_ds.add(good_class)
+            } else {
+                cls_legacy.add(good_class)
+            }
+        }
+        if held_out(&samples, sample) {
+            // Figures only: the misses of the check set are not shown.
+            reason_ho.add(good);
+            hard_ho.add(good_hard);
+            continue;
+        }
         reason.add(good);
         by_reason.entry(want.to_string()).or_default().add(good);
         if !good {
@@ -102,23 +140,20 @@ fn reasons_match_sisimai_labels() {
             };
             *by_evidence.entry(kind).or_default() += 1;
         }
-        hard.add(c.is_some_and(|c| c.hard == (row["t_hardbounce"] == "1")));
-        if let Some(st) = rfc3463(&row["t_status"]) {
-            let good = c.and_then(|c| c.status).map(|s| s.class) == Some(st.class);
-            if has_ds.get(sample).copied().unwrap_or(false) {
-                cls_ds.add(good)
-            } else {
-                cls_legacy.add(good)
-            }
-        }
+        hard.add(good_hard);
     }
     let cls_all = Tally {
         ok: cls_ds.ok + cls_legacy.ok,
         total: cls_ds.total + cls_legacy.total,
     };
     println!("bounce reasons against sisimai's labels (expected.tsv, feedback reports left out):");
-    println!("  {}", reason.line("reason = t_reason"));
-    println!("  {}", hard.line("hard/soft = t_hardbounce"));
+    println!("  tuning set (4/5 of the samples; goals: reason 90%, hard/soft 95%):");
+    println!("  {}", reason.line("  reason = t_reason"));
+    println!("  {}", hard.line("  hard/soft = t_hardbounce"));
+    println!("  held-out check set (every 5th sample by name, never tuned on):");
+    println!("  {}", reason_ho.line("  reason = t_reason"));
+    println!("  {}", hard_ho.line("  hard/soft = t_hardbounce"));
+    println!("  status class, all samples (goal 95%):");
     println!("  {}", cls_all.line("status class = t_status class"));
     println!("  {}", cls_ds.line("  with delivery-status part"));
     println!("  {}", cls_legacy.line("  legacy (no such part)"));
@@ -132,16 +167,24 @@ fn reasons_match_sisimai_labels() {
     misses.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
     for ((want, got), samples) in misses {
         println!("  {want} -> {got}: {}", samples.len());
-        for s in samples.iter().take(4) {
+        for s in samples.iter().take(*MISS_SAMPLES) {
             println!("      {s}");
         }
     }
-    // Floors under today's figures, so that a regression fails. The goals
-    // of issue 11 are higher for reasons (90%) and hard/soft (95%): most of
-    // the remaining misses are sisimai's vendor-specific conventions (user
-    // unknown vs filtered, network error vs expired), see the matrix above.
-    assert!(reason.pct() >= 76.0, "reason {:.1}% < 76%", reason.pct());
-    assert!(hard.pct() >= 87.0, "hard/soft {:.1}% < 87%", hard.pct());
+    // Floors just under today's figures, so that a regression fails. The
+    // goals of issue 11 are higher for reasons (90%) and hard/soft (95%):
+    // most of the remaining misses are sisimai's vendor-specific
+    // conventions (its per-vendor decoders and remote-host tables, e.g.
+    // "user unknown" as filtered or not, network error vs expired), see
+    // the matrix above.
+    for (what, t, floor) in [
+        ("tuning reason", &reason, 80.0),
+        ("tuning hard/soft", &hard, 91.0),
+        ("held-out reason", &reason_ho, 80.0),
+        ("held-out hard/soft", &hard_ho, 90.0),
+    ] {
+        assert!(t.pct() >= floor, "{what} {:.1}% < {floor}%", t.pct());
+    }
     assert!(
         cls_all.pct() >= 95.0,
         "status class {:.1}% < 95%",
