@@ -66,7 +66,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("rfc1413_hosts", ""),
     // Exim purges the environment and warns unless told what to keep.
     ("keep_environment", ""),
-    // No STARTTLS offered to the injecting client (no certificate in the lab).
+    // STARTTLS is offered to every client when the lab gives a certificate
+    // (tls_certificate and tls_privatekey are then set by the lab).
     ("tls_advertise_hosts", ""),
     // Exim implements DSN (RFC 3461) but offers it only to hosts listed here;
     // the suites inject NOTIFY, RET and ENVID from the lab's loopback.
@@ -405,6 +406,28 @@ impl Exim {
             ("daemon_smtp_ports", "25".into()),
         ] {
             settings.insert(k.into(), v);
+        }
+        // The lab's per-run certificate: a copy Debian-exim may read (Exim
+        // reads it in the receiving process, which runs as Debian-exim).
+        if let Some(tls) = &spec.tls {
+            let tls_dir = dir.join("tls");
+            std::fs::create_dir_all(&tls_dir)
+                .map_err(|e| TargetError::io(format!("create {}", tls_dir.display()), e))?;
+            for (src, name, option) in [
+                (&tls.cert_file, "cert.pem", "tls_certificate"),
+                (&tls.key_file, "key.pem", "tls_privatekey"),
+            ] {
+                let to = tls_dir.join(name);
+                std::fs::copy(src, &to)
+                    .map_err(|e| TargetError::io(format!("copy {}", src.display()), e))?;
+                nix::unistd::chown(&to, Some(owner.uid), Some(owner.gid)).map_err(|e| {
+                    TargetError::io(format!("chown {} to {EXIM_USER}", to.display()), e.into())
+                })?;
+                settings.insert(option.into(), to.display().to_string());
+            }
+            if !spec.set.iter().chain(&spec.sets).any(|(k, _)| k == "tls_advertise_hosts") {
+                settings.insert("tls_advertise_hosts".into(), "*".into());
+            }
         }
 
         // The knobs that are not main options: retry rules, -q, the transport.
