@@ -425,7 +425,12 @@ impl Exim {
                 })?;
                 settings.insert(option.into(), to.display().to_string());
             }
-            if !spec.set.iter().chain(&spec.sets).any(|(k, _)| k == "tls_advertise_hosts") {
+            if !spec
+                .set
+                .iter()
+                .chain(&spec.sets)
+                .any(|(k, _)| k == "tls_advertise_hosts")
+            {
                 settings.insert("tls_advertise_hosts".into(), "*".into());
             }
         }
