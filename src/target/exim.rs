@@ -78,6 +78,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("deliver_drop_privilege", "true"),
     // Every scenario injects at once, and each may keep a queue runner busy.
     ("smtp_accept_max", "500"),
+    // A listen backlog for all of them: past Exim's 20 the kernel dropped
+    // connections' final ACKs and some clients saw no greeting within 10 s.
+    ("smtp_connect_backlog", "1024"),
     ("queue_run_max", "50"),
     ("remote_max_parallel", "4"),
     (
