@@ -578,7 +578,10 @@ fn effective_knobs(
         Knob::RetryMin,
         min.zip(max).map(|(a, b)| Value::Time(a.min(b))),
     );
-    put(Knob::RetryMax, max.map(Value::Time));
+    // A retry that is due waits for the next queue run (-q): the longest
+    // gap between attempts is the retry interval plus the queue-run interval.
+    let run = exim_time(queue_run).unwrap_or_default();
+    put(Knob::RetryMax, max.map(|m| Value::Time(m + run)));
     put(Knob::QueueRun, t(Some(queue_run)));
     put(Knob::ConnectTimeout, t(Some(connect_timeout)));
     // A list of times: the first warning comes after the first.
@@ -860,7 +863,8 @@ mod tests {
         let k = effective_knobs(&s, "1s", "30s", "8s", "1s", "2s");
         let secs = |n| Some(Value::Time(Duration::from_secs(n)));
         assert_eq!(k.get(&Knob::RetryMin).copied(), secs(1));
-        assert_eq!(k.get(&Knob::RetryMax).copied(), secs(2));
+        // The 2 s retry interval, then up to one 1 s queue-run interval.
+        assert_eq!(k.get(&Knob::RetryMax).copied(), secs(3));
         // Frozen messages go after 5 s, before the 30 s cutoff.
         assert_eq!(k.get(&Knob::QueueLifetime).copied(), secs(5));
         assert_eq!(k.get(&Knob::BounceLifetime).copied(), secs(5));
