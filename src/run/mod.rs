@@ -397,6 +397,12 @@ impl Services {
             .map_or("test", |(_, d)| d);
         dns.add_zone(fake_dns::Zone::new(own))
             .map_err(|source| RunError::Dns { addr, source })?;
+        // Reverse look-ups of the lab's loopback clients (127.0.9.x) get
+        // NXDOMAIN, as from a real reverse zone, not REFUSED: Sendmail turns
+        // the temporary error into "450 4.4.0 Relaying temporarily denied.
+        // Cannot resolve PTR record" instead of refusing the relay with 5xx.
+        dns.add_zone(fake_dns::Zone::new("127.in-addr.arpa"))
+            .map_err(|source| RunError::Dns { addr, source })?;
         let (syns, _) = broadcast::channel(4096);
         let sniffer = match sniff::start(syns.clone()) {
             Ok(s) => s,

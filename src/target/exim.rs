@@ -66,7 +66,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("rfc1413_hosts", ""),
     // Exim purges the environment and warns unless told what to keep.
     ("keep_environment", ""),
-    // No STARTTLS offered to the injecting client (no certificate in the lab).
+    // STARTTLS is offered to every client when the lab gives a certificate
+    // (tls_certificate and tls_privatekey are then set by the lab).
     ("tls_advertise_hosts", ""),
     // Exim implements DSN (RFC 3461) but offers it only to hosts listed here;
     // the suites inject NOTIFY, RET and ENVID from the lab's loopback.
@@ -77,6 +78,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("deliver_drop_privilege", "true"),
     // Every scenario injects at once, and each may keep a queue runner busy.
     ("smtp_accept_max", "500"),
+    // A listen backlog for all of them: past Exim's 20 the kernel dropped
+    // connections' final ACKs and some clients saw no greeting within 10 s.
+    ("smtp_connect_backlog", "1024"),
     ("queue_run_max", "50"),
     ("remote_max_parallel", "4"),
     (
@@ -406,6 +410,33 @@ impl Exim {
         ] {
             settings.insert(k.into(), v);
         }
+        // The lab's per-run certificate: a copy Debian-exim may read (Exim
+        // reads it in the receiving process, which runs as Debian-exim).
+        if let Some(tls) = &spec.tls {
+            let tls_dir = dir.join("tls");
+            std::fs::create_dir_all(&tls_dir)
+                .map_err(|e| TargetError::io(format!("create {}", tls_dir.display()), e))?;
+            for (src, name, option) in [
+                (&tls.cert_file, "cert.pem", "tls_certificate"),
+                (&tls.key_file, "key.pem", "tls_privatekey"),
+            ] {
+                let to = tls_dir.join(name);
+                std::fs::copy(src, &to)
+                    .map_err(|e| TargetError::io(format!("copy {}", src.display()), e))?;
+                nix::unistd::chown(&to, Some(owner.uid), Some(owner.gid)).map_err(|e| {
+                    TargetError::io(format!("chown {} to {EXIM_USER}", to.display()), e.into())
+                })?;
+                settings.insert(option.into(), to.display().to_string());
+            }
+            if !spec
+                .set
+                .iter()
+                .chain(&spec.sets)
+                .any(|(k, _)| k == "tls_advertise_hosts")
+            {
+                settings.insert("tls_advertise_hosts".into(), "*".into());
+            }
+        }
 
         // The knobs that are not main options: retry rules, -q, the transport.
         let time = |k: Knob| {
@@ -547,7 +578,10 @@ fn effective_knobs(
         Knob::RetryMin,
         min.zip(max).map(|(a, b)| Value::Time(a.min(b))),
     );
-    put(Knob::RetryMax, max.map(Value::Time));
+    // A retry that is due waits for the next queue run (-q): the longest
+    // gap between attempts is the retry interval plus the queue-run interval.
+    let run = exim_time(queue_run).unwrap_or_default();
+    put(Knob::RetryMax, max.map(|m| Value::Time(m + run)));
     put(Knob::QueueRun, t(Some(queue_run)));
     put(Knob::ConnectTimeout, t(Some(connect_timeout)));
     // A list of times: the first warning comes after the first.
@@ -829,7 +863,8 @@ mod tests {
         let k = effective_knobs(&s, "1s", "30s", "8s", "1s", "2s");
         let secs = |n| Some(Value::Time(Duration::from_secs(n)));
         assert_eq!(k.get(&Knob::RetryMin).copied(), secs(1));
-        assert_eq!(k.get(&Knob::RetryMax).copied(), secs(2));
+        // The 2 s retry interval, then up to one 1 s queue-run interval.
+        assert_eq!(k.get(&Knob::RetryMax).copied(), secs(3));
         // Frozen messages go after 5 s, before the 30 s cutoff.
         assert_eq!(k.get(&Knob::QueueLifetime).copied(), secs(5));
         assert_eq!(k.get(&Knob::BounceLifetime).copied(), secs(5));

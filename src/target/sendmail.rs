@@ -85,6 +85,13 @@ fn option(knob: Knob) -> Option<&'static str> {
     }
 }
 
+/// Options every instance starts with (`--set` and the scenario may change them).
+/// Sendmail's load-average limits (QueueLA 8, RefuseLA 12 per CPU) count the
+/// whole machine: on a busy host it stopped accepting mid-run ("rejecting
+/// connections on daemon MTA: load average: 24") and every session waiting
+/// for a greeting failed. The lab's verdicts must not depend on the host's load.
+const LAB_DEFAULTS: &[(&str, &str)] = &[("QueueLA", "10000"), ("RefuseLA", "10000")];
+
 /// Sendmail's values for the knob options when neither the stock .mc nor anything else sets them.
 const STOCK: &[(&str, &str)] = &[
     ("Timeout.queuereturn", "5d"),
@@ -349,6 +356,9 @@ impl Sendmail {
         // Layers, last wins: the lab's fast timers, --set, the scenario's
         // knobs, the scenario's raw settings.
         let mut opts = Options::default();
+        for (k, v) in LAB_DEFAULTS {
+            opts.put(k, v.to_string());
+        }
         let mut queue_run = None;
         let knob_layer = |opts: &mut Options,
                           queue_run: &mut Option<Duration>,
@@ -395,6 +405,31 @@ impl Sendmail {
         }
         let interval = Duration::from_secs(ceil_secs(interval).max(1));
 
+        // STARTTLS with the lab's per-run certificate (Sendmail wants its
+        // key readable by its owner only, and refuses TLS without a CA path
+        // and file: "STARTTLS: CACertPath missing"; it verifies no client).
+        if let Some(tls) = &spec.tls {
+            let tls_dir = dir.join("tls");
+            std::fs::create_dir_all(&tls_dir)
+                .map_err(|e| TargetError::io(format!("create {}", tls_dir.display()), e))?;
+            for (src, name, option) in [
+                (&tls.cert_file, "cert.pem", "ServerCertFile"),
+                (&tls.key_file, "key.pem", "ServerKeyFile"),
+                (&tls.cert_file, "cert.pem", "CACertFile"),
+            ] {
+                let to = tls_dir.join(name);
+                std::fs::copy(src, &to)
+                    .map_err(|e| TargetError::io(format!("copy {}", src.display()), e))?;
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .map_err(|e| TargetError::io(format!("chmod {}", to.display()), e))?;
+                if opts.get(option).is_none() {
+                    opts.put(option, to.display().to_string());
+                }
+            }
+            if opts.get("CACertPath").is_none() {
+                opts.put("CACertPath", tls_dir.display().to_string());
+            }
+        }
         let mut cf = cf_text;
         cf.push_str("\n# mtaspec: knobs and settings (later lines win)\n");
         for (k, v) in &opts.0 {
