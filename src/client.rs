@@ -10,7 +10,7 @@
 use crate::run::observe::{Injection, Line, Recorder};
 use crate::smtp::reply::{Reply, ReplyLimits, ReplyReader};
 use crate::suite::MessageSpec;
-use crate::target::Submission;
+use crate::target::{ClientGate, Submission};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,6 +88,8 @@ struct Conn<'a> {
     replies: ReplyReader,
     rec: &'a Recorder,
     transcript: Vec<Line>,
+    /// The place at the instance's client gate, given back at the greeting.
+    gate: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The connection, before and after STARTTLS.
@@ -187,11 +189,17 @@ pub async fn inject(
     rec: &Recorder,
     deadline: tokio::time::Instant,
     submission: Option<&Submission>,
+    gate: &ClientGate,
 ) -> Injection {
     let at = rec.now();
     let mut accepted = false;
     let mut transcript = Vec::new();
-    let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target));
+    // The gate and the connection both count against the deadline.
+    let connect = async {
+        let permit = gate.enter().await;
+        let c = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await;
+        c.map(|r| r.map(|s| (s, permit)))
+    };
     let error = match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => Some("the scenario's deadline passed while connecting to the target".into()),
         Ok(Err(_)) => Some(format!(
@@ -199,12 +207,13 @@ pub async fn inject(
             CONNECT_TIMEOUT.as_secs()
         )),
         Ok(Ok(Err(e))) => Some(format!("cannot connect to the target at {target}: {e}")),
-        Ok(Ok(Ok(stream))) => {
+        Ok(Ok(Ok((stream, permit)))) => {
             let mut c = Conn {
                 stream: Stream::Plain(stream),
                 replies: ReplyReader::default(),
                 rec,
                 transcript: Vec::new(),
+                gate: permit,
             };
             let r = tokio::time::timeout_at(deadline, dialogue(&mut c, msg, submission)).await;
             transcript = std::mem::take(&mut c.transcript);
@@ -275,7 +284,9 @@ async fn dialogue(
     msg: &Outgoing,
     submission: Option<&Submission>,
 ) -> Result<bool, String> {
-    if c.reply().await?.class() != 2 {
+    let greeting = c.reply().await;
+    c.gate = None;
+    if greeting?.class() != 2 {
         return Ok(false);
     }
     if c.send("EHLO client.test").await?.class() != 2 {

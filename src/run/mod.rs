@@ -686,6 +686,7 @@ pub async fn run_one(
         let smtp = target.smtp_addr();
         let deadline = tokio::time::Instant::from_std(rec.start + sc.deadline);
         let submission = target.submission();
+        let gate = target.client_gate();
         for (n, m) in sc.messages.iter().enumerate() {
             let from = if m.from.is_empty() {
                 String::new()
@@ -697,7 +698,8 @@ pub async fn run_one(
             match client::compose(m, &from, header_from.as_deref(), &to) {
                 Ok(out) => {
                     let inj =
-                        client::inject(smtp, &out, n, &rec, deadline, submission.as_ref()).await;
+                        client::inject(smtp, &out, n, &rec, deadline, submission.as_ref(), &gate)
+                            .await;
                     rec.update(|o| o.injections.push(inj));
                 }
                 Err(e) => {
@@ -716,6 +718,7 @@ pub async fn run_one(
             Some(services.tls.client.clone()),
             &target.hostname(),
             &rec,
+            &target.client_gate(),
         )
         .await;
     }

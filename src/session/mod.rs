@@ -34,6 +34,7 @@ pub async fn run_all(
     tls: Option<Arc<rustls::ClientConfig>>,
     server_name: &str,
     rec: &Recorder,
+    gate: &crate::target::ClientGate,
 ) {
     for (n, spec) in sc.sessions.iter().enumerate() {
         let cx = raw::Ctx {
@@ -43,6 +44,7 @@ pub async fn run_all(
             server_name: server_name.to_string(),
             scope,
             rec,
+            gate,
         };
         let r = raw::run(n, spec, &cx).await;
         rec.update(|o| o.raw_sessions.push(r));

@@ -38,6 +38,8 @@ pub struct Ctx<'a> {
     pub server_name: String,
     pub scope: &'a Scope,
     pub rec: &'a Recorder,
+    /// The instance's cap on connections not yet greeted.
+    pub gate: &'a crate::target::ClientGate,
 }
 
 enum Stream {
@@ -301,6 +303,8 @@ pub async fn run(n: usize, spec: &SessionSpec, cx: &Ctx<'_>) -> RawSession {
         messages: Vec::new(),
         error: None,
     };
+    // Held until the first expected reply (the greeting) has been read.
+    let mut permit = cx.gate.enter().await;
     let tcp = match connect(cx).await {
         Ok(s) => s,
         Err(e) => {
@@ -373,8 +377,12 @@ pub async fn run(n: usize, spec: &SessionSpec, cx: &Ctx<'_>) -> RawSession {
                 }
             }
         };
+        if matches!(step.kind, StepKind::Expect(_)) {
+            permit = None;
+        }
         out.outcomes.push(outcome);
     }
+    drop(permit);
     s.finish().await;
     if let Some(msg) = data {
         out.messages.push(SentMessage {
@@ -423,6 +431,7 @@ mod tests {
         };
         let scope = Scope::new(0);
         let rec = Recorder::default();
+        let gate = crate::target::ClientGate::capped(1);
         let cx = Ctx {
             target,
             from: Ipv4Addr::LOCALHOST,
@@ -430,9 +439,12 @@ mod tests {
             server_name: "mta.target.test".into(),
             scope: &scope,
             rec: &rec,
+            gate: &gate,
         };
         let r = run(0, &spec, &cx).await;
         server.abort();
+        // The session gave its place at the gate back.
+        assert!(gate.enter().await.is_some());
         r
     }
 

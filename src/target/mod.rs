@@ -162,6 +162,42 @@ pub trait Instance: Send + Sync + std::fmt::Debug {
     fn submission(&self) -> Option<Submission> {
         None
     }
+    /// The cap on the harness's client connections to this instance that
+    /// have not been greeted yet (default: none). An MTA with a small
+    /// compiled-in listen backlog drops the handshake's last ACK when many
+    /// clients connect at once; the client then waits seconds (SYN-ACK
+    /// retransmits at 1, 3, 7 s) for a greeting that says nothing about SMTP.
+    fn client_gate(&self) -> ClientGate {
+        ClientGate::open()
+    }
+}
+
+/// Caps how many client connections to one instance may be between
+/// `connect` and the target's first reply at once. Clones share the cap.
+#[derive(Clone, Debug, Default)]
+pub struct ClientGate(Option<std::sync::Arc<tokio::sync::Semaphore>>);
+
+impl ClientGate {
+    /// No cap.
+    pub fn open() -> ClientGate {
+        ClientGate(None)
+    }
+
+    /// At most `n` (at least 1) connections waiting for their greeting at once.
+    pub fn capped(n: usize) -> ClientGate {
+        ClientGate(Some(std::sync::Arc::new(tokio::sync::Semaphore::new(
+            n.max(1),
+        ))))
+    }
+
+    /// Wait for a place; hold the permit until the first reply came (or the
+    /// connection failed). `None` when there is no cap.
+    pub async fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.0 {
+            None => None,
+            Some(s) => s.clone().acquire_owned().await.ok(),
+        }
+    }
 }
 
 /// STARTTLS with a client configuration that trusts the instance's
@@ -315,5 +351,27 @@ impl TargetOptions {
                 Ok((k.to_string(), v.trim().to_string()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::ClientGate;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_capped_gate_holds_clients_back_until_a_place_is_free() {
+        let gate = ClientGate::capped(1);
+        let first = gate.enter().await;
+        assert!(first.is_some());
+        let waiting = tokio::time::timeout(Duration::from_millis(50), gate.enter());
+        assert!(
+            waiting.await.is_err(),
+            "a second client got past a cap of 1"
+        );
+        drop(first);
+        let later = tokio::time::timeout(Duration::from_millis(50), gate.enter()).await;
+        assert!(matches!(later, Ok(Some(_))));
+        assert!(ClientGate::open().enter().await.is_none());
     }
 }

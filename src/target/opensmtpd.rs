@@ -13,7 +13,7 @@
 //! each deferred envelope once `retry_min` has passed since its last attempt.
 
 use super::knobs::{Knob, Knobs, Value};
-use super::{Instance, Mta, Queued, Spec, Support, TargetError};
+use super::{ClientGate, Instance, Mta, Queued, Spec, Support, TargetError};
 use crate::lab;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
@@ -424,6 +424,12 @@ impl Mounts {
     }
 }
 
+/// How many harness clients may wait for OpenSMTPD's greeting at once.
+/// smtpd listens with a small compiled-in backlog (`SMTPD_BACKLOG`); with
+/// ~100 clients connecting together the kernel dropped handshakes and some
+/// greetings came 10 s late (SYN-ACK retransmits at 1, 3, 7 s).
+const CLIENTS_AT_ONCE: usize = 4;
+
 /// A running private OpenSMTPD instance.
 #[derive(Debug)]
 pub struct OpenSmtpd {
@@ -437,6 +443,8 @@ pub struct OpenSmtpd {
     settings: BTreeMap<String, String>,
     knobs: Knobs,
     started: Duration,
+    /// Shared by every client connection the harness opens to this instance.
+    gate: ClientGate,
 }
 
 impl OpenSmtpd {
@@ -551,6 +559,7 @@ impl OpenSmtpd {
             }
         };
         let mut inst = OpenSmtpd {
+            gate: ClientGate::capped(CLIENTS_AT_ONCE),
             dir,
             listen,
             mounts,
@@ -889,6 +898,10 @@ fn retry_loop(mounts: &Mounts, retry_min: Duration, stop: &mpsc::Receiver<()>, l
 }
 
 impl Instance for OpenSmtpd {
+    fn client_gate(&self) -> ClientGate {
+        self.gate.clone()
+    }
+
     fn mta(&self) -> &'static str {
         "opensmtpd"
     }
