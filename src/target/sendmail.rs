@@ -28,7 +28,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MC: &str = include_str!("sendmail/mta.mc");
@@ -291,6 +291,8 @@ pub struct Sendmail {
     listen: Ipv4Addr,
     /// `unshare`, whose child (PID 1 of the instance's PID namespace) is the daemon.
     daemon: Option<Child>,
+    /// The thread that forked `daemon` (see [`spawn_kept`]).
+    keeper: Option<Keeper>,
     /// Queue runs started by flush(), each in its own PID namespace.
     flushes: Mutex<Vec<Child>>,
     syslog: Option<Syslog>,
@@ -509,14 +511,14 @@ impl Sendmail {
             .stdin(Stdio::null())
             .stdout(out.try_clone().map_err(|e| TargetError::io("dup log", e))?)
             .stderr(out);
-        let daemon = cmd
-            .spawn()
+        let (daemon, keeper) = spawn_kept(cmd)
             .map_err(|e| TargetError::io(format!("start {}", binary().display()), e))?;
         let mut sm = Sendmail {
             dir,
             cf: cf_path,
             listen,
             daemon: Some(daemon),
+            keeper: Some(keeper),
             flushes: Mutex::new(Vec::new()),
             syslog: Some(syslog),
             settings,
@@ -547,6 +549,9 @@ impl Sendmail {
         if let Some(d) = self.daemon.take() {
             stop_namespace(d, grace);
         }
+        if let Some(k) = self.keeper.take() {
+            k.release();
+        }
         let flushes = std::mem::take(&mut *self.flushes.lock().unwrap_or_else(|p| p.into_inner()));
         for f in flushes {
             stop_namespace(f, Duration::ZERO);
@@ -555,6 +560,46 @@ impl Sendmail {
             s.stop();
         }
     }
+}
+
+/// The thread that forked a child and lives until [`Keeper::release`]:
+/// PR_SET_PDEATHSIG fires when the forking *thread* ends, and the async
+/// runtime's blocking threads end after 10 s idle. Started from one of them,
+/// the daemon was killed ~10 s into every run (retries stopped after 3-6
+/// attempts, nothing in Sendmail's log).
+#[derive(Debug)]
+struct Keeper {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Keeper {
+    /// Let the thread end (after the child is gone).
+    fn release(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Spawn `cmd` from a thread of its own that lives until the keeper is released.
+fn spawn_kept(mut cmd: Command) -> std::io::Result<(Child, Keeper)> {
+    let (child_tx, child_rx) = mpsc::channel();
+    let (stop, stop_rx) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("sendmail-daemon".into())
+        .spawn(move || {
+            let spawned = cmd.spawn();
+            let ok = spawned.is_ok();
+            let _ = child_tx.send(spawned);
+            if ok {
+                // Returns when the sender is dropped.
+                let _ = stop_rx.recv();
+            }
+        })?;
+    let child = child_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawning thread ended"))??;
+    Ok((child, Keeper { stop, thread }))
 }
 
 /// `unshare --pid --fork --kill-child`, started in a new mount namespace in
