@@ -185,7 +185,14 @@ pub fn unsupported(sc: &Scenario, mta: &dyn Mta) -> Option<String> {
         Support::Yes => None,
         Support::No(why) => Some(format!("{} cannot set `{k}`: {why}", mta.name())),
     });
-    knob.or_else(|| {
+    let sessions = || match mta.relays_unauthenticated() {
+        Support::No(why) if !sc.sessions.is_empty() => Some(format!(
+            "{} cannot run the scenario's client sessions: {why}",
+            mta.name()
+        )),
+        _ => None,
+    };
+    knob.or_else(sessions).or_else(|| {
         (!sc.target_sets.is_empty() && !sc.target_sets.contains_key(mta.name())).then(|| {
             let given: Vec<String> = sc
                 .target_sets

@@ -797,3 +797,19 @@ fn names_in_raw_settings_are_scoped_like_the_scenario() {
         "regexp:{{/x/ REDIRECT a@b.s7.test}}"
     );
 }
+
+#[test]
+fn sessions_are_unsupported_on_a_target_that_relays_only_for_authenticated_clients() {
+    let with_session = parse_scenario(
+        Path::new("suites/x/0005-t.toml"),
+        "title = \"t\"\nrule = \"r\"\nrfc = \"RFC 5321\"\nstrength = \"MUST\"\n\
+         [[session]]\nscript = '''\n< 220\n> QUIT\n< 221\n'''\n",
+    )
+    .unwrap();
+    let why = unsupported(&with_session, &crate::target::chasquid::CHASQUID)
+        .expect("unsupported on chasquid");
+    assert!(why.contains("503 5.7.1 Relay not allowed"), "{why}");
+    assert_eq!(unsupported(&with_session, &NoRetryKnobs), None);
+    let plain = scenario("[[expect]]\ncontacted = \"mx\"\n");
+    assert_eq!(unsupported(&plain, &crate::target::chasquid::CHASQUID), None);
+}

@@ -77,6 +77,12 @@ pub trait Mta: Sync {
     fn runs_in_containers(&self) -> bool {
         false
     }
+    /// Whether it relays for a client that has not authenticated (the raw
+    /// `[[session]]` scripts connect as one); `No(why)` makes scenarios with
+    /// sessions UNSUPPORTED on it.
+    fn relays_unauthenticated(&self) -> Support {
+        Support::Yes
+    }
 }
 
 /// The user's image, run by a container engine inside the lab's network.
