@@ -178,6 +178,25 @@ pub fn scope_names(v: &str, scope: &Scope) -> String {
     out
 }
 
+/// Whether the scenario's client sessions need the target to take mail
+/// from an unauthenticated client: a session names a recipient (`RCPT TO`)
+/// or starts TLS, or the scenario expects what the sessions relayed.
+/// Sessions that only probe replies to other commands do not.
+pub fn sessions_need_relay(sc: &Scenario) -> bool {
+    use crate::suite::session::{SessionExpect, StepKind};
+    let names_recipient = |b: &[u8]| b.windows(7).any(|w| w.eq_ignore_ascii_case(b"RCPT TO"));
+    sc.sessions.iter().any(|s| {
+        s.steps.iter().any(|st| match &st.kind {
+            StepKind::StartTls => true,
+            StepKind::Send { bytes, .. } => names_recipient(bytes),
+            _ => false,
+        })
+    }) || sc
+        .expects
+        .iter()
+        .any(|e| matches!(e, crate::suite::Expect::Session(SessionExpect::Relayed(_))))
+}
+
 /// Why `mta` cannot run `sc`: a knob the scenario needs that it cannot set,
 /// or raw settings the scenario needs that it gives only for other targets.
 pub fn unsupported(sc: &Scenario, mta: &dyn Mta) -> Option<String> {
@@ -186,7 +205,7 @@ pub fn unsupported(sc: &Scenario, mta: &dyn Mta) -> Option<String> {
         Support::No(why) => Some(format!("{} cannot set `{k}`: {why}", mta.name())),
     });
     let sessions = || match mta.relays_unauthenticated() {
-        Support::No(why) if !sc.sessions.is_empty() => Some(format!(
+        Support::No(why) if sessions_need_relay(sc) => Some(format!(
             "{} cannot run the scenario's client sessions: {why}",
             mta.name()
         )),

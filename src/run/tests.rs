@@ -803,13 +803,26 @@ fn sessions_are_unsupported_on_a_target_that_relays_only_for_authenticated_clien
     let with_session = parse_scenario(
         Path::new("suites/x/0005-t.toml"),
         "title = \"t\"\nrule = \"r\"\nrfc = \"RFC 5321\"\nstrength = \"MUST\"\n\
-         [[session]]\nscript = '''\n< 220\n> QUIT\n< 221\n'''\n",
+         [[session]]\nscript = '''\n< 220\n> RCPT TO:<b@dest.test>\n< 503\n'''\n",
     )
     .unwrap();
     let why = unsupported(&with_session, &crate::target::chasquid::CHASQUID)
         .expect("unsupported on chasquid");
     assert!(why.contains("503 5.7.1 Relay not allowed"), "{why}");
     assert_eq!(unsupported(&with_session, &NoRetryKnobs), None);
+    let probe = parse_scenario(
+        Path::new("suites/x/0006-t.toml"),
+        "title = \"t\"\nrule = \"r\"\nrfc = \"RFC 5321\"\nstrength = \"MUST\"\n\
+         [[session]]\nscript = '''\n< 220\n> NOOP\n< 250\n'''\n",
+    )
+    .unwrap();
+    assert_eq!(
+        unsupported(&probe, &crate::target::chasquid::CHASQUID),
+        None
+    );
     let plain = scenario("[[expect]]\ncontacted = \"mx\"\n");
-    assert_eq!(unsupported(&plain, &crate::target::chasquid::CHASQUID), None);
+    assert_eq!(
+        unsupported(&plain, &crate::target::chasquid::CHASQUID),
+        None
+    );
 }

@@ -124,8 +124,8 @@ impl Mta for ChasquidMta {
     fn relays_unauthenticated(&self) -> Support {
         Support::No(
             "chasquid relays only for its own authenticated users: an unauthenticated \
-             session's RCPT TO another domain gets `503 5.7.1 Relay not allowed`, and its \
-             per-run certificate is its own, not the lab's",
+             session's RCPT TO another domain gets `503 5.7.1 Relay not allowed`, and the \
+             session client does not trust its own certificate",
         )
     }
 
