@@ -678,8 +678,12 @@ fn in_lab(
             return ExitCode::from(2);
         }
     };
+    // Targets start their daemons from blocking threads with
+    // PR_SET_PDEATHSIG, which fires when the forking *thread* ends: keep
+    // idle blocking threads (default: 10 s) for as long as a run can last.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(7 * 24 * 3600))
         .build()
     {
         Ok(rt) => rt,
