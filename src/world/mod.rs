@@ -10,8 +10,8 @@ use crate::suite::{RecordData, Scenario};
 use fake_dns::{FaultRule, QType, Record, Zone};
 use std::net::Ipv4Addr;
 
-/// `n` in base 36 (0-9, a-z): scenario labels stay short (`s6ap`, not
-/// `s8089`), so length-limit scenarios keep their margin in a matrix run.
+/// `n` in base 36 (0-9, a-z): scenario labels stay short (`s699`, not
+/// `s8109`), so length-limit scenarios keep their margin in a matrix run.
 fn base36(mut n: usize) -> String {
     let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
@@ -220,7 +220,7 @@ mod label_tests {
         assert_eq!(Scope::new(0).label, "s0");
         assert_eq!(Scope::new(35).label, "sz");
         assert_eq!(Scope::new(36).label, "s10");
-        assert_eq!(Scope::new(8109).label, "s697");
+        assert_eq!(Scope::new(8109).label, "s699");
         assert_eq!(Scope::with_nonce(3, Some("1a2b")).label, "s3-1a2b");
     }
 }
