@@ -14,6 +14,7 @@ pub mod lab;
 pub mod report;
 pub mod rfc;
 pub mod run;
+pub mod sessfuzz;
 pub mod smtp;
 pub mod suite;
 pub mod target;

@@ -445,6 +445,10 @@ impl Instance for Postfix {
         )
     }
 
+    fn log_files(&self) -> Vec<PathBuf> {
+        vec![self.dir.join("maillog"), self.dir.join("master.out")]
+    }
+
     fn startup_time(&self) -> Duration {
         self.started
     }
