@@ -470,7 +470,10 @@ fn fuzz(args: FuzzArgs) -> ExitCode {
     let relaxed = crate::sessfuzz::lab::relaxed_settings(mta.name());
     if !relaxed.is_empty() {
         let list: Vec<String> = relaxed.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        errln!("fuzz: the target's defences against misbehaving clients are relaxed (--set wins): {}", list.join(" "));
+        errln!(
+            "fuzz: the target's defences against misbehaving clients are relaxed (--set wins): {}",
+            list.join(" ")
+        );
     }
     let opts = TargetOptions {
         sets: relaxed.into_iter().chain(user).collect(),
@@ -563,7 +566,9 @@ fn fuzz(args: FuzzArgs) -> ExitCode {
                     f.violation.invariant.strength(),
                     f.violation.invariant.rfc(),
                     crate::sessfuzz::unscope(&f.violation.detail),
-                    path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(not written)".into())
+                    path.as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "(not written)".into())
                 );
             }
             if report.findings.is_empty() {

@@ -172,10 +172,15 @@ pub async fn run(case: &Case, target: SocketAddr, from: Option<Ipv4Addr>, waits:
     r.trace
 }
 
-async fn connect(target: SocketAddr, from: Option<Ipv4Addr>, wait: Duration) -> Result<TcpStream, String> {
+async fn connect(
+    target: SocketAddr,
+    from: Option<Ipv4Addr>,
+    wait: Duration,
+) -> Result<TcpStream, String> {
     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     if let Some(a) = from {
-        sock.bind(SocketAddr::from((a, 0))).map_err(|e| format!("bind {a}: {e}"))?;
+        sock.bind(SocketAddr::from((a, 0)))
+            .map_err(|e| format!("bind {a}: {e}"))?;
     }
     match tokio::time::timeout(wait, sock.connect(target)).await {
         Ok(Ok(s)) => {
@@ -184,7 +189,10 @@ async fn connect(target: SocketAddr, from: Option<Ipv4Addr>, wait: Duration) -> 
             Ok(s)
         }
         Ok(Err(e)) => Err(format!("connect to {target}: {e}")),
-        Err(_) => Err(format!("connect to {target}: no answer within {} s", wait.as_secs())),
+        Err(_) => Err(format!(
+            "connect to {target}: no answer within {} s",
+            wait.as_secs()
+        )),
     }
 }
 
@@ -204,7 +212,12 @@ fn rcpt_addr(line: &[u8]) -> String {
     let rest = rest.trim_end_matches(['\r', '\n']).trim_start();
     match rest.strip_prefix('<') {
         // Inside brackets a space is no end (`<a @b.test>` is `a@b.test` to Postfix).
-        Some(r) => r.split('>').next().unwrap_or("").split_whitespace().collect(),
+        Some(r) => r
+            .split('>')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect(),
         None => rest.split(' ').next().unwrap_or("").to_string(),
     }
 }
@@ -217,7 +230,12 @@ impl Runner {
     fn violate_at(&mut self, invariant: Invariant, detail: String, before: bool) {
         let step = (self.step > 0).then(|| self.step - 1);
         let reply = Some(self.trace.codes.len().saturating_sub(1));
-        if !self.trace.violations.iter().any(|v| v.invariant == invariant) {
+        if !self
+            .trace
+            .violations
+            .iter()
+            .any(|v| v.invariant == invariant)
+        {
             self.trace.violations.push(Violation {
                 invariant,
                 step,
@@ -285,7 +303,9 @@ impl Runner {
             let end = if all.starts_with(b".\r\n") {
                 Some(0)
             } else {
-                all.windows(5).position(|w| w == b"\r\n.\r\n").map(|p| p + 2)
+                all.windows(5)
+                    .position(|w| w == b"\r\n.\r\n")
+                    .map(|p| p + 2)
             };
             match end {
                 Some(p) => {
@@ -360,13 +380,19 @@ impl Runner {
         }
         let d = [self.data.as_slice(), self.input.as_slice()].concat();
         (0..d.len().saturating_sub(2)).any(|i| {
-            d[i] == b'\n' && d[i + 1] == b'.' && matches!(d[i + 2], b'\r' | b'\n') && (i == 0 || d[i - 1] != b'\r' || d[i + 2] == b'\n')
+            d[i] == b'\n'
+                && d[i + 1] == b'.'
+                && matches!(d[i + 2], b'\r' | b'\n')
+                && (i == 0 || d[i - 1] != b'\r' || d[i + 2] == b'\n')
         })
     }
 
     fn closed_check(&mut self, when: &str, before: bool) {
         if !matches!(self.last_code, Some(221 | 421)) {
-            let last = self.last_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into());
+            let last = self
+                .last_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none".into());
             self.violate_at(
                 Invariant::CloseAnnounced,
                 format!("the target closed the connection {when} without 221 or 421 (last reply: {last})"),
@@ -379,7 +405,9 @@ impl Runner {
     async fn answer(&mut self, u: Unit) -> bool {
         let what = match &u {
             Unit::Greeting => "the greeting".to_string(),
-            Unit::Command { line, .. } => format!("`{}`", super::escape(&line[..line.len().min(80)])),
+            Unit::Command { line, .. } => {
+                format!("`{}`", super::escape(&line[..line.len().min(80)]))
+            }
             Unit::EndOfData => "the end of data".to_string(),
         };
         let got = self.reply().await;
@@ -396,7 +424,10 @@ impl Runner {
                     Unit::Command { strict: false, .. } => self.trace.desync = true,
                     _ => self.violate(
                         Invariant::OneReplyPerCommand,
-                        format!("no reply to {what} within {} ms", self.waits.reply.as_millis()),
+                        format!(
+                            "no reply to {what} within {} ms",
+                            self.waits.reply.as_millis()
+                        ),
                     ),
                 }
                 self.trace.end = "timeout";
@@ -452,7 +483,12 @@ impl Runner {
     fn record_message(&mut self, content: Vec<u8>, code: u16) {
         let id = content
             .strip_prefix(b"X-Fuzz-Id: ")
-            .map(|r| r.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-').copied().collect::<Vec<u8>>())
+            .map(|r| {
+                r.iter()
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-')
+                    .copied()
+                    .collect::<Vec<u8>>()
+            })
             .map(|v| String::from_utf8_lossy(&v).to_string());
         self.trace.messages.push(Msg {
             id,
@@ -488,7 +524,10 @@ impl Runner {
                             return Got::Reply(code, lines);
                         }
                         if lines.len() >= MAX_LINES {
-                            self.violate(Invariant::ReplySyntax, format!("a reply of more than {MAX_LINES} lines"));
+                            self.violate(
+                                Invariant::ReplySyntax,
+                                format!("a reply of more than {MAX_LINES} lines"),
+                            );
                             return Got::Bad;
                         }
                         continue;
@@ -500,7 +539,10 @@ impl Runner {
                 }
             }
             if self.rbuf.len() > MAX_LINE {
-                self.violate(Invariant::ReplySyntax, format!("a reply line longer than {MAX_LINE} octets"));
+                self.violate(
+                    Invariant::ReplySyntax,
+                    format!("a reply line longer than {MAX_LINE} octets"),
+                );
                 return Got::Bad;
             }
             if self.eof {
@@ -547,7 +589,9 @@ impl Runner {
             let shown = super::escape(&self.rbuf[..self.rbuf.len().min(120)]);
             self.violate_at(
                 Invariant::OneReplyPerCommand,
-                format!("after the last reply the target sent `{shown}`, although nothing was asked"),
+                format!(
+                    "after the last reply the target sent `{shown}`, although nothing was asked"
+                ),
                 true,
             );
         }
@@ -560,7 +604,10 @@ mod tests {
 
     #[test]
     fn recipients_are_read_from_rcpt_lines() {
-        assert_eq!(rcpt_addr(b"RCPT TO:<a@b.test> NOTIFY=NEVER\r\n"), "a@b.test");
+        assert_eq!(
+            rcpt_addr(b"RCPT TO:<a@b.test> NOTIFY=NEVER\r\n"),
+            "a@b.test"
+        );
         assert_eq!(rcpt_addr(b"RCPT TO: a@b.test\r\n"), "a@b.test");
         assert_eq!(rcpt_addr(b"RCPT TO: a@b.test>\r\n"), "a@b.test");
         assert_eq!(rcpt_addr(b"RCPT TO:< a@b.test> X\r\n"), "a@b.test");

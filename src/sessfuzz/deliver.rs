@@ -23,7 +23,10 @@ pub fn fuzz_id(data: &[u8]) -> Option<String> {
     let key = b"X-Fuzz-Id: ";
     let p = data.windows(key.len()).position(|w| w == key)?;
     // Only in the header (bounces carry the original further down).
-    let head_end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(data.len());
+    let head_end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(data.len());
     if p > head_end {
         return None;
     }
@@ -43,7 +46,9 @@ pub fn followable(addr: &str, dest: &str) -> bool {
     };
     !lp.is_empty()
         && lp.len() <= 64
-        && lp.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-_".contains(&b))
+        && lp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-_".contains(&b))
         && dom.eq_ignore_ascii_case(dest)
 }
 
@@ -74,7 +79,8 @@ fn lines(b: &[u8], unstuff: bool) -> Vec<Vec<u8>> {
 fn field_name(l: &[u8]) -> Option<String> {
     let p = l.iter().position(|&b| b == b':')?;
     let n = &l[..p];
-    (!n.is_empty() && n.iter().all(|b| b.is_ascii_graphic())).then(|| String::from_utf8_lossy(n).to_ascii_lowercase())
+    (!n.is_empty() && n.iter().all(|b| b.is_ascii_graphic()))
+        .then(|| String::from_utf8_lossy(n).to_ascii_lowercase())
 }
 
 /// `received` with what the target adds set aside, to compare with `sent`.
@@ -100,7 +106,8 @@ fn strip_added(received: Vec<Vec<u8>>, sent: &[Vec<u8>]) -> Vec<Vec<u8>> {
             skipping = false;
             if let Some(n) = field_name(&l) {
                 let added = (top && n == "received")
-                    || (matches!(n.as_str(), "message-id" | "date" | "return-path") && !sent_names.contains(&n));
+                    || (matches!(n.as_str(), "message-id" | "date" | "return-path")
+                        && !sent_names.contains(&n));
                 if added {
                     skipping = true;
                     continue;
@@ -122,7 +129,11 @@ pub fn same_content(sent: &[u8], arrived: &[u8]) -> Result<(), String> {
     if s == a {
         return Ok(());
     }
-    let k = s.iter().zip(&a).position(|(x, y)| x != y).unwrap_or(s.len().min(a.len()));
+    let k = s
+        .iter()
+        .zip(&a)
+        .position(|(x, y)| x != y)
+        .unwrap_or(s.len().min(a.len()));
     let show = |v: &[Vec<u8>]| {
         v.get(k)
             .map(|l| super::escape(&l[..l.len().min(80)]))
@@ -140,7 +151,12 @@ pub fn same_content(sent: &[u8], arrived: &[u8]) -> Result<(), String> {
 
 /// Judge one message of a session against what arrived for its id so far.
 /// `final_` is set at its deadline: what has not arrived by then never will.
-pub fn judge(m: &Msg, arrived: &[Arrived], dest: &str, final_: bool) -> Option<Result<(), Violation>> {
+pub fn judge(
+    m: &Msg,
+    arrived: &[Arrived],
+    dest: &str,
+    final_: bool,
+) -> Option<Result<(), Violation>> {
     let v = |invariant, detail| {
         Err(Violation {
             invariant,
@@ -151,16 +167,31 @@ pub fn judge(m: &Msg, arrived: &[Arrived], dest: &str, final_: bool) -> Option<R
         })
     };
     let norm = |a: &str| a.to_ascii_lowercase();
-    let want: Vec<String> = m.rcpts.iter().filter(|r| followable(r, dest)).map(|r| norm(r)).collect();
-    let got: Vec<String> = arrived.iter().flat_map(|a| a.rcpts.iter().map(|r| norm(r))).collect();
+    let want: Vec<String> = m
+        .rcpts
+        .iter()
+        .filter(|r| followable(r, dest))
+        .map(|r| norm(r))
+        .collect();
+    let got: Vec<String> = arrived
+        .iter()
+        .flat_map(|a| a.rcpts.iter().map(|r| norm(r)))
+        .collect();
     if !m.accepted() {
         if let Some(a) = arrived.first() {
-            let how = if m.code == 0 { "the session ended inside its DATA".to_string() } else { format!("end of data got {}", m.code) };
-            return Some(v(Invariant::RejectedNotDelivered, format!(
-                "message {} was not accepted ({how}) but reached the fake host for {}",
-                m.id.as_deref().unwrap_or("?"),
-                a.rcpts.join(", ")
-            )));
+            let how = if m.code == 0 {
+                "the session ended inside its DATA".to_string()
+            } else {
+                format!("end of data got {}", m.code)
+            };
+            return Some(v(
+                Invariant::RejectedNotDelivered,
+                format!(
+                    "message {} was not accepted ({how}) but reached the fake host for {}",
+                    m.id.as_deref().unwrap_or("?"),
+                    a.rcpts.join(", ")
+                ),
+            ));
         }
         return final_.then_some(Ok(()));
     }
@@ -182,11 +213,14 @@ pub fn judge(m: &Msg, arrived: &[Arrived], dest: &str, final_: bool) -> Option<R
     }
     for a in arrived {
         if let Err(e) = same_content(&m.content, &a.data) {
-            return Some(v(Invariant::AcceptedIsDelivered, format!(
-                "message {} accepted with {} arrived changed: {e}",
-                m.id.as_deref().unwrap_or("?"),
-                m.code
-            )));
+            return Some(v(
+                Invariant::AcceptedIsDelivered,
+                format!(
+                    "message {} accepted with {} arrived changed: {e}",
+                    m.id.as_deref().unwrap_or("?"),
+                    m.code
+                ),
+            ));
         }
     }
     let missing: Vec<&String> = want.iter().filter(|w| !got.contains(w)).collect();
@@ -194,12 +228,19 @@ pub fn judge(m: &Msg, arrived: &[Arrived], dest: &str, final_: bool) -> Option<R
         return Some(Ok(()));
     }
     if final_ {
-        return Some(v(Invariant::AcceptedIsDelivered, format!(
-            "message {} was accepted with {} but never reached the fake host for {}",
-            m.id.as_deref().unwrap_or("?"),
-            m.code,
-            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        )));
+        return Some(v(
+            Invariant::AcceptedIsDelivered,
+            format!(
+                "message {} was accepted with {} but never reached the fake host for {}",
+                m.id.as_deref().unwrap_or("?"),
+                m.code,
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     }
     None
 }

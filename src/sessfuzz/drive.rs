@@ -177,7 +177,10 @@ impl<'a> Fuzzer<'a> {
         let st = self.lock();
         let elapsed = self.started.elapsed();
         // Sessions per second while the workers ran (not while settling).
-        let fuzzing = st.workers_done.map(|t| t.duration_since(self.started)).unwrap_or(elapsed);
+        let fuzzing = st
+            .workers_done
+            .map(|t| t.duration_since(self.started))
+            .unwrap_or(elapsed);
         Progress {
             elapsed,
             sessions: st.sessions,
@@ -203,7 +206,11 @@ impl<'a> Fuzzer<'a> {
             st.next += 1;
             st.next - 1
         };
-        let mut r = gen::rng(self.opts.seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let mut r = gen::rng(
+            self.opts
+                .seed
+                .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        );
         let parent = {
             let mut st = self.lock();
             let len = st.corpus.len();
@@ -213,7 +220,11 @@ impl<'a> Fuzzer<'a> {
                 // Two random entries; the less picked one wins.
                 let a = gen::index(&mut r, len);
                 let b = gen::index(&mut r, len);
-                let k = if st.corpus[a].1 <= st.corpus[b].1 { a } else { b };
+                let k = if st.corpus[a].1 <= st.corpus[b].1 {
+                    a
+                } else {
+                    b
+                };
                 st.corpus[k].1 += 1;
                 Some(st.corpus[k].0.clone())
             }
@@ -274,7 +285,9 @@ impl<'a> Fuzzer<'a> {
 
     /// Past the settle time: shrink no more, give up on queued messages.
     fn hurry(&self) -> bool {
-        self.lock().workers_done.is_some_and(|t| t.elapsed() > self.settle_limit())
+        self.lock()
+            .workers_done
+            .is_some_and(|t| t.elapsed() > self.settle_limit())
     }
 
     async fn shrinker(&self) {
@@ -302,7 +315,13 @@ impl<'a> Fuzzer<'a> {
         while !self.done() {
             let names = self.world.names();
             let (n, case) = self.next_case(&names);
-            let trace = client::run(&case, self.world.target(), self.world.from(), self.opts.waits).await;
+            let trace = client::run(
+                &case,
+                self.world.target(),
+                self.world.from(),
+                self.opts.waits,
+            )
+            .await;
             self.record(n, case, trace, &names).await;
         }
     }
@@ -318,7 +337,10 @@ impl<'a> Fuzzer<'a> {
             if trace.desync {
                 st.desync += 1;
             }
-            if st.signatures.insert(sig.clone()) && st.corpus.len() < CORPUS_MAX && trace.violations.is_empty() {
+            if st.signatures.insert(sig.clone())
+                && st.corpus.len() < CORPUS_MAX
+                && trace.violations.is_empty()
+            {
                 st.corpus.push((case.clone(), 0));
             }
             st.recent.push_back(case.clone());
@@ -326,8 +348,10 @@ impl<'a> Fuzzer<'a> {
                 st.recent.pop_front();
             }
             let deadline = Instant::now() + self.opts.delivery_wait;
-            // After a desync the runner cannot say which message the target took.
-            for m in trace.messages.iter().filter(|_| !trace.desync) {
+            // After a desync, or once the replies broke the protocol, the
+            // runner cannot say which message the target took.
+            let judged = !trace.desync && trace.violations.is_empty();
+            for m in trace.messages.iter().filter(|_| judged) {
                 if m.id.is_some() {
                     st.pending.push(Pending {
                         msg: m.clone(),
@@ -348,10 +372,12 @@ impl<'a> Fuzzer<'a> {
                 reply: None,
                 detail: format!("the target did not take a connection: {e}"),
             };
-            self.finding(v, sig.clone(), case.clone(), trace.clone(), n).await;
+            self.finding(v, sig.clone(), case.clone(), trace.clone(), n)
+                .await;
         }
         for v in trace.violations.clone() {
-            self.finding(v, sig.clone(), case.clone(), trace.clone(), n).await;
+            self.finding(v, sig.clone(), case.clone(), trace.clone(), n)
+                .await;
         }
     }
 
@@ -391,7 +417,11 @@ impl<'a> Fuzzer<'a> {
         let shrunk_sig = trace.signature();
         let mut st = self.lock();
         let dup = shrunk_sig != sig && !st.seen_keys.insert((inv, shrunk_sig.clone()));
-        let dup = dup || st.findings.iter().any(|(f, _)| f.key() == (inv, shrunk_sig.clone()));
+        let dup = dup
+            || st
+                .findings
+                .iter()
+                .any(|(f, _)| f.key() == (inv, shrunk_sig.clone()));
         if dup {
             return;
         }
@@ -403,6 +433,7 @@ impl<'a> Fuzzer<'a> {
             original_steps,
             seed: self.opts.seed,
             session,
+            outbound: None,
         };
         let n = st.findings.len() + 1;
         let path = finding::write(&f, &self.opts.out, n).ok();
@@ -410,7 +441,12 @@ impl<'a> Fuzzer<'a> {
     }
 
     /// ddmin over the steps, each test a live session that must break the same invariant.
-    async fn shrink_session(&self, case: Case, trace: Trace, v: Violation) -> (Case, Trace, Violation) {
+    async fn shrink_session(
+        &self,
+        case: Case,
+        trace: Trace,
+        v: Violation,
+    ) -> (Case, Trace, Violation) {
         let inv = v.invariant;
         let test = |steps: Vec<gen::Step>| async move {
             let c = Case { steps };
@@ -420,7 +456,13 @@ impl<'a> Fuzzer<'a> {
         let (steps, _) = ddmin(case.steps.clone(), self.opts.shrink_budget, test).await;
         let small = Case { steps };
         // Run the result once more, so trace and case belong together.
-        let t = client::run(&small, self.world.target(), self.world.from(), self.opts.waits).await;
+        let t = client::run(
+            &small,
+            self.world.target(),
+            self.world.from(),
+            self.opts.waits,
+        )
+        .await;
         match t.violations.iter().find(|x| x.invariant == inv).cloned() {
             Some(x) => (small, t, x),
             None => (case, trace, v),
@@ -428,7 +470,12 @@ impl<'a> Fuzzer<'a> {
     }
 
     /// ddmin for the delivery invariants: each test waits for what reaches the fake hosts.
-    async fn shrink_delivery(&self, case: Case, trace: Trace, v: Violation) -> (Case, Trace, Violation) {
+    async fn shrink_delivery(
+        &self,
+        case: Case,
+        trace: Trace,
+        v: Violation,
+    ) -> (Case, Trace, Violation) {
         let inv = v.invariant;
         let budget = (self.opts.shrink_budget / 10).max(4);
         let test = |steps: Vec<gen::Step>| async move {
@@ -437,15 +484,29 @@ impl<'a> Fuzzer<'a> {
             retarget(&mut c, &names);
             gen::renumber(&mut c, &mut || self.id());
             let t = client::run(&c, self.world.target(), self.world.from(), self.opts.waits).await;
-            self.judge_now(&t, &names).await.iter().any(|x| x.invariant == inv)
+            self.judge_now(&t, &names)
+                .await
+                .iter()
+                .any(|x| x.invariant == inv)
         };
         let (steps, _) = ddmin(case.steps.clone(), budget, test).await;
         let names = self.world.names();
         let mut small = Case { steps };
         retarget(&mut small, &names);
         gen::renumber(&mut small, &mut || self.id());
-        let t = client::run(&small, self.world.target(), self.world.from(), self.opts.waits).await;
-        match self.judge_now(&t, &names).await.into_iter().find(|x| x.invariant == inv) {
+        let t = client::run(
+            &small,
+            self.world.target(),
+            self.world.from(),
+            self.opts.waits,
+        )
+        .await;
+        match self
+            .judge_now(&t, &names)
+            .await
+            .into_iter()
+            .find(|x| x.invariant == inv)
+        {
             Some(x) => (small, t, x),
             None => (case, trace, v),
         }
@@ -496,7 +557,11 @@ impl<'a> Fuzzer<'a> {
         let now = Instant::now();
         let mut st = self.lock();
         for a in got {
-            st.arrived.entry(a.id.clone()).or_insert_with(|| (now, Vec::new())).1.push(a);
+            st.arrived
+                .entry(a.id.clone())
+                .or_insert_with(|| (now, Vec::new()))
+                .1
+                .push(a);
         }
     }
 
@@ -540,7 +605,8 @@ impl<'a> Fuzzer<'a> {
             st.pending = keep;
             // Arrivals nobody waits for (mail of finished shrink tests, bounces) age out.
             let horizon = self.opts.delivery_wait * 3;
-            st.arrived.retain(|_, (t, _)| now.duration_since(*t) < horizon);
+            st.arrived
+                .retain(|_, (t, _)| now.duration_since(*t) < horizon);
         }
         for (p, v) in decided {
             let sig = delivery_signature(&v.detail);
@@ -581,7 +647,8 @@ impl<'a> Fuzzer<'a> {
             self.world.maintain().await;
             if looked.elapsed() >= Duration::from_secs(2) {
                 let q = self.world.queued().await;
-                self.lock().backlog = q.map(|v| v.into_iter().map(|r| r.to_ascii_lowercase()).collect());
+                self.lock().backlog =
+                    q.map(|v| v.into_iter().map(|r| r.to_ascii_lowercase()).collect());
                 looked = Instant::now();
             }
             let hurry = self.hurry();
@@ -592,7 +659,11 @@ impl<'a> Fuzzer<'a> {
                 last = Instant::now();
             }
             let mut st = self.lock();
-            if st.workers_done.is_some() && st.pending.is_empty() && st.todo.is_empty() && st.shrinking == 0 {
+            if st.workers_done.is_some()
+                && st.pending.is_empty()
+                && st.todo.is_empty()
+                && st.shrinking == 0
+            {
                 st.all_done = true;
                 return;
             }
@@ -609,7 +680,11 @@ impl<'a> Fuzzer<'a> {
                 st.next += 1;
                 st.next - 1
             };
-            let mut r = gen::rng(self.opts.seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            let mut r = gen::rng(
+                self.opts
+                    .seed
+                    .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            );
             let case = outbound::mutate(&mut r);
             let res = ob.run(&case).await;
             {
@@ -622,7 +697,8 @@ impl<'a> Fuzzer<'a> {
                 if !self.lock().seen_keys.insert(key) {
                     continue;
                 }
-                let (case, res) = outbound::shrink(ob, case, res, (self.opts.shrink_budget / 20).max(3)).await;
+                let (case, res) =
+                    outbound::shrink(ob, case, res, (self.opts.shrink_budget / 20).max(3)).await;
                 let mut st = self.lock();
                 let n = st.findings.len() + 1;
                 let path = outbound::write(&case, &res, &self.opts.out, n, self.opts.seed).ok();
@@ -634,6 +710,7 @@ impl<'a> Fuzzer<'a> {
                     original_steps: 0,
                     seed: self.opts.seed,
                     session: n as u64,
+                    outbound: Some(case.clone()),
                 };
                 st.findings.push((f, path));
             }
@@ -669,7 +746,10 @@ fn queued(backlog: &Option<HashSet<String>>, m: &Msg) -> bool {
 
 fn strip_log_prefix(line: &str) -> String {
     // "Dec  2 10:00:00 host postfix/smtpd[123]: fatal: ..." → "postfix/smtpd: fatal: ..."
-    let l = line.split_once("postfix").map(|(_, r)| format!("postfix{r}")).unwrap_or_else(|| line.to_string());
+    let l = line
+        .split_once("postfix")
+        .map(|(_, r)| format!("postfix{r}"))
+        .unwrap_or_else(|| line.to_string());
     let mut out = String::new();
     let mut in_pid = false;
     for c in l.chars() {

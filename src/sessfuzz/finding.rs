@@ -7,9 +7,9 @@
 //! `mtaspec run FILE` replays the session and fails at the same place.
 
 use super::client::Trace;
-use super::{escape, unscope};
 use super::gen::{Case, Step};
 use super::oracle::{Invariant, Violation};
+use super::{escape, unscope};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,8 @@ pub struct Finding {
     /// The seed of the run and the session number it came from.
     pub seed: u64,
     pub session: u64,
+    /// For an outbound finding: the fake host's replaced steps (shrunk).
+    pub outbound: Option<super::outbound::OutCase>,
 }
 
 impl Finding {
@@ -44,21 +46,46 @@ pub fn scenario_text(f: &Finding) -> String {
     let inv = f.violation.invariant;
     let v = &f.violation;
     let mut s = String::new();
-    let _ = writeln!(s, "# Found by `mtaspec fuzz --seed {}` (session {}), shrunk from {} to {} steps.", f.seed, f.session, f.original_steps, f.case.steps.len());
-    let _ = writeln!(s, "# Invariant `{}` broke: {}", inv.name(), unscope(&v.detail).replace('\n', " "));
-    let _ = writeln!(s, "title = {}", toml_str(&format!("fuzz: {} ({})", inv.name(), short(&unscope(&v.detail)))));
+    let _ = writeln!(
+        s,
+        "# Found by `mtaspec fuzz --seed {}` (session {}), shrunk from {} to {} steps.",
+        f.seed,
+        f.session,
+        f.original_steps,
+        f.case.steps.len()
+    );
+    let _ = writeln!(
+        s,
+        "# Invariant `{}` broke: {}",
+        inv.name(),
+        unscope(&v.detail).replace('\n', " ")
+    );
+    let _ = writeln!(
+        s,
+        "title = {}",
+        toml_str(&format!(
+            "fuzz: {} ({})",
+            inv.name(),
+            short(&unscope(&v.detail))
+        ))
+    );
     let _ = writeln!(s, "rule = {}", toml_str(&capitalise(inv.rule())));
     let _ = writeln!(s, "rfc = {}", toml_str(inv.rfc()));
     let _ = writeln!(s, "strength = \"{}\"", inv.strength());
     s.push_str("\n[dns]\nrecords = [\"dest.test MX 10 mx.dest.test\", \"src.test MX 10 mx.dest.test\"]\n\n[hosts.mx]\nname = \"mx.dest.test\"\n\n");
     s.push_str("[[session]]\nscript = '''\n");
-    let delivery = matches!(inv, Invariant::AcceptedIsDelivered | Invariant::RejectedNotDelivered | Invariant::TargetAlive);
+    let delivery = matches!(
+        inv,
+        Invariant::AcceptedIsDelivered | Invariant::RejectedNotDelivered | Invariant::TargetAlive
+    );
     let greeting = f.trace.per_step.first().cloned().unwrap_or_default();
     let at_reply = v.reply;
     let mut reply_no = 0usize;
     let expect = |s: &mut String, code: u16, reply_no: &mut usize| {
         if Some(*reply_no) == at_reply && inv == Invariant::DataNeedsRecipient {
-            s.push_str("# a conforming server refuses DATA here: no recipient was accepted\n< 4xx|5xx\n");
+            s.push_str(
+                "# a conforming server refuses DATA here: no recipient was accepted\n< 4xx|5xx\n",
+            );
         } else {
             let _ = writeln!(s, "< {}", code_pattern(code));
         }
@@ -75,7 +102,11 @@ pub fn scenario_text(f: &Finding) -> String {
             s.push_str("< 2xx|3xx|4xx|5xx\n");
         }
     }
-    let last = if delivery { f.case.steps.len() } else { v.step.map(|x| x + 1).unwrap_or(0).min(f.case.steps.len()) };
+    let last = if delivery {
+        f.case.steps.len()
+    } else {
+        v.step.map(|x| x + 1).unwrap_or(0).min(f.case.steps.len())
+    };
     for (i, step) in f.case.steps.iter().enumerate().take(last) {
         if v.step == Some(i) && v.before && !delivery {
             let _ = writeln!(s, "# {}", one_line(&unscope(&v.detail)));
@@ -86,7 +117,11 @@ pub fn scenario_text(f: &Finding) -> String {
                 let _ = writeln!(s, "pause {}ms", d.as_millis().max(1));
             }
             Step::Send(b) | Step::Data(b) => {
-                let kind = if f.trace.content_steps.contains(&i) { "data" } else { "send" };
+                let kind = if f.trace.content_steps.contains(&i) {
+                    "data"
+                } else {
+                    "send"
+                };
                 let _ = writeln!(s, "{kind} \"{}\"", unscope(&escape(b)));
             }
         }
@@ -114,7 +149,15 @@ pub fn scenario_text(f: &Finding) -> String {
         Invariant::AcceptedIsDelivered | Invariant::RejectedNotDelivered => {
             let accepted = f.trace.messages.iter().filter(|m| m.accepted()).count();
             let _ = writeln!(s, "\n# {} message(s) were accepted with 2xx at end of data; exactly those must arrive, as sent.", accepted);
-            let _ = writeln!(s, "[[expect]]\nrelayed = {{ host = \"mx\", count = {accepted}{} }}", if accepted > 0 { ", body = \"as-sent\"" } else { "" });
+            let _ = writeln!(
+                s,
+                "[[expect]]\nrelayed = {{ host = \"mx\", count = {accepted}{} }}",
+                if accepted > 0 {
+                    ", body = \"as-sent\""
+                } else {
+                    ""
+                }
+            );
         }
         Invariant::TargetAlive => {
             s.push_str("\n# After the session above the target must still greet a new client.\n[[session]]\nscript = '''\n< 220\n> QUIT\n< 221\n'''\n");
@@ -132,7 +175,9 @@ const SYNTAX_STEP: &str = "enhanced on\n< 2xx|3xx|4xx|5xx !/(?m)^.{508,}/\nenhan
 
 fn capitalise(t: &str) -> String {
     let mut c = t.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn one_line(t: &str) -> String {

@@ -61,14 +61,33 @@ const VERBS: &[&str] = &[
 ];
 
 const MAIL_PARAMS: &[&str] = &[
-    "BODY=8BITMIME", "BODY=7BIT", "BODY=BINARYMIME", "SIZE=100", "SIZE=0",
-    "SIZE=99999999999999999999", "SMTPUTF8", "RET=FULL", "RET=HDRS", "ENVID=abc+2Bx",
-    "AUTH=<>", "X-UNKNOWN=1", "SIZE", "BODY=", "=", "RET=NONE",
+    "BODY=8BITMIME",
+    "BODY=7BIT",
+    "BODY=BINARYMIME",
+    "SIZE=100",
+    "SIZE=0",
+    "SIZE=99999999999999999999",
+    "SMTPUTF8",
+    "RET=FULL",
+    "RET=HDRS",
+    "ENVID=abc+2Bx",
+    "AUTH=<>",
+    "X-UNKNOWN=1",
+    "SIZE",
+    "BODY=",
+    "=",
+    "RET=NONE",
 ];
 
 const RCPT_PARAMS: &[&str] = &[
-    "NOTIFY=NEVER", "NOTIFY=SUCCESS,FAILURE,DELAY", "NOTIFY=BOGUS", "ORCPT=rfc822;a@b.test",
-    "ORCPT=rfc822", "X-FOO", "NOTIFY=", "ORCPT=utf-8;a\\x{40}b",
+    "NOTIFY=NEVER",
+    "NOTIFY=SUCCESS,FAILURE,DELAY",
+    "NOTIFY=BOGUS",
+    "ORCPT=rfc822;a@b.test",
+    "ORCPT=rfc822",
+    "X-FOO",
+    "NOTIFY=",
+    "ORCPT=utf-8;a\\x{40}b",
 ];
 
 fn pick<'a>(r: &mut Rng, xs: &[&'a str]) -> &'a str {
@@ -129,7 +148,11 @@ pub fn command(r: &mut Rng, n: &Names) -> Vec<u8> {
         16 => format!("{} {}", pick(r, VERBS), "x".repeat(r.random_range(0..20))),
         17 => pick(r, VERBS).to_string(),
         18 => format!("HELO {}", "h".repeat(r.random_range(0..600))),
-        _ => format!("MAIL FROM:<a@{}> SIZE={}", n.src, r.random_range(0..100_000)),
+        _ => format!(
+            "MAIL FROM:<a@{}> SIZE={}",
+            n.src,
+            r.random_range(0..100_000)
+        ),
     };
     line.into_bytes()
 }
@@ -196,7 +219,11 @@ fn finish_content(lines: &[Vec<u8>], r: &mut Rng) -> Vec<u8> {
 /// A fresh session: greeting-friendly start, a transaction or two, QUIT.
 pub fn generate(r: &mut Rng, n: &Names, ids: &mut dyn FnMut() -> String) -> Case {
     let mut steps = Vec::new();
-    let ehlo = if r.random_bool(0.8) { "EHLO client.test" } else { "HELO client.test" };
+    let ehlo = if r.random_bool(0.8) {
+        "EHLO client.test"
+    } else {
+        "HELO client.test"
+    };
     steps.push(Step::Send(line(ehlo.as_bytes())));
     let transactions = match r.random_range(0..10) {
         0..=2 => 0,
@@ -296,7 +323,8 @@ pub fn mutate(c: &mut Case, r: &mut Rng, n: &Names, ids: &mut dyn FnMut() -> Str
                     c.steps.insert(at + 1, Step::Send(y));
                     if r.random_bool(0.5) {
                         let ms = r.random_range(1..200);
-                        c.steps.insert(at + 1, Step::Pause(Duration::from_millis(ms)));
+                        c.steps
+                            .insert(at + 1, Step::Pause(Duration::from_millis(ms)));
                     }
                 }
             }
@@ -334,7 +362,9 @@ pub fn mutate(c: &mut Case, r: &mut Rng, n: &Names, ids: &mut dyn FnMut() -> Str
         // A new transaction with its content.
         8 => {
             let mut group = line(format!("MAIL FROM:<bob@{}>", n.src).as_bytes());
-            group.extend(line(format!("RCPT TO:<x{}@{}>", r.random_range(0..9), n.dest).as_bytes()));
+            group.extend(line(
+                format!("RCPT TO:<x{}@{}>", r.random_range(0..9), n.dest).as_bytes(),
+            ));
             group.extend(line(b"DATA"));
             c.steps.insert(at, Step::Data(content(r, &ids())));
             c.steps.insert(at, Step::Send(group));
@@ -391,7 +421,9 @@ mod tests {
         };
         let a: Vec<Case> = {
             let mut r = rng(7);
-            (0..20).map(|_| generate(&mut r, &names(), &mut next)).collect()
+            (0..20)
+                .map(|_| generate(&mut r, &names(), &mut next))
+                .collect()
         };
         let mut ids = 0;
         let mut next = || {
@@ -400,7 +432,9 @@ mod tests {
         };
         let b: Vec<Case> = {
             let mut r = rng(7);
-            (0..20).map(|_| generate(&mut r, &names(), &mut next)).collect()
+            (0..20)
+                .map(|_| generate(&mut r, &names(), &mut next))
+                .collect()
         };
         assert_eq!(a, b);
         let mut r = rng(8);
@@ -432,6 +466,9 @@ mod tests {
             steps: vec![Step::Data(b"X-Fuzz-Id: 1\r\nbody\r\n.\r\n".to_vec())],
         };
         renumber(&mut c, &mut || "99".into());
-        assert_eq!(c.steps[0], Step::Data(b"X-Fuzz-Id: 99\r\nbody\r\n.\r\n".to_vec()));
+        assert_eq!(
+            c.steps[0],
+            Step::Data(b"X-Fuzz-Id: 99\r\nbody\r\n.\r\n".to_vec())
+        );
     }
 }

@@ -90,7 +90,10 @@ fn spec() -> HostSpec {
 
 impl<'a> LabWorld<'a> {
     /// The world around `target`; starts the first fake host.
-    pub async fn new(services: &'a Services, target: &'a dyn crate::target::Instance) -> std::io::Result<LabWorld<'a>> {
+    pub async fn new(
+        services: &'a Services,
+        target: &'a dyn crate::target::Instance,
+    ) -> std::io::Result<LabWorld<'a>> {
         // Follow the log from its current end: earlier lines are not this run's.
         let log = target
             .log_files()
@@ -125,7 +128,11 @@ impl<'a> LabWorld<'a> {
         let host = Host::start(spec(), SocketAddr::from((addr, 25)), rec.clone()).await?;
         let mx = scope.name("mx.dest.test");
         let zone = fake_dns::Zone::new(scope.origin())
-            .with_record(fake_dns::Record::mx(scope.name("dest.test"), 10, mx.clone()))
+            .with_record(fake_dns::Record::mx(
+                scope.name("dest.test"),
+                10,
+                mx.clone(),
+            ))
             .with_record(fake_dns::Record::mx(scope.name("src.test"), 10, mx.clone()))
             .with_record(fake_dns::Record::a(mx, addr));
         self.services
@@ -155,7 +162,10 @@ impl<'a> LabWorld<'a> {
     async fn rotate(&self) {
         let (spares, len) = {
             let sinks = self.lock_sinks();
-            (sinks.len() - 1 - self.current.load(Ordering::SeqCst).min(sinks.len() - 1), sinks.len())
+            (
+                sinks.len() - 1 - self.current.load(Ordering::SeqCst).min(sinks.len() - 1),
+                sinks.len(),
+            )
         };
         for _ in spares..SPARES {
             let _ = self.add_sink().await;
@@ -219,8 +229,15 @@ impl World for LabWorld<'_> {
 
     fn crashes(&self) -> Vec<String> {
         let mut found = Vec::new();
-        for (path, offset) in self.log.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
-            let Ok(mut f) = std::fs::File::open(&*path) else { continue };
+        for (path, offset) in self
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+        {
+            let Ok(mut f) = std::fs::File::open(&*path) else {
+                continue;
+            };
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             if len < *offset {
                 *offset = 0; // rotated or truncated
@@ -232,7 +249,11 @@ impl World for LabWorld<'_> {
             let mut buf = Vec::new();
             let n = f.by_ref().take(16 << 20).read_to_end(&mut buf).unwrap_or(0);
             // Only whole lines.
-            let whole = buf.iter().rposition(|&b| b == b'\n').map(|p| p + 1).unwrap_or(0);
+            let whole = buf
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|p| p + 1)
+                .unwrap_or(0);
             *offset += whole.min(n) as u64;
             for line in String::from_utf8_lossy(&buf[..whole]).lines() {
                 if crash_line(line) {
@@ -308,7 +329,13 @@ impl Outbound for LabWorld<'_> {
 /// The target's commands per attempt at the fake host, e.g. `EHLO MAIL RCPT DATA . QUIT | EHLO ...`.
 fn signature(r: &run::ScenarioResult) -> String {
     let mut parts = Vec::new();
-    for s in r.observations.sessions.iter().filter(|s| s.host == "mx").take(6) {
+    for s in r
+        .observations
+        .sessions
+        .iter()
+        .filter(|s| s.host == "mx")
+        .take(6)
+    {
         let cmds: Vec<String> = s
             .transcript
             .iter()

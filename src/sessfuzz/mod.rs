@@ -39,7 +39,9 @@ pub trait World: Sync {
         None
     }
     /// The recipients of the messages the target still holds in its queue (`None`: cannot tell).
-    fn queued(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + '_>> {
+    fn queued(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + '_>> {
         Box::pin(async { None })
     }
     /// Called every half second (the lab rotates its fake hosts here).
@@ -93,7 +95,13 @@ mod tests {
 
     #[test]
     fn escapes_and_unscopes() {
-        assert_eq!(escape(b"A\r\n\0\"{x}\xff\\"), "A\\r\\n\\0\\\"\\{x\\}\\xFF\\\\");
-        assert_eq!(unscope("<u@dest.s2001.test> mx.s7.test x.sy.test"), "<u@dest.test> mx.test x.sy.test");
+        assert_eq!(
+            escape(b"A\r\n\0\"{x}\xff\\"),
+            "A\\r\\n\\0\\\"\\{x\\}\\xFF\\\\"
+        );
+        assert_eq!(
+            unscope("<u@dest.s2001.test> mx.s7.test x.sy.test"),
+            "<u@dest.test> mx.test x.sy.test"
+        );
     }
 }

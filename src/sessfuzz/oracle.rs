@@ -128,15 +128,23 @@ pub fn check_reply_line(line: &[u8], first: Option<u16>) -> Result<(u16, bool), 
     }
     let body = &line[..line.len() - 2];
     if body.len() < 3 || !body[..3].iter().all(u8::is_ascii_digit) {
-        return Err(format!("reply line `{shown}` does not start with a three-digit code"));
+        return Err(format!(
+            "reply line `{shown}` does not start with a three-digit code"
+        ));
     }
     if !(b'2'..=b'5').contains(&body[0]) || body[1] > b'5' {
-        return Err(format!("reply code `{}` is outside 2xx-5xx / x0x-x5x", String::from_utf8_lossy(&body[..3])));
+        return Err(format!(
+            "reply code `{}` is outside 2xx-5xx / x0x-x5x",
+            String::from_utf8_lossy(&body[..3])
+        ));
     }
-    let code = (body[0] - b'0') as u16 * 100 + (body[1] - b'0') as u16 * 10 + (body[2] - b'0') as u16;
+    let code =
+        (body[0] - b'0') as u16 * 100 + (body[1] - b'0') as u16 * 10 + (body[2] - b'0') as u16;
     if let Some(f) = first {
         if f != code {
-            return Err(format!("a reply's lines carry different codes: {f} then {code}"));
+            return Err(format!(
+                "a reply's lines carry different codes: {f} then {code}"
+            ));
         }
     }
     let more = match body.get(3) {
@@ -154,7 +162,9 @@ pub fn check_reply_line(line: &[u8], first: Option<u16>) -> Result<(u16, bool), 
         if class != body[0] {
             return Err(format!(
                 "reply {code} carries the enhanced status code `{}` of another class",
-                String::from_utf8_lossy(&text[..text.iter().position(|&b| b == b' ').unwrap_or(text.len())])
+                String::from_utf8_lossy(
+                    &text[..text.iter().position(|&b| b == b' ').unwrap_or(text.len())]
+                )
             ));
         }
     }
@@ -166,7 +176,9 @@ fn enhanced_class(text: &[u8]) -> Option<u8> {
     let word = text.split(|&b| b == b' ').next()?;
     let parts: Vec<&[u8]> = word.split(|&b| b == b'.').collect();
     let ok = parts.len() == 3
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.iter().all(u8::is_ascii_digit))
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.iter().all(u8::is_ascii_digit))
         && parts[0].len() == 1
         && matches!(parts[0][0], b'2' | b'4' | b'5');
     ok.then_some(parts[0][0])
@@ -180,13 +192,22 @@ mod tests {
     fn reply_lines_are_checked() {
         assert_eq!(check_reply_line(b"250-a\r\n", None), Ok((250, true)));
         assert_eq!(check_reply_line(b"250\r\n", None), Ok((250, false)));
-        assert_eq!(check_reply_line(b"250 2.1.0 ok\r\n", Some(250)), Ok((250, false)));
-        assert!(check_reply_line(b"250 ok\n", None).unwrap_err().contains("CRLF"));
-        assert!(check_reply_line(b"251 ok\r\n", Some(250)).unwrap_err().contains("different codes"));
+        assert_eq!(
+            check_reply_line(b"250 2.1.0 ok\r\n", Some(250)),
+            Ok((250, false))
+        );
+        assert!(check_reply_line(b"250 ok\n", None)
+            .unwrap_err()
+            .contains("CRLF"));
+        assert!(check_reply_line(b"251 ok\r\n", Some(250))
+            .unwrap_err()
+            .contains("different codes"));
         assert!(check_reply_line(b"650 x\r\n", None).is_err());
         assert!(check_reply_line(b"2x0 x\r\n", None).is_err());
         assert!(check_reply_line(b"250_x\r\n", None).is_err());
-        assert!(check_reply_line(b"550 2.1.0 x\r\n", None).unwrap_err().contains("another class"));
+        assert!(check_reply_line(b"550 2.1.0 x\r\n", None)
+            .unwrap_err()
+            .contains("another class"));
         assert!(check_reply_line(b"550 5.1.1 x\r\n", None).is_ok());
         let long = [b"250 ".as_slice(), &[b'x'; 600], b"\r\n"].concat();
         assert!(check_reply_line(&long, None).unwrap_err().contains("512"));

@@ -59,12 +59,19 @@ fn class_of(text: &str) -> Option<u8> {
     if codes.windows(2).any(|w| w[0] != w[1]) {
         return None; // mixed codes: no rule says which counts
     }
-    codes.last().and_then(|c| c.bytes().next()).map(|b| b - b'0')
+    codes
+        .last()
+        .and_then(|c| c.bytes().next())
+        .map(|b| b - b'0')
 }
 
 impl OutCase {
     fn get(&self, field: &str) -> Option<&str> {
-        self.steps.iter().rev().find(|(f, _)| *f == field).map(|(_, t)| t.as_str())
+        self.steps
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == field)
+            .map(|(_, t)| t.as_str())
     }
 
     /// Follow the session a conforming client has with the first attempt.
@@ -73,14 +80,18 @@ impl OutCase {
             None => Some(default),
             Some(t) => class_of(t),
         };
-        let Some(g) = class("greeting", 2) else { return Expected::Unsettled };
+        let Some(g) = class("greeting", 2) else {
+            return Expected::Unsettled;
+        };
         match g {
             2 => {}
             4 => return Expected::Retried,
             _ => return Expected::Unsettled,
         }
         // A refused EHLO falls back to HELO.
-        let Some(e) = class("ehlo", 2) else { return Expected::Unsettled };
+        let Some(e) = class("ehlo", 2) else {
+            return Expected::Unsettled;
+        };
         if self.get("ehlo") == Some("drop") {
             return Expected::Retried;
         }
@@ -117,7 +128,11 @@ fn reply(r: &mut Rng, field: &str) -> String {
     if r.random_range(0..8) == 0 {
         return "drop".into();
     }
-    let codes = CODES.iter().find(|(f, _)| *f == field).map(|x| x.1).unwrap_or(&[250]);
+    let codes = CODES
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|x| x.1)
+        .unwrap_or(&[250]);
     let code = codes[r.random_range(0..codes.len())];
     let class = code / 100;
     let enh = match r.random_range(0..6) {
@@ -130,9 +145,14 @@ fn reply(r: &mut Rng, field: &str) -> String {
     let text = ["fuzz", "", "try again later", "x"][r.random_range(0..4)];
     match r.random_range(0..6) {
         0 => format!("{code}-{enh}first\n{code}-\n{code} {enh}{text}"),
-        1 if field == "ehlo" => format!("{code}-fake\n{code}-PIPELINING\n{code}-SIZE 10\n{code} 8BITMIME"),
+        1 if field == "ehlo" => {
+            format!("{code}-fake\n{code}-PIPELINING\n{code}-SIZE 10\n{code} 8BITMIME")
+        }
         // Mixed codes across the lines of one reply.
-        2 => format!("{code}-{enh}first\n{} {text}", if class == 2 { 550 } else { 250 }),
+        2 => format!(
+            "{code}-{enh}first\n{} {text}",
+            if class == 2 { 550 } else { 250 }
+        ),
         3 => format!("{code}"),
         _ => format!("{code} {enh}{text}").trim_end().to_string(),
     }
@@ -166,10 +186,22 @@ fn toml_str(t: &str) -> String {
 pub fn scenario_text(c: &OutCase, comment: &str) -> String {
     let exp = c.expected();
     let (inv, expect) = match exp {
-        Expected::Retried => (Invariant::DeferralRetried, "attempts = { host = \"mx\", at_least = 2 }"),
-        Expected::NotRetried => (Invariant::PermanentNotRetried, "attempts = { host = \"mx\", at_most = 1 }"),
-        Expected::Delivered => (Invariant::AcceptedIsDelivered, "deliveries = { host = \"mx\", count = 1 }"),
-        Expected::Unsettled => (Invariant::TargetAlive, "attempts = { host = \"mx\", at_least = 1 }"),
+        Expected::Retried => (
+            Invariant::DeferralRetried,
+            "attempts = { host = \"mx\", at_least = 2 }",
+        ),
+        Expected::NotRetried => (
+            Invariant::PermanentNotRetried,
+            "attempts = { host = \"mx\", at_most = 1 }",
+        ),
+        Expected::Delivered => (
+            Invariant::AcceptedIsDelivered,
+            "deliveries = { host = \"mx\", count = 1 }",
+        ),
+        Expected::Unsettled => (
+            Invariant::TargetAlive,
+            "attempts = { host = \"mx\", at_least = 1 }",
+        ),
     };
     let mut fields: Vec<String> = Vec::new();
     for f in FIELDS {
@@ -189,11 +221,35 @@ pub fn scenario_text(c: &OutCase, comment: &str) -> String {
         inv.strength()
     ));
     s.push_str("[dns]\nrecords = [\"dest.test MX 10 mx.dest.test\"]\n\n[hosts.mx]\nname = \"mx.dest.test\"\n");
-    s.push_str(&format!("attempt = [\n  {{ {} }},\n  {{}},\n]\n\n", fields.join(", ")));
+    s.push_str(&format!(
+        "attempt = [\n  {{ {} }},\n  {{}},\n]\n\n",
+        fields.join(", ")
+    ));
     s.push_str("[[message]]\nfrom = \"alice@src.test\"\nto = [\"bob@dest.test\"]\n\n");
     s.push_str(&format!("[[expect]]\n{expect}\n\n"));
-    s.push_str("[[control]]\nnone = \"a fuzz finding: the fake host's script above is the evidence\"\n");
+    s.push_str(
+        "[[control]]\nnone = \"a fuzz finding: the fake host's script above is the evidence\"\n",
+    );
     s
+}
+
+/// Judge a case by the number of sessions the fake host saw (each session
+/// carries the one message): what is wrong, if anything. The lab judges the
+/// same through the case's scenario expectation instead.
+pub fn judge_attempts(c: &OutCase, sessions: usize) -> Option<String> {
+    match c.expected() {
+        Expected::Retried if sessions < 2 => Some(format!(
+            "the first attempt deferred the message, but the target made {sessions} attempt(s) in all"
+        )),
+        Expected::NotRetried if sessions > 1 => Some(format!(
+            "the first attempt refused the message for good, but the target made {sessions} attempts"
+        )),
+        Expected::Delivered if sessions > 1 => Some(format!(
+            "the first attempt took the message, but the target came back {} more time(s)",
+            sessions - 1
+        )),
+        _ => None,
+    }
 }
 
 /// The invariant a case's scenario checks.
@@ -207,7 +263,12 @@ pub fn invariant(c: &OutCase) -> Invariant {
 }
 
 /// Shrink a failing case: drop replaced steps while it still fails the same way.
-pub async fn shrink(ob: &dyn Outbound, c: OutCase, res: OutResult, budget: usize) -> (OutCase, OutResult) {
+pub async fn shrink(
+    ob: &dyn Outbound,
+    c: OutCase,
+    res: OutResult,
+    budget: usize,
+) -> (OutCase, OutResult) {
     let Some(inv) = res.violation.as_ref().map(|v| v.invariant) else {
         return (c, res);
     };
@@ -235,11 +296,25 @@ pub async fn shrink(ob: &dyn Outbound, c: OutCase, res: OutResult, budget: usize
 }
 
 /// Write a failing case as `DIR/NNNN-<invariant>.toml`.
-pub fn write(c: &OutCase, res: &OutResult, dir: &Path, n: usize, seed: u64) -> std::io::Result<PathBuf> {
+pub fn write(
+    c: &OutCase,
+    res: &OutResult,
+    dir: &Path,
+    n: usize,
+    seed: u64,
+) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let inv = res.violation.as_ref().map(|v| v.invariant).unwrap_or(Invariant::TargetAlive);
+    let inv = res
+        .violation
+        .as_ref()
+        .map(|v| v.invariant)
+        .unwrap_or(Invariant::TargetAlive);
     let path = dir.join(format!("{n:04}-outbound-{}.toml", inv.name()));
-    let detail = res.violation.as_ref().map(|v| v.detail.as_str()).unwrap_or("");
+    let detail = res
+        .violation
+        .as_ref()
+        .map(|v| v.detail.as_str())
+        .unwrap_or("");
     let comment = format!(
         "Found by `mtaspec fuzz --side outbound --seed {seed}`.\nInvariant `{}` broke: {}\nThe target's commands per attempt: {}",
         inv.name(),
@@ -263,13 +338,31 @@ mod tests {
     #[test]
     fn the_script_says_what_a_conforming_client_does() {
         assert_eq!(case(&[]).expected(), Expected::Delivered);
-        assert_eq!(case(&[("rcpt", "451 4.3.0 later")]).expected(), Expected::Retried);
+        assert_eq!(
+            case(&[("rcpt", "451 4.3.0 later")]).expected(),
+            Expected::Retried
+        );
         assert_eq!(case(&[("eod", "drop")]).expected(), Expected::Retried);
-        assert_eq!(case(&[("mail", "550 5.7.1 no")]).expected(), Expected::NotRetried);
-        assert_eq!(case(&[("ehlo", "502 no"), ("helo", "250 ok")]).expected(), Expected::Delivered);
-        assert_eq!(case(&[("ehlo", "502 no"), ("helo", "451 later")]).expected(), Expected::Retried);
-        assert_eq!(case(&[("greeting", "554 go away")]).expected(), Expected::Unsettled);
-        assert_eq!(case(&[("rcpt", "250-a\n550 b")]).expected(), Expected::Unsettled);
+        assert_eq!(
+            case(&[("mail", "550 5.7.1 no")]).expected(),
+            Expected::NotRetried
+        );
+        assert_eq!(
+            case(&[("ehlo", "502 no"), ("helo", "250 ok")]).expected(),
+            Expected::Delivered
+        );
+        assert_eq!(
+            case(&[("ehlo", "502 no"), ("helo", "451 later")]).expected(),
+            Expected::Retried
+        );
+        assert_eq!(
+            case(&[("greeting", "554 go away")]).expected(),
+            Expected::Unsettled
+        );
+        assert_eq!(
+            case(&[("rcpt", "250-a\n550 b")]).expected(),
+            Expected::Unsettled
+        );
         assert_eq!(case(&[("data", "250 odd")]).expected(), Expected::Unsettled);
     }
 

@@ -8,3 +8,4 @@ mod fuzz_regressions;
 mod lab;
 mod reply_diagnostics;
 mod rogue;
+mod sessfuzz;
