@@ -85,9 +85,18 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// A compact signature of the session's state sequence.
+    /// A compact signature of the session's state sequence: the reply
+    /// codes in order, a run of one code written once (`250+`), and how the
+    /// session ended.
     pub fn signature(&self) -> String {
-        let mut s: Vec<String> = self.codes.iter().take(64).map(u16::to_string).collect();
+        let mut s: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < self.codes.len() && s.len() < 64 {
+            let c = self.codes[i];
+            let run = self.codes[i..].iter().take_while(|&&x| x == c).count();
+            s.push(if run > 1 { format!("{c}+") } else { c.to_string() });
+            i += run;
+        }
         s.push(self.end.to_string());
         s.join(" ")
     }
@@ -218,7 +227,7 @@ fn rcpt_addr(line: &[u8]) -> String {
             .unwrap_or("")
             .split_whitespace()
             .collect(),
-        None => rest.split(' ').next().unwrap_or("").to_string(),
+        None => rest.split([' ', '>']).next().unwrap_or("").to_string(),
     }
 }
 
@@ -601,6 +610,16 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_collapse_runs_of_one_code() {
+        let t = Trace {
+            codes: vec![220, 250, 250, 250, 354, 250, 221],
+            end: "closed",
+            ..Trace::default()
+        };
+        assert_eq!(t.signature(), "220 250+ 354 250 221 closed");
+    }
 
     #[test]
     fn recipients_are_read_from_rcpt_lines() {

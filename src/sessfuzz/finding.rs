@@ -130,13 +130,14 @@ pub fn scenario_text(f: &Finding) -> String {
             expect(&mut s, *c, &mut reply_no);
         }
         if v.step == Some(i) && !v.before && !delivery {
-            let _ = writeln!(s, "# {}", one_line(&unscope(&v.detail)));
-            match inv {
-                Invariant::OneReplyPerCommand | Invariant::CloseAnnounced => {
-                    s.push_str("< 2xx|3xx|4xx|5xx\n")
-                }
-                Invariant::ReplySyntax => s.push_str(SYNTAX_STEP),
-                _ => {}
+            let step = match inv {
+                Invariant::OneReplyPerCommand | Invariant::CloseAnnounced => "< 2xx|3xx|4xx|5xx\n",
+                Invariant::ReplySyntax => SYNTAX_STEP,
+                _ => "",
+            };
+            if !step.is_empty() {
+                let _ = writeln!(s, "# {}", one_line(&unscope(&v.detail)));
+                s.push_str(step);
             }
         }
     }
@@ -216,4 +217,64 @@ pub fn write(f: &Finding, dir: &Path, n: usize) -> std::io::Result<PathBuf> {
     let path = dir.join(format!("{:04}-{}.toml", n, f.violation.invariant.name()));
     std::fs::write(&path, scenario_text(f))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessfuzz::client::Trace;
+
+    fn finding(inv: Invariant, reply: Option<usize>, step: Option<usize>, before: bool) -> Finding {
+        Finding {
+            violation: Violation {
+                invariant: inv,
+                step,
+                before,
+                reply,
+                detail: "x at dest.s3001.test".into(),
+            },
+            signature: String::new(),
+            case: Case {
+                steps: vec![
+                    Step::Send(b"MAIL FROM:<a@src.s3001.test>\r\nDATA\r\n".to_vec()),
+                    Step::Pause(std::time::Duration::from_millis(20)),
+                    Step::Send(b"QUIT\r\n".to_vec()),
+                ],
+            },
+            trace: Trace {
+                per_step: vec![vec![220], vec![250, 354], vec![], vec![221]],
+                ..Trace::default()
+            },
+            original_steps: 9,
+            seed: 5,
+            session: 12,
+            outbound: None,
+        }
+    }
+
+    #[test]
+    fn a_354_finding_demands_a_refusal_at_that_reply() {
+        let t = scenario_text(&finding(Invariant::DataNeedsRecipient, Some(2), Some(0), false));
+        assert!(t.contains("send \"MAIL FROM:<a@src.test>\\r\\nDATA\\r\\n\"\n< 250\n# a conforming server refuses DATA here"), "{t}");
+        assert!(t.contains("< 4xx|5xx\n'''"), "{t}");
+        assert!(!t.contains("s3001"), "{t}");
+        assert!(t.contains("strength = \"MUST\""));
+        // The script stops at the failing step.
+        assert!(!t.contains("QUIT"), "{t}");
+    }
+
+    #[test]
+    fn unprompted_replies_expect_silence_before_the_next_step() {
+        let t = scenario_text(&finding(Invariant::OneReplyPerCommand, None, Some(2), true));
+        assert!(t.contains("pause 20ms\n# x at dest.test\n< nothing 1s\nsend \"QUIT\\r\\n\"\n< 221\n'''"), "{t}");
+    }
+
+    #[test]
+    fn delivery_findings_keep_the_whole_session_and_expect_relayed() {
+        let mut f = finding(Invariant::AcceptedIsDelivered, None, Some(0), false);
+        f.trace.content_steps = vec![2];
+        let t = scenario_text(&f);
+        assert!(t.contains("data \"QUIT\\r\\n\""), "{t}");
+        assert!(t.contains("relayed = { host = \"mx\", count = 0 }"), "{t}");
+    }
 }

@@ -322,7 +322,7 @@ pub fn mutate(c: &mut Case, r: &mut Rng, n: &Names, ids: &mut dyn FnMut() -> Str
                     c.steps[at] = Step::Send(x);
                     c.steps.insert(at + 1, Step::Send(y));
                     if r.random_bool(0.5) {
-                        let ms = r.random_range(1..200);
+                        let ms = r.random_range(1..60);
                         c.steps
                             .insert(at + 1, Step::Pause(Duration::from_millis(ms)));
                     }
@@ -375,14 +375,14 @@ pub fn mutate(c: &mut Case, r: &mut Rng, n: &Names, ids: &mut dyn FnMut() -> Str
                 c.steps[at] = Step::Data(content(r, &ids()));
             }
         }
-        // A pause.
+        // A pause (now and then a long one).
         _ => {
-            let ms = r.random_range(1..300);
+            let ms = if r.random_bool(0.1) { r.random_range(100..400) } else { r.random_range(1..40) };
             c.steps.insert(at, Step::Pause(Duration::from_millis(ms)));
         }
     }
     // Keep sessions bounded.
-    c.steps.truncate(40);
+    c.steps.truncate(24);
 }
 
 /// Give every `Data` step a fresh `X-Fuzz-Id`, so a replayed or mutated
@@ -447,7 +447,9 @@ mod tests {
         let mut r = rng(1);
         for i in 0..200 {
             let c = content(&mut r, &i.to_string());
-            assert!(c.starts_with(format!("X-Fuzz-Id: {i}\r\n").as_bytes()));
+            let first = format!("X-Fuzz-Id: {i}");
+            assert!(c.starts_with(first.as_bytes()));
+            assert!(matches!(c[first.len()], b'\r' | b'\n'));
             assert!(c.ends_with(b"\r\n.\r\n"));
             let body = &c[..c.len() - 3];
             assert!(!body.windows(5).any(|w| w == b"\r\n.\r\n"), "{body:?}");

@@ -181,7 +181,7 @@ fn enhanced_class(text: &[u8]) -> Option<u8> {
             .all(|p| !p.is_empty() && p.len() <= 3 && p.iter().all(u8::is_ascii_digit))
         && parts[0].len() == 1
         && matches!(parts[0][0], b'2' | b'4' | b'5');
-    ok.then_some(parts[0][0])
+    ok.then(|| parts[0][0])
 }
 
 #[cfg(test)]
@@ -211,6 +211,17 @@ mod tests {
         assert!(check_reply_line(b"550 5.1.1 x\r\n", None).is_ok());
         let long = [b"250 ".as_slice(), &[b'x'; 600], b"\r\n"].concat();
         assert!(check_reply_line(&long, None).unwrap_err().contains("512"));
+    }
+
+    proptest::proptest! {
+        /// Whatever the target sends, judging it never panics.
+        #[test]
+        fn any_line_is_judged_without_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..700), first in proptest::option::of(200u16..600)) {
+            let _ = check_reply_line(&b, first);
+            let mut l = b.clone();
+            l.extend_from_slice(b"\r\n");
+            let _ = check_reply_line(&l, first);
+        }
     }
 
     #[test]
