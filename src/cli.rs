@@ -545,10 +545,11 @@ fn fuzz(args: FuzzArgs) -> ExitCode {
             services.stop().await;
             let p = &report.progress;
             let _ = outln!(
-                "fuzz: {} sessions in {:.1} s ({:.1}/s), {} distinct reply-code sequences, {} outbound cases, {} findings",
+                "fuzz: {} sessions in {:.1} s ({:.1}/s; {:.1} s in all with settling and shrinking), {} distinct reply-code sequences, {} outbound cases, {} findings",
                 p.sessions,
-                p.elapsed.as_secs_f64(),
+                p.fuzzing.as_secs_f64(),
                 p.per_sec,
+                p.elapsed.as_secs_f64(),
                 p.signatures,
                 p.outbound_cases,
                 report.findings.len()

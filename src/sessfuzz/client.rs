@@ -51,6 +51,10 @@ pub struct Msg {
     pub rcpts: Vec<String>,
     /// Recipients refused (4xx/5xx) in its transaction.
     pub refused: Vec<String>,
+    /// The transaction needs SMTPUTF8 (asked for, or 8-bit octets in an
+    /// address): a next hop without it may refuse the message (RFC 6531 §3.4),
+    /// so it need not reach our fake hosts.
+    pub utf8: bool,
     /// The content as sent (dot-stuffed, without the final `.CRLF`).
     pub content: Vec<u8>,
     /// The step whose write ended (or would have ended) the message.
@@ -94,7 +98,11 @@ impl Trace {
         while i < self.codes.len() && s.len() < 64 {
             let c = self.codes[i];
             let run = self.codes[i..].iter().take_while(|&&x| x == c).count();
-            s.push(if run > 1 { format!("{c}+") } else { c.to_string() });
+            s.push(if run > 1 {
+                format!("{c}+")
+            } else {
+                c.to_string()
+            });
             i += run;
         }
         s.push(self.end.to_string());
@@ -113,6 +121,7 @@ struct Txn {
     mail: bool,
     rcpts: Vec<String>,
     refused: Vec<String>,
+    utf8: bool,
 }
 
 struct Runner {
@@ -171,6 +180,7 @@ pub async fn run(case: &Case, target: SocketAddr, from: Option<Ipv4Addr>, waits:
             mail: false,
             rcpts: Vec::new(),
             refused: Vec::new(),
+            utf8: false,
         },
         last_code: None,
         over: false,
@@ -460,8 +470,15 @@ impl Runner {
                     self.txn.mail = true;
                     self.txn.rcpts.clear();
                     self.txn.refused.clear();
+                    self.txn.utf8 = !line.is_ascii()
+                        || String::from_utf8_lossy(&line)
+                            .to_ascii_uppercase()
+                            .contains("SMTPUTF8");
                 }
-                "RCPT" if ok && self.txn.mail => self.txn.rcpts.push(rcpt_addr(&line)),
+                "RCPT" if ok && self.txn.mail => {
+                    self.txn.utf8 |= !line.is_ascii();
+                    self.txn.rcpts.push(rcpt_addr(&line))
+                }
                 "RCPT" if code >= 400 => self.txn.refused.push(rcpt_addr(&line)),
                 "RSET" | "EHLO" | "HELO" if ok => {
                     self.txn.mail = false;
@@ -504,6 +521,7 @@ impl Runner {
             code,
             rcpts: std::mem::take(&mut self.txn.rcpts),
             refused: std::mem::take(&mut self.txn.refused),
+            utf8: self.txn.utf8,
             content,
             step: self.step.saturating_sub(1),
         });

@@ -70,6 +70,8 @@ impl Default for Options {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Progress {
     pub elapsed: Duration,
+    /// Time the workers ran (the rest of `elapsed` settled deliveries and shrank findings).
+    pub fuzzing: Duration,
     pub sessions: u64,
     pub per_sec: f64,
     /// Distinct reply-code sequences seen.
@@ -183,6 +185,7 @@ impl<'a> Fuzzer<'a> {
             .unwrap_or(elapsed);
         Progress {
             elapsed,
+            fuzzing,
             sessions: st.sessions,
             per_sec: st.sessions as f64 / fuzzing.as_secs_f64().max(0.001),
             signatures: st.signatures.len(),

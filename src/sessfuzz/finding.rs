@@ -254,7 +254,12 @@ mod tests {
 
     #[test]
     fn a_354_finding_demands_a_refusal_at_that_reply() {
-        let t = scenario_text(&finding(Invariant::DataNeedsRecipient, Some(2), Some(0), false));
+        let t = scenario_text(&finding(
+            Invariant::DataNeedsRecipient,
+            Some(2),
+            Some(0),
+            false,
+        ));
         assert!(t.contains("send \"MAIL FROM:<a@src.test>\\r\\nDATA\\r\\n\"\n< 250\n# a conforming server refuses DATA here"), "{t}");
         assert!(t.contains("< 4xx|5xx\n'''"), "{t}");
         assert!(!t.contains("s3001"), "{t}");
@@ -266,7 +271,12 @@ mod tests {
     #[test]
     fn unprompted_replies_expect_silence_before_the_next_step() {
         let t = scenario_text(&finding(Invariant::OneReplyPerCommand, None, Some(2), true));
-        assert!(t.contains("pause 20ms\n# x at dest.test\n< nothing 1s\nsend \"QUIT\\r\\n\"\n< 221\n'''"), "{t}");
+        assert!(
+            t.contains(
+                "pause 20ms\n# x at dest.test\n< nothing 1s\nsend \"QUIT\\r\\n\"\n< 221\n'''"
+            ),
+            "{t}"
+        );
     }
 
     #[test]

@@ -377,7 +377,11 @@ pub fn mutate(c: &mut Case, r: &mut Rng, n: &Names, ids: &mut dyn FnMut() -> Str
         }
         // A pause (now and then a long one).
         _ => {
-            let ms = if r.random_bool(0.1) { r.random_range(100..400) } else { r.random_range(1..40) };
+            let ms = if r.random_bool(0.1) {
+                r.random_range(100..400)
+            } else {
+                r.random_range(1..40)
+            };
             c.steps.insert(at, Step::Pause(Duration::from_millis(ms)));
         }
     }

@@ -76,38 +76,49 @@ impl OutCase {
 
     /// Follow the session a conforming client has with the first attempt.
     pub fn expected(&self) -> Expected {
-        let class = |field: &str, default: u8| match self.get(field) {
-            None => Some(default),
-            Some(t) => class_of(t),
-        };
-        let Some(g) = class("greeting", 2) else {
-            return Expected::Unsettled;
-        };
-        match g {
-            2 => {}
-            4 => return Expected::Retried,
-            _ => return Expected::Unsettled,
-        }
-        // A refused EHLO falls back to HELO.
-        let Some(e) = class("ehlo", 2) else {
-            return Expected::Unsettled;
-        };
-        if self.get("ehlo") == Some("drop") {
-            return Expected::Retried;
-        }
-        if e != 2 {
-            match class("helo", 2) {
-                Some(2) => {}
-                Some(4) => return Expected::Retried,
-                _ => return Expected::Unsettled,
+        // The reply code of a step: `Ok(None)` for a dropped connection,
+        // `Err` for mixed codes (no rule says which line counts).
+        let code = |field: &str, default: u16| -> Result<Option<u16>, ()> {
+            match self.get(field) {
+                None => Ok(Some(default)),
+                Some("drop") => Ok(None),
+                Some(t) => {
+                    let codes: Vec<&str> = t.lines().map(|l| l.get(..3).unwrap_or("")).collect();
+                    if codes.windows(2).any(|w| w[0] != w[1]) {
+                        return Err(());
+                    }
+                    codes
+                        .last()
+                        .and_then(|c| c.parse().ok())
+                        .map(Some)
+                        .ok_or(())
+                }
             }
+        };
+        let mut path = vec![("greeting", 220), ("ehlo", 250)];
+        match code("ehlo", 250) {
+            // A refused EHLO (command unknown) falls back to HELO (RFC 5321 §4.1.4).
+            Ok(Some(500 | 502)) => path.push(("helo", 250)),
+            Ok(Some(c)) if c / 100 == 5 => return Expected::Unsettled,
+            Ok(Some(c)) if c / 100 == 4 && c != 421 => return Expected::Unsettled,
+            _ => {}
         }
-        for (field, ok) in [("mail", 2), ("rcpt", 2), ("data", 3), ("eod", 2)] {
-            match class(field, ok) {
-                Some(c) if c == ok => {}
-                Some(4) => return Expected::Retried,
-                Some(5) => return Expected::NotRetried,
-                _ => return Expected::Unsettled,
+        path.extend([("mail", 250), ("rcpt", 250), ("data", 354), ("eod", 250)]);
+        for (field, ok) in path {
+            if field == "ehlo" && matches!(code("ehlo", 250), Ok(Some(500 | 502))) {
+                continue;
+            }
+            match code(field, ok) {
+                Err(()) => return Expected::Unsettled,
+                // A dropped connection or a 421 (closing) is transient anywhere.
+                Ok(None) | Ok(Some(421)) => return Expected::Retried,
+                Ok(Some(c)) if c / 100 == ok / 100 => {}
+                Ok(Some(c)) if c / 100 == 4 => return Expected::Retried,
+                // A 5xx greeting or HELO: no rule settles what comes next.
+                Ok(Some(c)) if c / 100 == 5 && !matches!(field, "greeting" | "helo") => {
+                    return Expected::NotRetried
+                }
+                Ok(Some(_)) => return Expected::Unsettled,
             }
         }
         Expected::Delivered
@@ -364,6 +375,23 @@ mod tests {
             Expected::Unsettled
         );
         assert_eq!(case(&[("data", "250 odd")]).expected(), Expected::Unsettled);
+        assert_eq!(
+            case(&[("ehlo", "421 4.7.1 later"), ("data", "554 x")]).expected(),
+            Expected::Retried
+        );
+        assert_eq!(
+            case(&[("ehlo", "451 later")]).expected(),
+            Expected::Unsettled
+        );
+        assert_eq!(case(&[("ehlo", "550 no")]).expected(), Expected::Unsettled);
+        assert_eq!(
+            case(&[("greeting", "421 busy")]).expected(),
+            Expected::Retried
+        );
+        assert_eq!(
+            case(&[("rcpt", "421 closing")]).expected(),
+            Expected::Retried
+        );
     }
 
     #[test]
