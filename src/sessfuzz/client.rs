@@ -490,7 +490,7 @@ impl Runner {
             },
         }
         if code == 354 {
-            if !(self.txn.mail && !self.txn.rcpts.is_empty()) {
+            if !self.txn.mail || self.txn.rcpts.is_empty() {
                 self.violate(
                     Invariant::DataNeedsRecipient,
                     format!("354 to {what} although no recipient of the transaction was accepted"),

@@ -530,20 +530,21 @@ impl<'a> Fuzzer<'a> {
             if now >= limit && queued {
                 return out;
             }
-            let st = self.lock();
-            open.retain(|m| {
-                let id = m.id.as_deref().unwrap_or_default();
-                let got = st.arrived.get(id).map(|x| x.1.as_slice()).unwrap_or(&[]);
-                match deliver::judge(m, got, &names.dest, fin) {
-                    None => true,
-                    Some(Ok(())) => false,
-                    Some(Err(v)) => {
-                        out.push(v);
-                        false
+            {
+                let st = self.lock();
+                open.retain(|m| {
+                    let id = m.id.as_deref().unwrap_or_default();
+                    let got = st.arrived.get(id).map(|x| x.1.as_slice()).unwrap_or(&[]);
+                    match deliver::judge(m, got, &names.dest, fin) {
+                        None => true,
+                        Some(Ok(())) => false,
+                        Some(Err(v)) => {
+                            out.push(v);
+                            false
+                        }
                     }
-                }
-            });
-            drop(st);
+                });
+            }
             if !open.is_empty() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

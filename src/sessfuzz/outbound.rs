@@ -51,20 +51,6 @@ pub trait Outbound: Sync {
     fn run<'a>(&'a self, case: &'a OutCase) -> Pin<Box<dyn Future<Output = OutResult> + 'a>>;
 }
 
-fn class_of(text: &str) -> Option<u8> {
-    if text == "drop" {
-        return Some(4);
-    }
-    let codes: Vec<&str> = text.lines().map(|l| l.get(..3).unwrap_or("")).collect();
-    if codes.windows(2).any(|w| w[0] != w[1]) {
-        return None; // mixed codes: no rule says which counts
-    }
-    codes
-        .last()
-        .and_then(|c| c.bytes().next())
-        .map(|b| b - b'0')
-}
-
 impl OutCase {
     fn get(&self, field: &str) -> Option<&str> {
         self.steps
