@@ -220,14 +220,11 @@ impl<'a> Fuzzer<'a> {
             if len == 0 || gen::pick_fresh(&mut r) {
                 None
             } else {
-                // Two random entries; the less picked one wins.
+                // Two random entries; the less picked one wins, then the shorter.
                 let a = gen::index(&mut r, len);
                 let b = gen::index(&mut r, len);
-                let k = if st.corpus[a].1 <= st.corpus[b].1 {
-                    a
-                } else {
-                    b
-                };
+                let key = |i: usize| (st.corpus[i].1, st.corpus[i].0.steps.len());
+                let k = if key(a) <= key(b) { a } else { b };
                 st.corpus[k].1 += 1;
                 Some(st.corpus[k].0.clone())
             }
