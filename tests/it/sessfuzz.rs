@@ -490,3 +490,113 @@ fn a_client_that_retries_a_5xx_breaks_permanent_not_retried() {
         Invariant::PermanentNotRetried | Invariant::AcceptedIsDelivered
     )));
 }
+
+/// `false` when the lab tests are skipped (MTASPEC_SKIP_LAB_TESTS), as in `lab.rs`.
+fn lab_available() -> bool {
+    if std::env::var_os("MTASPEC_SKIP_LAB_TESTS").is_some() {
+        eprintln!("skipped: MTASPEC_SKIP_LAB_TESTS is set");
+        return false;
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the lab tests need root; or set MTASPEC_SKIP_LAB_TESTS=1"
+    );
+    true
+}
+
+fn fuzz_lab(args: &[&str], out: &std::path::Path) -> (Option<i32>, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mtaspec"))
+        .arg("fuzz")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run mtaspec fuzz");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), text)
+}
+
+/// Against the lab Postfix: a setting that discards accepted mail is found
+/// as `accepted-is-delivered`, shrunk to a scenario with a `relayed` expectation.
+#[test]
+fn the_lab_postfix_discarding_mail_is_found() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = fuzz_lab(
+        &[
+            "--time",
+            "10s",
+            "--seed",
+            "3",
+            "--jobs",
+            "8",
+            "--set",
+            "header_checks=regexp:{ {/^X-Fuzz-Id:/ DISCARD} }",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("accepted-is-delivered"), "{text}");
+    assert!(text.contains("sessions/s") || text.contains("/s"), "{text}");
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let f = files
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-accepted-is-delivered.toml"))
+        .unwrap_or_else(|| panic!("{files:?}\n{text}"));
+    let scenario = std::fs::read_to_string(f).unwrap();
+    assert!(
+        scenario.contains("relayed = { host = \"mx\", count = 1, body = \"as-sent\" }"),
+        "{scenario}"
+    );
+    assert!(scenario.contains("data \"X-Fuzz-Id: "), "{scenario}");
+    assert!(
+        !scenario.contains(".s1"),
+        "lab names are moved back under .test: {scenario}"
+    );
+}
+
+/// Against stock Postfix a few hundred sessions give no finding (the
+/// oracles raise no false alarm on a conforming server), and the lab is gone afterwards.
+#[test]
+fn the_stock_lab_postfix_gives_no_finding() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = fuzz_lab(
+        &[
+            "--time",
+            "30s",
+            "--max-sessions",
+            "400",
+            "--seed",
+            "11",
+            "--jobs",
+            "8",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("400 sessions") || text.contains("sessions in"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "{text}"
+    );
+}
