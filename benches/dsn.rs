@@ -1,4 +1,4 @@
-//! Benchmark: DSN parsing of the bounce corpus, mtaspec's parser against mail-parser alone.
+//! Benchmark: DSN parsing (and parsing + classifying) of the bounce corpus, the bounce crate against mail-parser alone.
 //!
 //! Reads `../shared/corpora/dsn` (third-party data outside the repository);
 //! prints a message and measures nothing when it is absent. `ONLY=ds` or
@@ -49,13 +49,22 @@ fn bench(c: &mut Criterion) {
     let bytes: u64 = files.iter().map(|f| f.len() as u64).sum();
     // Interleaved rounds, best of each: a ratio that survives a busy machine.
     let parser = MessageParser::default();
-    let (mut ours, mut theirs) = (f64::MAX, f64::MAX);
+    let (mut ours, mut classified, mut theirs) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..40 {
         let t = std::time::Instant::now();
         for f in &files {
-            black_box(mtaspec::dsn::parse(black_box(f)).ok());
+            black_box(bounce::parse(black_box(f)).ok());
         }
         ours = ours.min(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        for f in &files {
+            black_box(
+                bounce::parse(black_box(f))
+                    .map(|d| bounce::classify(&d))
+                    .ok(),
+            );
+        }
+        classified = classified.min(t.elapsed().as_secs_f64());
         let t = std::time::Instant::now();
         for f in &files {
             black_box(parser.parse(black_box(f)));
@@ -63,20 +72,33 @@ fn bench(c: &mut Criterion) {
         theirs = theirs.min(t.elapsed().as_secs_f64());
     }
     println!(
-        "corpus: {} files, {} bytes; best of 40 interleaved rounds: mtaspec {:.2} ms, mail-parser {:.2} ms, ratio {:.2}",
+        "corpus: {} files, {} bytes; best of 40 interleaved rounds: bounce::parse {:.2} ms (ratio {:.2}), parse + classify {:.2} ms (ratio {:.2}), mail-parser {:.2} ms",
         files.len(),
         bytes,
         ours * 1e3,
+        ours / theirs,
+        classified * 1e3,
+        classified / theirs,
         theirs * 1e3,
-        ours / theirs
     );
     let mut g = c.benchmark_group("dsn_corpus");
     g.throughput(Throughput::Bytes(bytes));
     g.sample_size(20);
-    g.bench_function("mtaspec_dsn_parse", |b| {
+    g.bench_function("bounce_parse", |b| {
         b.iter(|| {
             for f in &files {
-                black_box(mtaspec::dsn::parse(black_box(f)).ok());
+                black_box(bounce::parse(black_box(f)).ok());
+            }
+        })
+    });
+    g.bench_function("bounce_parse_classify", |b| {
+        b.iter(|| {
+            for f in &files {
+                black_box(
+                    bounce::parse(black_box(f))
+                        .map(|d| bounce::classify(&d))
+                        .ok(),
+                );
             }
         })
     });

@@ -1,5 +1,6 @@
 //! CLI stage: flags → validated options → the pipeline; exit status 0 (all passed), 1 (a scenario failed), 2 (the harness could not run).
 
+use crate::lab::engine::{Engine, Kind};
 use crate::report::{console, junit, Event, Status};
 use crate::run::{self, Services};
 use crate::suite;
@@ -150,8 +151,27 @@ pub struct RunArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Use the main.cf and master.cf in DIR (mtaspec adds only what the lab needs).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "image")]
     pub postfix_config: Option<PathBuf>,
+    /// Test your own image of the target MTA instead of the one installed
+    /// here: mtaspec starts it with --engine inside the lab (the fake DNS as
+    /// its resolver, no route out), replaces only the settings the lab needs
+    /// (each replacement is printed and written to the JUnit properties), and
+    /// removes the container after the run. The image needs the MTA's own
+    /// tools (Postfix: postconf, postfix, postqueue) and sh, sleep, touch, mkdir, cp, tail.
+    /// Example: sudo mtaspec run --target postfix --image my-postfix:ci --engine docker
+    #[arg(long, value_name = "IMAGE", verbatim_doc_comment)]
+    pub image: Option<String>,
+    /// The container engine that runs --image (docker: a daemon must be
+    /// running; DOCKER_HOST is honoured).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "podman",
+        value_name = "ENGINE",
+        requires = "image"
+    )]
+    pub engine: crate::lab::engine::Kind,
     /// Count SHOULD / practice deviations (and known deviations no longer seen) as failures.
     #[arg(long)]
     pub strict: bool,
@@ -286,6 +306,12 @@ fn targets() -> ExitCode {
             Err(e) => format!("not installed: {e}"),
         };
         let _ = writeln!(text, "{}: {state}", m.name());
+        if m.runs_in_containers() {
+            let _ = writeln!(
+                text,
+                "  your own image: --image IMAGE [--engine podman|docker]"
+            );
+        }
         let (yes, no): (Vec<Knob>, Vec<Knob>) = Knob::ALL
             .into_iter()
             .partition(|k| m.support(*k) == Support::Yes);
@@ -334,6 +360,7 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
                         let v = serde_json::json!({
                             "file": name,
                             "dsn": d,
+                            "reasons": crate::dsn::classify(&d),
                             "findings": findings,
                         });
                         outln!("{v}")
@@ -357,6 +384,41 @@ fn dsn(json: bool, files: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// Check what `--image` needs before the lab is made: root, the engine, the image.
+fn image_options(
+    mta: &dyn crate::target::Mta,
+    kind: Kind,
+    image: &str,
+) -> Result<crate::target::ImageOptions, ExitCode> {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    };
+    if !mta.runs_in_containers() {
+        let can: Vec<&str> = crate::target::all()
+            .iter()
+            .filter(|m| m.runs_in_containers())
+            .map(|m| m.name())
+            .collect();
+        return Err(fail(&format!(
+            "--image: mtaspec cannot run a {} image yet; images work for: {}",
+            mta.name(),
+            can.join(", ")
+        )));
+    }
+    crate::lab::preflight().map_err(|e| fail(&e))?;
+    let engine = Engine::detect(kind).map_err(|e| fail(&e))?;
+    engine.has_image(image).map_err(|e| fail(&e))?;
+    for name in crate::lab::engine::remove_orphans(&engine) {
+        eprintln!("note: removed container {name} left by an mtaspec run that was killed");
+    }
+    Ok(crate::target::ImageOptions {
+        command: engine.image_command(image).ok(),
+        engine,
+        image: image.to_string(),
+    })
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let scenarios = match load(&args.paths) {
         Ok(s) => s,
@@ -369,9 +431,11 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = mta.version() {
-        errln!("error: target {}: {e}", mta.name());
-        return ExitCode::from(2);
+    if args.image.is_none() {
+        if let Err(e) = mta.version() {
+            errln!("error: target {}: {e}", mta.name());
+            return ExitCode::from(2);
+        }
     }
     let known_path = if args.no_known || args.controls {
         None
@@ -388,10 +452,21 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let image = match args
+        .image
+        .as_deref()
+        .map(|i| image_options(mta, args.engine, i))
+    {
+        None => None,
+        Some(Ok(i)) => Some(i),
+        Some(Err(code)) => return code,
+    };
     let opts = match TargetOptions::parse_sets(&args.sets) {
         Ok(sets) => TargetOptions {
             sets,
             config_dir: args.postfix_config.clone(),
+            tls: None,
+            image,
         },
         Err(e) => {
             errln!("error: {e}");
@@ -419,12 +494,17 @@ fn run(args: RunArgs) -> ExitCode {
         verbose: args.verbose,
         controls: controls.is_some(),
     };
-    in_lab(|lab| {
+    let image = plan.opts.image.clone();
+    in_lab(image.as_ref(), |lab| {
         Box::pin(async move {
             let Some((begin, startup, mut outcomes)) = run_plan(lab, &plan, scenarios).await else {
                 return ExitCode::from(2);
             };
-            let (mta, results) = outcomes.remove(0);
+            let Outcome {
+                mta,
+                results,
+                overrides,
+            } = outcomes.remove(0);
             let wall = begin.elapsed();
             if let Some(cplan) = &controls {
                 return controls_report(cplan, &results, mta.name(), &args, wall, startup);
@@ -435,7 +515,18 @@ fn run(args: RunArgs) -> ExitCode {
                 console::summary(&results, wall, startup).trim_end_matches('\n')
             );
             if let Some(path) = &args.junit {
-                let report = junit::report(&results, mta.name(), wall);
+                let mut report = junit::report(&results, mta.name(), wall);
+                let mut props: Vec<(String, String)> = Vec::new();
+                if let Some(i) = &plan.opts.image {
+                    props.push(("image".into(), i.image.clone()));
+                    props.push(("engine".into(), i.engine.name().to_string()));
+                }
+                props.extend(
+                    overrides
+                        .iter()
+                        .map(|(k, v)| (format!("override.{k}"), v.clone())),
+                );
+                junit::add_suite_properties(&mut report, &props);
                 if let Err(e) = junit::write(&report, path) {
                     errln!("error: cannot write JUnit to {}: {e}", path.display());
                     return ExitCode::from(2);
@@ -478,6 +569,8 @@ fn fuzz(args: FuzzArgs) -> ExitCode {
     let opts = TargetOptions {
         sets: relaxed.into_iter().chain(user).collect(),
         config_dir: args.postfix_config.clone(),
+        tls: None,
+        image: None,
     };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -498,7 +591,7 @@ fn fuzz(args: FuzzArgs) -> ExitCode {
         max_sessions: args.max_sessions,
         ..Default::default()
     };
-    in_lab(|lab| {
+    in_lab(None, |lab| {
         Box::pin(async move {
             errln!("starting {} in the lab ...", mta.name());
             let services = match Services::start(lab, &[mta], &opts, &[]).await {
@@ -638,7 +731,7 @@ fn matrix(args: MatrixArgs) -> ExitCode {
         verbose: args.verbose,
         controls: false,
     };
-    in_lab(|lab| {
+    in_lab(None, |lab| {
         Box::pin(async move {
             let Some((begin, _startup, outcomes)) = run_plan(lab, &plan, scenarios).await else {
                 return ExitCode::from(2);
@@ -647,14 +740,12 @@ fn matrix(args: MatrixArgs) -> ExitCode {
             let columns: Vec<crate::report::matrix::Column> = outcomes
                 .iter()
                 .zip(&targets)
-                .map(
-                    |((m, results), (_, version))| crate::report::matrix::Column {
-                        target: m.name(),
-                        version: version.clone(),
-                        results,
-                        longest: crate::report::matrix::longest(results),
-                    },
-                )
+                .map(|(o, (_, version))| crate::report::matrix::Column {
+                    target: o.mta.name(),
+                    version: version.clone(),
+                    results: &o.results,
+                    longest: crate::report::matrix::longest(&o.results),
+                })
                 .collect();
             let table = crate::report::matrix::markdown(&columns, wall);
             if let Err(e) = std::fs::write(&args.out, &table) {
@@ -692,7 +783,7 @@ fn matrix(args: MatrixArgs) -> ExitCode {
             }
             let statuses: Vec<Status> = outcomes
                 .iter()
-                .flat_map(|(_, r)| r.iter().map(Status::of))
+                .flat_map(|o| o.results.iter().map(Status::of))
                 .collect();
             if statuses.contains(&Status::Error) {
                 ExitCode::from(2)
@@ -721,6 +812,14 @@ fn exit_status(results: &[run::ScenarioResult], strict: bool) -> ExitCode {
     }
 }
 
+/// What a run came to for one MTA.
+struct Outcome {
+    mta: &'static dyn crate::target::Mta,
+    results: Vec<run::ScenarioResult>,
+    /// The user's settings the lab replaced (setting, `old -> new: why`).
+    overrides: Vec<(String, String)>,
+}
+
 /// What to run in the lab: one or more MTAs, each with its known deviations.
 struct Plan {
     targets: Vec<(&'static dyn crate::target::Mta, suite::known::Known)>,
@@ -734,9 +833,22 @@ type LabFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode
 
 /// Enter the lab (before any thread exists), start the async runtime, run
 /// `body`, and tear everything down — also on Ctrl-C (130) and SIGTERM (143).
-fn in_lab(body: impl for<'a> FnOnce(&'a crate::lab::Lab) -> LabFuture<'a>) -> ExitCode {
+fn in_lab(
+    image: Option<&crate::target::ImageOptions>,
+    body: impl for<'a> FnOnce(&'a crate::lab::Lab) -> LabFuture<'a>,
+) -> ExitCode {
+    // A user's image: podman joins the lab's network namespace; docker's
+    // namespace is made first and the harness joins it.
+    let net = match image {
+        None => crate::lab::Net::Own,
+        Some(i) if i.engine.kind == Kind::Podman => crate::lab::Net::Podman(&i.engine),
+        Some(i) => crate::lab::Net::Docker {
+            engine: &i.engine,
+            image: &i.image,
+        },
+    };
     // The lab must exist before any thread does (unshare of the mount namespace).
-    let lab = match crate::lab::enter() {
+    let lab = match crate::lab::enter_with(net) {
         Ok(l) => l,
         Err(e) => {
             errln!("error: {e}");
@@ -781,15 +893,11 @@ async fn run_plan(
     lab: &crate::lab::Lab,
     plan: &Plan,
     scenarios: Vec<suite::Scenario>,
-) -> Option<(
-    Instant,
-    std::time::Duration,
-    Vec<(&'static dyn crate::target::Mta, Vec<run::ScenarioResult>)>,
-)> {
+) -> Option<(Instant, std::time::Duration, Vec<Outcome>)> {
     let begin = Instant::now();
     let mtas: Vec<&'static dyn crate::target::Mta> = plan.targets.iter().map(|(m, _)| *m).collect();
     for mta in &mtas {
-        let groups = run::setting_groups(&scenarios, *mta, 0).len();
+        let groups = run::setting_groups(&scenarios, *mta, 0, None).len();
         errln!(
             "starting {groups} {} instance(s) in the lab (with the fake DNS and the connection watcher) ...",
             mta.name()
@@ -853,6 +961,24 @@ async fn run_plan(
             String::new()
         }
     );
+    let overrides: Vec<Vec<(String, String)>> = services
+        .fleets
+        .iter()
+        .map(|f| f.target().overrides().to_vec())
+        .collect();
+    for (f, o) in services.fleets.iter().zip(&overrides) {
+        if o.is_empty() {
+            continue;
+        }
+        let whose = match &plan.opts.image {
+            Some(i) => format!("image {} ({})", i.image, i.engine.name()),
+            None => format!("your {} configuration", f.mta.name()),
+        };
+        errln!("{whose}: the lab replaced {} of its settings", o.len());
+        for (k, why) in o {
+            errln!("  override {k}: {why}");
+        }
+    }
     for f in &services.fleets {
         for (g, e) in &f.failed {
             errln!(
@@ -912,7 +1038,17 @@ async fn run_plan(
         }
         errln!("--- target log (last lines)\n{target_log}");
     }
-    Some((begin, startup, mtas.into_iter().zip(all).collect()))
+    let outcomes = mtas
+        .into_iter()
+        .zip(all)
+        .zip(overrides)
+        .map(|((mta, results), overrides)| Outcome {
+            mta,
+            results,
+            overrides,
+        })
+        .collect();
+    Some((begin, startup, outcomes))
 }
 
 /// The end of a `--controls` run: summary, JUnit, exit status (2 if a

@@ -10,10 +10,12 @@
 use crate::run::observe::{Injection, Line, Recorder};
 use crate::smtp::reply::{Reply, ReplyLimits, ReplyReader};
 use crate::suite::MessageSpec;
+use crate::target::Submission;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Longest the client waits for one whole reply (however it trickles in).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,10 +84,39 @@ pub fn compose(
 
 /// SMTP connection with a bounded reply reader and a transcript.
 struct Conn<'a> {
-    stream: TcpStream,
+    stream: Stream,
     replies: ReplyReader,
     rec: &'a Recorder,
     transcript: Vec<Line>,
+}
+
+/// The connection, before and after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while STARTTLS takes the plain stream over.
+    Closed,
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+            Stream::Closed => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(buf).await,
+            Stream::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+            Stream::Closed => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
 }
 
 impl Conn<'_> {
@@ -136,7 +167,12 @@ impl Conn<'_> {
     }
 
     async fn send(&mut self, line: &str) -> Result<Reply, String> {
-        self.log(false, line);
+        self.send_shown(line, line).await
+    }
+
+    /// Send `line`, showing `shown` in the transcript (credentials stay out of it).
+    async fn send_shown(&mut self, line: &str, shown: &str) -> Result<Reply, String> {
+        self.log(false, shown);
         self.write(format!("{line}\r\n").as_bytes()).await?;
         self.reply().await
     }
@@ -150,6 +186,7 @@ pub async fn inject(
     index: usize,
     rec: &Recorder,
     deadline: tokio::time::Instant,
+    submission: Option<&Submission>,
 ) -> Injection {
     let at = rec.now();
     let mut accepted = false;
@@ -164,12 +201,12 @@ pub async fn inject(
         Ok(Ok(Err(e))) => Some(format!("cannot connect to the target at {target}: {e}")),
         Ok(Ok(Ok(stream))) => {
             let mut c = Conn {
-                stream,
+                stream: Stream::Plain(stream),
                 replies: ReplyReader::default(),
                 rec,
                 transcript: Vec::new(),
             };
-            let r = tokio::time::timeout_at(deadline, dialogue(&mut c, msg)).await;
+            let r = tokio::time::timeout_at(deadline, dialogue(&mut c, msg, submission)).await;
             transcript = std::mem::take(&mut c.transcript);
             match r {
                 Ok(Ok(ok)) => {
@@ -190,12 +227,65 @@ pub async fn inject(
     }
 }
 
-async fn dialogue(c: &mut Conn<'_>, msg: &Outgoing) -> Result<bool, String> {
+/// STARTTLS, EHLO again, then AUTH PLAIN; `false` when the target says no.
+async fn submit(c: &mut Conn<'_>, sub: &Submission) -> Result<bool, String> {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::commands::Auth;
+    if c.send("STARTTLS").await?.class() != 2 {
+        return Ok(false);
+    }
+    if c.replies.buffered() > 0 {
+        return Err("the target sent data after its STARTTLS reply (possible injection)".into());
+    }
+    let Stream::Plain(tcp) = std::mem::replace(&mut c.stream, Stream::Closed) else {
+        return Err("STARTTLS twice".into());
+    };
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(sub.server_name.clone())
+        .map_err(|e| format!("bad TLS server name `{}`: {e}", sub.server_name))?;
+    let tls = tokio::time::timeout(
+        REPLY_TIMEOUT,
+        tokio_rustls::TlsConnector::from(sub.tls.clone()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "TLS handshake not done within {} s",
+            REPLY_TIMEOUT.as_secs()
+        )
+    })?
+    .map_err(|e| format!("TLS handshake: {e}"))?;
+    c.stream = Stream::Tls(Box::new(tls));
+    c.log(false, "[TLS established]");
+    if c.send("EHLO client.test").await?.class() != 2 {
+        return Ok(false);
+    }
+    let auth = Auth::new(
+        Mechanism::Plain,
+        Credentials::new(sub.user.clone(), sub.password.clone()),
+        None,
+    )
+    .map_err(|e| format!("AUTH PLAIN: {e}"))?
+    .to_string();
+    let shown = format!("AUTH PLAIN [credentials of {}]", sub.user);
+    Ok(c.send_shown(auth.trim_end(), &shown).await?.class() == 2)
+}
+
+async fn dialogue(
+    c: &mut Conn<'_>,
+    msg: &Outgoing,
+    submission: Option<&Submission>,
+) -> Result<bool, String> {
     if c.reply().await?.class() != 2 {
         return Ok(false);
     }
     if c.send("EHLO client.test").await?.class() != 2 {
         return Ok(false);
+    }
+    if let Some(sub) = submission {
+        if !submit(c, sub).await? {
+            let _ = c.send("QUIT").await;
+            return Ok(false);
+        }
     }
     let with = |head: String, params: &[String]| {
         std::iter::once(head)

@@ -9,12 +9,13 @@
 
 pub mod cli;
 pub mod client;
-pub mod dsn;
+pub use bounce as dsn;
 pub mod lab;
 pub mod report;
 pub mod rfc;
 pub mod run;
 pub mod sessfuzz;
+pub mod session;
 pub mod smtp;
 pub mod suite;
 pub mod target;

@@ -1,9 +1,9 @@
 //! DSN parser on whole messages: never panics, and whatever it reads can be
-//! judged, rendered and serialised.
+//! judged, classified, rendered and serialised.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mtaspec::dsn::{self, DsnError, DsnLimits};
+use bounce::{self as dsn, DsnError, DsnLimits};
 
 /// Pieces of RFC 822 / MIME / RFC 3464 text and of legacy bounce prose, so
 /// the fuzzer builds messages from them instead of from single bytes.
@@ -84,6 +84,14 @@ fuzz_target!(|data: &[u8]| {
                 .reports
                 .iter()
                 .all(|r| r.recipients.len() <= limits.max_recipients));
+            // One classification per recipient, hard only for the reasons
+            // that say the address cannot exist.
+            let cs = dsn::classify(&d);
+            assert_eq!(cs.len(), d.recipients().count());
+            for c in &cs {
+                assert!(!c.hard || c.reason.is_hard(c.status.map(|s| s.class)), "{c:?}");
+            }
+            let _ = serde_json::to_string(&cs).expect("a classification serialises");
             let _ = dsn::check(&d);
             let _ = dsn::render_text(&d);
             let _ = serde_json::to_string(&d).expect("a parsed DSN serialises");

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mtaspec::smtp::reply::{parse_diagnostic, parse_reply, EnhancedStatus, Reply, ReplyLimits};
+use bounce::reply::{parse_diagnostic, parse_reply, EnhancedStatus, Reply, ReplyLimits};
 
 /// Pieces of reply lines: codes, separators, line ends, enhanced codes, text.
 #[rustfmt::skip]

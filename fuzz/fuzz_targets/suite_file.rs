@@ -1,5 +1,6 @@
 //! Scenario file loader: any text gives a scenario or an error that points
-//! at a line of that text, never a panic.
+//! at a line of that text, never a panic; session script steps name lines of
+//! the text too.
 #![no_main]
 
 use std::path::Path;
@@ -26,8 +27,16 @@ const TOKENS: &[&str] = &[
     "mail_params = [\"RET=HDRS\"]\n", "[[expect]]\n", "delivered = { host = \"mx1\" }\n",
     "order = [\"mx1\", \"sender-mx\"]\n", "contacted = \"mx1\"\n", "not_contacted = \"mx2\"\n",
     "accepted = true\n", "dsn = { status = \"5.1.1\", action = \"failed\" }\n",
-    "dsn = { status = \"5.\" }\n", "no_dsn = true\n", "no_dsn = false\n", "\n", "\"", "'", "=",
+    "dsn = { status = \"5.\" }\n", "no_dsn = true\n", "no_dsn = false\n",
+    "\n", "\"", "'", "=",
     "[", "]", "{", "}", "#", "\\", "é", "\r\n", "\t", "0", ".", "-",
+    // Inbound sessions (appended: earlier seeds keep their token numbers).
+    "[[session]]\n", "from = \"trusted\"\n", "script = '''\n", "'''\n", "< 220\n",
+    "< 2xx 2.1 /ok/\n", "< 500|502 within 5s\n", "< closed\n", "< nothing 1s\n",
+    "> EHLO client.test\n", "send \"a\\r\\n.\\n\\x00\"\n", "data \"x\\r\\n.\\r\\n\"\n",
+    "bdat-last \"{y*3}\"\n", "pause 1ms\n", "starttls\n", "enhanced on\n", "repeat 3\n", "end\n",
+    "{i}", "\\x", "/", "!/",
+    "relayed = { host = \"mx1\", count = 1, body = \"as-sent\", smuggled_from = \"m@src.test\" }\n",
 ];
 
 fn text(data: &[u8]) -> String {
@@ -53,7 +62,12 @@ fuzz_target!(|data: &[u8]| {
     let text = text(data);
     match parse_scenario(Path::new("suites/fuzz/0001-input.toml"), &text) {
         Ok(s) => {
-            assert!(!s.messages.is_empty() && !s.expects.is_empty());
+            assert!((!s.messages.is_empty() || !s.sessions.is_empty()) && !s.expects.is_empty());
+            // Session steps name lines of the file.
+            let lines = text.split('\n').count();
+            for st in s.sessions.iter().flat_map(|x| &x.steps) {
+                assert!(st.line >= 1 && st.line <= lines, "step line {}", st.line);
+            }
             for h in &s.hosts {
                 assert!(!h.attempts.is_empty());
                 let _ = h.refuses_from();

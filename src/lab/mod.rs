@@ -5,7 +5,13 @@
 //! naming the fake DNS, and the target's host name. Nothing is left behind on
 //! the host: the namespaces, the bind mount and every address vanish with the
 //! last process inside them, and no `ip netns` name or file under /etc is made.
+//!
+//! With docker ([`Net::Docker`]) the network namespace is not made by
+//! unshare: docker cannot join one by path, so the lab starts a holder
+//! container with `--network none` first and moves this process into that
+//! container's network namespace; mounts and host name stay private as always.
 
+pub mod engine;
 pub mod sniff;
 
 use nix::mount::{mount, MsFlags};
@@ -33,6 +39,18 @@ pub enum LabError {
     Threaded,
     #[error("cannot create the lab namespaces (unshare): {0}; is this a container without CAP_SYS_ADMIN? run with --privileged or on the host")]
     Unshare(#[source] nix::Error),
+    #[error("cannot start the lab's network holder container: {0}")]
+    Container(#[source] Box<engine::EngineError>),
+    #[error(
+        "cannot open {path}: the docker daemon runs in another host or PID namespace \
+         (a remote DOCKER_HOST, docker-in-docker); run mtaspec where the daemon runs, e.g. \
+         in a container with `--pid host` and the daemon's socket (README: \"Test your Postfix image in CI\")"
+    )]
+    DockerElsewhere {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up the lab: {what}: {source}")]
     Setup {
         what: String,
@@ -50,10 +68,31 @@ impl LabError {
     }
 }
 
-/// The lab's private files; the namespaces themselves belong to the process.
+/// Where the lab's network namespace comes from.
+#[derive(Debug)]
+pub enum Net<'a> {
+    /// A fresh one (unshare).
+    Own,
+    /// A podman container will join the lab's own namespace by path: the
+    /// lab itself is made as with [`Net::Own`].
+    Podman(&'a engine::Engine),
+    /// The namespace of a holder container started from `image` with
+    /// `--network none`; the MTA containers join it with `container:NAME`.
+    Docker {
+        engine: &'a engine::Engine,
+        image: &'a str,
+    },
+}
+
+/// The lab's private files; the namespaces themselves belong to the process
+/// (and, with docker, to the holder container, removed on drop).
 #[derive(Debug)]
 pub struct Lab {
+    // Dropped first: the holder container goes before the folder.
+    holder: Option<engine::Container>,
     dir: tempfile::TempDir,
+    nonce: String,
+    containers: bool,
 }
 
 impl Lab {
@@ -61,6 +100,46 @@ impl Lab {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The lab's private resolv.conf (only the fake DNS).
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.path().join("resolv.conf")
+    }
+
+    /// A random label for this run: container names carry it, and with
+    /// containers so do scenario names ([`Lab::scope_nonce`]).
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
+    /// The nonce scenario names carry, when the target runs in containers: an
+    /// MTA whose queue outlives a run can never deliver an old run's mail
+    /// into this run's verdicts (its names no longer resolve).
+    pub fn scope_nonce(&self) -> Option<&str> {
+        self.containers.then_some(self.nonce.as_str())
+    }
+
+    /// The `--network` value that puts a container into the lab's network namespace.
+    pub fn container_network(&self) -> String {
+        match &self.holder {
+            Some(h) => format!("container:{}", h.name),
+            None => format!("ns:/proc/{}/ns/net", std::process::id()),
+        }
+    }
+}
+
+/// A random hex label (8 characters).
+fn nonce() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        b = (t.subsec_nanos() ^ std::process::id()).to_be_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Check what the lab needs before anything else is done.
@@ -73,12 +152,64 @@ pub fn preflight() -> Result<(), LabError> {
 
 /// Move this process into a fresh lab. Call before starting any thread.
 pub fn enter() -> Result<Lab, LabError> {
+    enter_with(Net::Own)
+}
+
+/// Move this process into a fresh lab whose network namespace comes from
+/// `net`. Call before starting any thread.
+pub fn enter_with(net: Net) -> Result<Lab, LabError> {
     preflight()?;
     if thread_count() > 1 {
         return Err(LabError::Threaded);
     }
-    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
-        .map_err(LabError::Unshare)?;
+    let nonce = nonce();
+    let dir = tempfile::Builder::new()
+        .prefix("mtaspec-lab-")
+        .tempdir()
+        .map_err(|e| LabError::setup("create the lab folder", e))?;
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("# mtaspec lab: only the fake DNS\nnameserver {DNS_ADDR}\noptions timeout:2 attempts:2\n"),
+    )
+    .map_err(|e| LabError::setup("write the lab's resolv.conf", e))?;
+    let mut holder = None;
+    let containers = !matches!(net, Net::Own);
+    if containers {
+        engine::remember_host_namespaces()
+            .map_err(|e| LabError::setup("open this process's namespaces", e))?;
+    }
+    match net {
+        Net::Own | Net::Podman(_) => {
+            unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+                .map_err(LabError::Unshare)?;
+        }
+        Net::Docker { engine, image } => {
+            let name = format!("mtaspec-{nonce}-net");
+            let extra = [
+                "--network".to_string(),
+                "none".into(),
+                "--dns".into(),
+                DNS_ADDR.to_string(),
+                "--hostname".into(),
+                TARGET_HOSTNAME.into(),
+            ];
+            let c = engine
+                .start(image, &name, &extra)
+                .map_err(|e| LabError::Container(Box::new(e)))?;
+            let pid = c.pid().map_err(|e| LabError::Container(Box::new(e)))?;
+            let path = format!("/proc/{pid}/ns/net");
+            let ns = std::fs::File::open(&path).map_err(|e| LabError::DockerElsewhere {
+                path: path.clone(),
+                source: e,
+            })?;
+            holder = Some(c);
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| LabError::setup(format!("join the network namespace {path}"), e))?;
+            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+                .map_err(LabError::Unshare)?;
+        }
+    }
     // Keep every mount made from now on inside this namespace.
     mount(
         None::<&str>,
@@ -92,16 +223,6 @@ pub fn enter() -> Result<Lab, LabError> {
     nix::unistd::sethostname(TARGET_HOSTNAME)
         .map_err(|e| LabError::setup("set the lab's host name", e))?;
 
-    let dir = tempfile::Builder::new()
-        .prefix("mtaspec-lab-")
-        .tempdir()
-        .map_err(|e| LabError::setup("create the lab folder", e))?;
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        format!("# mtaspec lab: only the fake DNS\nnameserver {DNS_ADDR}\noptions timeout:2 attempts:2\n"),
-    )
-    .map_err(|e| LabError::setup("write the lab's resolv.conf", e))?;
     let etc = resolv_target();
     mount(
         Some(resolv.as_path()),
@@ -116,7 +237,12 @@ pub fn enter() -> Result<Lab, LabError> {
             e,
         )
     })?;
-    Ok(Lab { dir })
+    Ok(Lab {
+        holder,
+        dir,
+        nonce,
+        containers,
+    })
 }
 
 /// `/etc/resolv.conf`, or the file it links to (a bind mount follows links).
@@ -160,6 +286,14 @@ fn loopback_up() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The alias label for a loopback address: unique per address, so that
+/// instances of different MTAs never replace each other's address
+/// (`127.0.3.2` → `lo:3x2`).
+pub fn loopback_label(addr: Ipv4Addr) -> String {
+    let o = addr.octets();
+    format!("lo:{}x{}", o[2], o[3])
 }
 
 /// `ip addr add ADDR/32 dev lo label LABEL`, through the ioctls `ifconfig` uses.

@@ -46,7 +46,7 @@ impl Progress {
                 let st = Status::of(r);
                 let _ = writeln!(
                     err,
-                    "[{n:>3}/{}] {:<11} {}{} ({:.1} s)",
+                    "[{n:>3}/{}] {:<9} {}{} ({:.1} s)",
                     self.total,
                     st.label(),
                     r.id,

@@ -13,6 +13,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+/// Add `props` to every testsuite of `report` (e.g. the image under test and
+/// the settings the lab replaced in it).
+pub fn add_suite_properties(report: &mut Report, props: &[(String, String)]) {
+    for suite in &mut report.test_suites {
+        for (k, v) in props {
+            suite.add_property(Property::new(k.clone(), v.clone()));
+        }
+    }
+}
+
 /// Build the report. `target` names the MTA under test (a property of every case).
 pub fn report(results: &[ScenarioResult], target: &str, wall: Duration) -> Report {
     let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();

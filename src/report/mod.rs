@@ -7,12 +7,7 @@ pub mod matrix;
 
 use crate::run::ScenarioResult;
 
-/// What a run tells its reporters as it goes.
-#[derive(Debug)]
-pub enum Event<'a> {
-    Started { id: String },
-    Finished(&'a ScenarioResult),
-}
+pub use crate::run::Event;
 
 /// How a scenario's outcome is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +84,28 @@ pub fn observations_text(r: &ScenarioResult) -> String {
             );
         }
         if let Some(e) = &i.error {
+            let _ = writeln!(t, "         error: {e}");
+        }
+    }
+    // Inbound: raw client sessions, sent bytes escaped as in the script.
+    for rs in &o.raw_sessions {
+        let _ = writeln!(
+            t,
+            "== raw session {} from {} at {:.3} s",
+            rs.session + 1,
+            rs.client,
+            rs.at.as_secs_f64()
+        );
+        for l in &rs.transcript {
+            let _ = writeln!(
+                t,
+                "{:8.3} {} {}",
+                l.at.as_secs_f64(),
+                if l.from_peer { "S:" } else { "C:" },
+                unscope(&l.text)
+            );
+        }
+        if let Some(e) = &rs.error {
             let _ = writeln!(t, "         error: {e}");
         }
     }

@@ -6,7 +6,6 @@ pub mod observe;
 
 use crate::client;
 use crate::lab::{self, sniff, Lab};
-use crate::report::Event;
 use crate::suite::Scenario;
 use crate::target::knobs::{self, Knobs};
 use crate::target::{Mta, Spec, Support, TargetError, TargetOptions};
@@ -38,6 +37,16 @@ pub enum RunError {
     Target(#[from] TargetError),
     #[error("{0} distinct [target] settings need as many target instances; at most 200 fit the lab's addresses")]
     TooManyInstances(usize),
+    #[error("{0}")]
+    Tls(#[from] crate::session::tls::TlsError),
+}
+
+/// What a run tells its reporters as it goes (the report stage consumes these;
+/// the run stage does not know its reporters).
+#[derive(Debug)]
+pub enum Event<'a> {
+    Started { id: String },
+    Finished(&'a ScenarioResult),
 }
 
 /// What one scenario came to.
@@ -169,11 +178,29 @@ pub fn scope_names(v: &str, scope: &Scope) -> String {
     out
 }
 
-/// Why `mta` cannot run `sc`: a knob the scenario needs that it cannot set.
+/// Why `mta` cannot run `sc`: a knob the scenario needs that it cannot set,
+/// or raw settings the scenario needs that it gives only for other targets.
 pub fn unsupported(sc: &Scenario, mta: &dyn Mta) -> Option<String> {
-    sc.knobs.keys().find_map(|k| match mta.support(*k) {
+    let knob = sc.knobs.keys().find_map(|k| match mta.support(*k) {
         Support::Yes => None,
         Support::No(why) => Some(format!("{} cannot set `{k}`: {why}", mta.name())),
+    });
+    knob.or_else(|| {
+        (!sc.target_sets.is_empty() && !sc.target_sets.contains_key(mta.name())).then(|| {
+            let given: Vec<String> = sc
+                .target_sets
+                .iter()
+                .map(|(t, set)| {
+                    let keys: Vec<&str> = set.keys().map(String::as_str).collect();
+                    format!("{t} ({})", keys.join(", "))
+                })
+                .collect();
+            format!(
+                "the scenario needs raw settings it gives only for {}; none for {}",
+                given.join(", "),
+                mta.name()
+            )
+        })
     })
 }
 
@@ -211,6 +238,10 @@ pub struct Services {
     pub fleets: Vec<Fleet>,
     sniffer: tokio::task::JoinHandle<()>,
     pub startup: Duration,
+    /// The targets' per-run certificate and the raw client's TLS config.
+    pub tls: crate::session::tls::TlsMaterial,
+    /// Scenario names carry this when the target runs in containers.
+    pub nonce: Option<String>,
 }
 
 /// Address of the `n`-th instance of the `fleet`-th MTA: the lab's target
@@ -229,13 +260,18 @@ const SCOPE_STRIDE: usize = 2000;
 
 /// The distinct groups of the scenarios `mta` can run, the default first;
 /// scenario `i` has the scope index `scope_offset + i`.
-pub fn setting_groups(scenarios: &[Scenario], mta: &dyn Mta, scope_offset: usize) -> Vec<Group> {
+pub fn setting_groups(
+    scenarios: &[Scenario],
+    mta: &dyn Mta,
+    scope_offset: usize,
+    nonce: Option<&str>,
+) -> Vec<Group> {
     let mut groups = vec![Group::default()];
     for (i, sc) in scenarios.iter().enumerate() {
         if unsupported(sc, mta).is_some() {
             continue;
         }
-        let g = Group::of(sc, mta, &Scope::new(scope_offset + i));
+        let g = Group::of(sc, mta, &Scope::with_nonce(scope_offset + i, nonce));
         if !groups.contains(&g) {
             groups.push(g);
         }
@@ -254,7 +290,7 @@ async fn start_fleet(
     scenarios: &[Scenario],
 ) -> Result<Fleet, RunError> {
     let begin = Instant::now();
-    let groups = setting_groups(scenarios, mta, fleet * SCOPE_STRIDE);
+    let groups = setting_groups(scenarios, mta, fleet * SCOPE_STRIDE, lab.scope_nonce());
     if groups.len() > 200 {
         return Err(RunError::TooManyInstances(groups.len()));
     }
@@ -272,6 +308,15 @@ async fn start_fleet(
             sets: opts.sets.clone(),
             set: g.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             config_dir: opts.config_dir.clone(),
+            tls: opts.tls.clone(),
+            container: opts.image.as_ref().map(|i| crate::target::ContainerSpec {
+                engine: i.engine.clone(),
+                image: i.image.clone(),
+                network: lab.container_network(),
+                resolv_conf: lab.resolv_conf(),
+                name_prefix: format!("mtaspec-{}", lab.nonce()),
+                image_command: i.command.clone(),
+            }),
         };
         // Each start runs blocking commands and waits for the greeting:
         // its own thread lets instances start side by side.
@@ -331,9 +376,26 @@ impl Services {
         scenarios: &[Scenario],
     ) -> Result<Services, RunError> {
         let begin = Instant::now();
+        // Every instance offers STARTTLS with a certificate made for this run.
+        let tls = crate::session::tls::generate(lab.dir(), lab::TARGET_HOSTNAME)?;
+        let opts = &TargetOptions {
+            tls: Some(crate::target::TlsFiles {
+                cert_file: tls.cert_file.clone(),
+                key_file: tls.key_file.clone(),
+            }),
+            ..opts.clone()
+        };
         let addr = SocketAddr::from((lab::DNS_ADDR, 53));
         let dns = fake_dns::FakeDns::start(addr)
             .await
+            .map_err(|source| RunError::Dns { addr, source })?;
+        // Resolvers that search the host's own domain (glibc's res_search,
+        // Go) ask for `name.target.test` after an NXDOMAIN: answer NXDOMAIN
+        // there too, as that domain's server would, not REFUSED (a temporary error).
+        let own = lab::TARGET_HOSTNAME
+            .split_once('.')
+            .map_or("test", |(_, d)| d);
+        dns.add_zone(fake_dns::Zone::new(own))
             .map_err(|source| RunError::Dns { addr, source })?;
         let (syns, _) = broadcast::channel(4096);
         let sniffer = match sniff::start(syns.clone()) {
@@ -369,7 +431,14 @@ impl Services {
             fleets,
             sniffer,
             startup: begin.elapsed(),
+            tls,
+            nonce: lab.scope_nonce().map(str::to_string),
         })
+    }
+
+    /// The names and addresses of the `index`-th scenario.
+    pub fn scope(&self, index: usize) -> Scope {
+        Scope::with_nonce(index, self.nonce.as_deref())
     }
 
     pub async fn stop(self) {
@@ -394,11 +463,11 @@ pub async fn run_all(
     let futures = scenarios.into_iter().enumerate().map(|(i, sc)| async move {
         let i = fl.scope_offset + i;
         events(Event::Started { id: sc.id.clone() });
-        let group = Group::of(&sc, fl.mta, &Scope::new(i));
-        let fallback = ScenarioResult::new(&sc, &Scope::new(i));
+        let group = Group::of(&sc, fl.mta, &services_ref.scope(i));
+        let fallback = ScenarioResult::new(&sc, &services_ref.scope(i));
         let mut r = match fl.instances.iter().find(|x| x.group == group) {
             _ if unsupported(&sc, fl.mta).is_some() => {
-                let mut r = ScenarioResult::new(&sc, &Scope::new(i));
+                let mut r = ScenarioResult::new(&sc, &services_ref.scope(i));
                 r.unsupported = unsupported(&sc, fl.mta);
                 r
             }
@@ -412,7 +481,7 @@ pub async fn run_all(
                     .find(|(g, _)| *g == group)
                     .map(|(_, e)| e.clone())
                     .unwrap_or_else(|| "no instance was started for these settings".into());
-                let mut r = ScenarioResult::new(&sc, &Scope::new(i));
+                let mut r = ScenarioResult::new(&sc, &services_ref.scope(i));
                 r.error = Some(format!(
                     "the target instance with this scenario's [target] settings could not start: {why}"
                 ));
@@ -555,7 +624,7 @@ pub async fn run_one(
     index: usize,
     sc: Scenario,
 ) -> ScenarioResult {
-    let scope = Scope::new(index);
+    let scope = services.scope(index);
     let rec = Recorder::default();
     let mut result = ScenarioResult::new(&sc, &scope);
     result.instance = target.smtp_addr().ip().to_string();
@@ -591,7 +660,15 @@ pub async fn run_one(
     ));
     for (i, h) in sc.hosts.iter().enumerate() {
         let addr = SocketAddr::from((scope.host_addr(i), 25));
-        match Host::start(h.clone(), addr, rec.clone()).await {
+        // Addresses in the script are the scenario's: scope them like its names.
+        let mut spec = h.clone();
+        for a in &mut spec.attempts {
+            a.rcpt_by = std::mem::take(&mut a.rcpt_by)
+                .into_iter()
+                .map(|(k, v)| (scope.address(&k).to_ascii_lowercase(), v))
+                .collect();
+        }
+        match Host::start(spec, addr, rec.clone()).await {
             Ok(host) => hosts.push(host),
             Err(e) => {
                 result.error = Some(format!("cannot start fake host `{}` on {addr}: {e}", h.key));
@@ -602,6 +679,7 @@ pub async fn run_one(
     if result.error.is_none() {
         let smtp = target.smtp_addr();
         let deadline = tokio::time::Instant::from_std(rec.start + sc.deadline);
+        let submission = target.submission();
         for (n, m) in sc.messages.iter().enumerate() {
             let from = if m.from.is_empty() {
                 String::new()
@@ -612,7 +690,8 @@ pub async fn run_one(
             let header_from = m.header_from.as_ref().map(|h| scope.address(h));
             match client::compose(m, &from, header_from.as_deref(), &to) {
                 Ok(out) => {
-                    let inj = client::inject(smtp, &out, n, &rec, deadline).await;
+                    let inj =
+                        client::inject(smtp, &out, n, &rec, deadline, submission.as_ref()).await;
                     rec.update(|o| o.injections.push(inj));
                 }
                 Err(e) => {
@@ -621,6 +700,18 @@ pub async fn run_one(
                 }
             }
         }
+    }
+    // Inbound: the scenario's raw client sessions (src/session/).
+    if result.error.is_none() && !sc.sessions.is_empty() {
+        crate::session::run_all(
+            &sc,
+            &scope,
+            target.smtp_addr(),
+            Some(services.tls.client.clone()),
+            &target.hostname(),
+            &rec,
+        )
+        .await;
     }
     if result.error.is_none() {
         result.verdicts = judge_loop(&sc, &scope, &rec, target).await;

@@ -24,69 +24,74 @@ pub struct Observations {
     /// Observations lost (an observer fell behind, a limit dropped them):
     /// the verdicts cannot be trusted, so the scenario is a harness error.
     pub lost: Vec<String>,
+    /// What the raw client saw in each `[[session]]` (inbound suites).
+    pub raw_sessions: Vec<RawSession>,
 }
 
-/// What one scenario keeps at most, so that a hostile or broken target
-/// cannot make the harness eat memory. Each limit is far above what any
-/// scenario needs; reaching one is reported with the scenario's verdicts.
-pub mod limits {
-    /// Sessions the fake hosts of one scenario serve; later connections are
-    /// closed at once (and the scenario becomes a harness error).
-    pub const SESSIONS: usize = 1000;
-    /// Transcript lines kept per session (later lines are not kept).
-    pub const TRANSCRIPT_LINES: usize = 2000;
-    /// Commands a fake host answers in one session; then `421` and close.
-    pub const COMMANDS: usize = 1000;
-    /// Messages the fake hosts of one scenario keep.
-    pub const MESSAGES: usize = 200;
-    /// Octets of message data the fake hosts of one scenario keep.
-    pub const MESSAGE_OCTETS: usize = 64 * 1024 * 1024;
-    /// Connection attempts (SYNs) and DNS queries kept per scenario.
-    pub const EVENTS: usize = 10_000;
-    /// Distinct harness notes kept per scenario.
-    pub const NOTES: usize = 32;
+/// One raw client session with the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawSession {
+    /// 0-based `[[session]]` index.
+    pub session: usize,
+    /// The client's address and port.
+    pub client: String,
+    pub at: Duration,
+    /// One outcome per script step, in order.
+    pub outcomes: Vec<StepOutcome>,
+    /// Sent bytes (escaped) and replies, in order.
+    pub transcript: Vec<Line>,
+    /// Messages sent by `data` / `bdat` steps (scoped), in order.
+    #[serde(skip)]
+    pub messages: Vec<SentMessage>,
+    /// Set when the session could not start (no connection).
+    pub error: Option<String>,
 }
 
-impl Observations {
-    /// Note something the harness had to cut or could not do (once per text).
-    pub fn note(&mut self, text: impl Into<String>) {
-        let text = text.into();
-        if self.harness.len() < limits::NOTES && !self.harness.contains(&text) {
-            self.harness.push(text);
-        }
-    }
+/// A message the raw client sent.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    /// DATA content (dot-stuffed, cut before its `.<CRLF>`); `false` for BDAT chunks.
+    pub dot_stuffed: bool,
+    pub content: Vec<u8>,
+}
 
-    /// Note that observations were lost (once per text); see [`Observations::lost`].
-    pub fn lose(&mut self, text: impl Into<String>) {
-        let text = text.into();
-        if self.lost.len() < limits::NOTES && !self.lost.contains(&text) {
-            self.lost.push(text);
-        }
-    }
-
-    /// Record a connection attempt, within [`limits::EVENTS`].
-    pub fn connect(&mut self, c: ConnectSeen) {
-        if self.connects.len() < limits::EVENTS {
-            self.connects.push(c);
-        } else {
-            self.lose(format!(
-                "more than {} connection attempts: later ones were not kept",
-                limits::EVENTS
-            ));
-        }
-    }
-
-    /// Record a DNS query, within [`limits::EVENTS`].
-    pub fn query(&mut self, q: DnsQuery) {
-        if self.dns.len() < limits::EVENTS {
-            self.dns.push(q);
-        } else {
-            self.lose(format!(
-                "more than {} DNS queries: later ones were not kept",
-                limits::EVENTS
-            ));
-        }
-    }
+/// What happened at one script step.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepOutcome {
+    Sent {
+        octets: usize,
+    },
+    SendFailed {
+        error: String,
+    },
+    Paused,
+    Tls {
+        error: Option<String>,
+    },
+    EnhancedMode,
+    /// A complete reply, and how long it was waited for.
+    Reply {
+        code: u16,
+        lines: Vec<String>,
+        waited: Duration,
+    },
+    /// Bytes that did not parse as a reply (escaped).
+    BadReply {
+        error: String,
+        bytes: String,
+    },
+    /// The target closed (or reset) the connection.
+    Closed {
+        waited: Duration,
+    },
+    /// Nothing came for the whole wait.
+    Silent {
+        waited: Duration,
+    },
+    ReadFailed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,5 +203,68 @@ impl Recorder {
     /// Resolves after the next change (or at once if one came since the last wait).
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+}
+
+/// What one scenario keeps at most, so that a hostile or broken target
+/// cannot make the harness eat memory. Each limit is far above what any
+/// scenario needs; reaching one is reported with the scenario's verdicts.
+pub mod limits {
+    /// Sessions the fake hosts of one scenario serve; later connections are
+    /// closed at once (and the scenario becomes a harness error).
+    pub const SESSIONS: usize = 1000;
+    /// Transcript lines kept per session (later lines are not kept).
+    pub const TRANSCRIPT_LINES: usize = 2000;
+    /// Commands a fake host answers in one session; then `421` and close.
+    pub const COMMANDS: usize = 1000;
+    /// Messages the fake hosts of one scenario keep.
+    pub const MESSAGES: usize = 200;
+    /// Octets of message data the fake hosts of one scenario keep.
+    pub const MESSAGE_OCTETS: usize = 64 * 1024 * 1024;
+    /// Connection attempts (SYNs) and DNS queries kept per scenario.
+    pub const EVENTS: usize = 10_000;
+    /// Distinct harness notes kept per scenario.
+    pub const NOTES: usize = 32;
+}
+
+impl Observations {
+    /// Note something the harness had to cut or could not do (once per text).
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if self.harness.len() < limits::NOTES && !self.harness.contains(&text) {
+            self.harness.push(text);
+        }
+    }
+
+    /// Note that observations were lost (once per text); see [`Observations::lost`].
+    pub fn lose(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if self.lost.len() < limits::NOTES && !self.lost.contains(&text) {
+            self.lost.push(text);
+        }
+    }
+
+    /// Record a connection attempt, within [`limits::EVENTS`].
+    pub fn connect(&mut self, c: ConnectSeen) {
+        if self.connects.len() < limits::EVENTS {
+            self.connects.push(c);
+        } else {
+            self.lose(format!(
+                "more than {} connection attempts: later ones were not kept",
+                limits::EVENTS
+            ));
+        }
+    }
+
+    /// Record a DNS query, within [`limits::EVENTS`].
+    pub fn query(&mut self, q: DnsQuery) {
+        if self.dns.len() < limits::EVENTS {
+            self.dns.push(q);
+        } else {
+            self.lose(format!(
+                "more than {} DNS queries: later ones were not kept",
+                limits::EVENTS
+            ));
+        }
     }
 }

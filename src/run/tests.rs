@@ -511,7 +511,12 @@ fn instances_get_distinct_addresses_and_groups_are_deduplicated() {
         ),
     )
     .unwrap();
-    let groups = setting_groups(&[set.clone(), plain, set, raw.clone()], &NoRetryKnobs, 0);
+    let groups = setting_groups(
+        &[set.clone(), plain, set, raw.clone()],
+        &NoRetryKnobs,
+        0,
+        None,
+    );
     assert_eq!(groups.len(), 3);
     assert_eq!(groups[0], Group::default());
     assert_eq!(
@@ -561,7 +566,7 @@ fn a_knob_the_target_cannot_set_makes_the_scenario_unsupported_and_gets_no_insta
     .unwrap();
     let why = unsupported(&needs, &NoRetryKnobs).expect("unsupported");
     assert!(why.contains("cannot set `retry_min`: compiled in"), "{why}");
-    assert_eq!(setting_groups(&[needs], &NoRetryKnobs, 0).len(), 1);
+    assert_eq!(setting_groups(&[needs], &NoRetryKnobs, 0, None).len(), 1);
     let plain = scenario("[[expect]]\ncontacted = \"mx\"\n");
     assert_eq!(unsupported(&plain, &NoRetryKnobs), None);
 }

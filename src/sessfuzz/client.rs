@@ -503,7 +503,10 @@ impl Runner {
         if code == 221 || code == 421 {
             self.over = true;
         }
-        true
+        // After 220 to STARTTLS the rest is a TLS handshake, which the fuzzer
+        // does not do; what was pipelined behind it is discarded by the
+        // server (RFC 3207 §4.2). The session ends here.
+        !self.tls
     }
 
     fn record_message(&mut self, content: Vec<u8>, code: u16) {

@@ -114,6 +114,12 @@ impl<'a> LabWorld<'a> {
             log: Mutex::new(log),
             seen: Mutex::new(HashSet::new()),
         };
+        if w.log.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            // Reports from before the run are not this run's.
+            let before = target.log_tail(500);
+            let mut seen = w.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.extend(before.lines().filter(|l| crash_line(l)).map(str::to_string));
+        }
         for _ in 0..=SPARES {
             w.add_sink().await?;
         }
@@ -260,6 +266,21 @@ impl World for LabWorld<'_> {
                     found.push(line.to_string());
                 }
             }
+        }
+        // A target whose log is not in files here (an image): its last lines.
+        if self
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            found.extend(
+                self.target
+                    .log_tail(500)
+                    .lines()
+                    .filter(|l| crash_line(l))
+                    .map(str::to_string),
+            );
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         found.retain(|l| seen.insert(l.clone()));

@@ -1,4 +1,4 @@
 //! SMTP wire formats: commands (read by the fake hosts) and replies (read everywhere).
 
 pub mod command;
-pub mod reply;
+pub use bounce::reply;

@@ -34,6 +34,9 @@ pub struct ScenarioFile {
     /// Negative controls: ways to make a target break this scenario's rule.
     #[serde(default, rename = "control")]
     pub controls: Vec<Spanned<ControlFile>>,
+    /// Raw client sessions with the target (inbound suites); see `suite::session`.
+    #[serde(default, rename = "session")]
+    pub sessions: Vec<Spanned<super::session::SessionFile>>,
 }
 
 /// One `[[control]]`: settings under which the target breaks the rule (the
@@ -99,12 +102,15 @@ pub struct AttemptFile {
 }
 
 /// A reply (`"451 4.3.0 try later"`, lines joined by `\n` for multi-line),
-/// `"drop"`, `"stall"`, or a list of those (for RCPT).
+/// `"drop"`, `"stall"`, or for RCPT a list of those (by position) or a table
+/// keyed by recipient address.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum StepFile {
     One(String),
     Many(Vec<String>),
+    /// For RCPT: replies keyed by recipient address, whatever their order.
+    ByAddress(BTreeMap<String, String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +171,8 @@ pub enum ExpectFile {
     Queried(String),
     /// The target never looked this name up: `"dest.test A"`.
     NotQueried(String),
+    /// What reached a fake host after the `[[session]]`s (inbound suites).
+    Relayed(super::session::RelayedFile),
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,4 +272,6 @@ pub struct DsnFile {
     /// Conformance findings (rule ids, globs allowed: "dsn.action.*") that must not occur.
     #[serde(default)]
     pub no_findings: Vec<String>,
+    /// Why the recipient bounced, as `bounce::classify` reads it ("user-unknown").
+    pub reason: Option<String>,
 }

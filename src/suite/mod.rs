@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod known;
+pub mod session;
 
 use crate::rfc::Strength;
 use file::{AttemptFile, ExpectFile, ScenarioFile, StepFile};
@@ -71,6 +72,8 @@ pub struct Scenario {
     pub controls: Vec<Control>,
     /// `[[control]] none = "..."`: why no setting of any target breaks the rule.
     pub no_control: Option<String>,
+    /// Raw client sessions with the target, run in order after the messages.
+    pub sessions: Vec<session::SessionSpec>,
 }
 
 /// A negative control: knobs and raw settings that make `target` break the
@@ -200,6 +203,9 @@ pub struct Attempt {
     pub helo: Step,
     pub mail: Step,
     pub rcpt: Vec<Step>,
+    /// Replies keyed by recipient address (lowercase), whatever the order the
+    /// target sends its RCPTs in; addresses not listed get `rcpt`.
+    pub rcpt_by: std::collections::BTreeMap<String, Step>,
     pub data: Step,
     pub eod: Step,
     pub rset: Step,
@@ -222,6 +228,7 @@ impl Default for Attempt {
             helo: r("250 fake host"),
             mail: r("250 2.1.0 ok"),
             rcpt: vec![r("250 2.1.5 ok")],
+            rcpt_by: Default::default(),
             data: r("354 end with <CRLF>.<CRLF>"),
             eod: r("250 2.0.0 queued"),
             rset: r("250 2.0.0 ok"),
@@ -301,6 +308,8 @@ pub enum Expect {
         name: String,
         qtype: String,
     },
+    /// Inbound: a session's replies, or what the sessions got relayed.
+    Session(session::SessionExpect),
 }
 
 /// A time in an expectation: fixed, or read from the target's settings.
@@ -342,6 +351,8 @@ pub struct DsnExpect {
     pub will_retry_until: bool,
     pub auto_submitted: bool,
     pub no_findings: Vec<String>,
+    /// Bounce reason name (`crate::dsn::Reason`), checked at load.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -775,10 +786,10 @@ impl Validator<'_> {
             });
         }
 
-        if raw.messages.is_empty() {
+        if raw.messages.is_empty() && raw.sessions.is_empty() {
             return Err(self.error(
                 0..0,
-                "no [[message]]: a scenario injects at least one message",
+                "no [[message]] or [[session]]: a scenario injects at least one message or runs one session",
             ));
         }
         let mut messages = Vec::new();
@@ -858,7 +869,15 @@ impl Validator<'_> {
                     ))
                 }
             };
-            let first_sender = messages[0].from.clone();
+            // Expectations about the injected message need one.
+            let first = || {
+                messages.first().ok_or_else(|| {
+                    self.error(
+                        span.clone(),
+                        "this expectation is about an injected message: add a [[message]]",
+                    )
+                })
+            };
             let x = match e.get_ref() {
                 ExpectFile::Delivered(d) => {
                     known(&d.host)?;
@@ -876,7 +895,10 @@ impl Validator<'_> {
                     }
                     Expect::Delivered {
                         host: d.host.clone(),
-                        rcpt: d.rcpt.clone().unwrap_or_else(|| messages[0].to.clone()),
+                        rcpt: match &d.rcpt {
+                            Some(r) => r.clone(),
+                            None => first()?.to.clone(),
+                        },
                     }
                 }
                 ExpectFile::Order(h) => {
@@ -946,12 +968,24 @@ impl Validator<'_> {
                             return Err(bad(format!("`{r}` is not an address (local@domain)")));
                         }
                     }
+                    let reason = match d.reason.as_deref() {
+                        None => None,
+                        Some(r) => Some(
+                            r.parse::<crate::dsn::Reason>()
+                                .map_err(|e| bad(e.to_string()))?
+                                .as_str()
+                                .to_string(),
+                        ),
+                    };
                     for g in &d.no_findings {
                         globset::Glob::new(g)
                             .map_err(|e| bad(format!("bad finding pattern `{g}`: {e}")))?;
                     }
                     Expect::Dsn(Box::new(DsnExpect {
-                        to: d.to.clone().unwrap_or(first_sender),
+                        to: match &d.to {
+                            Some(t) => t.clone(),
+                            None => first()?.from.clone(),
+                        },
                         status: d.status.clone(),
                         action: d.action.as_ref().map(|a| a.to_ascii_lowercase()),
                         rcpt: d.rcpt.clone(),
@@ -972,6 +1006,7 @@ impl Validator<'_> {
                         will_retry_until: d.will_retry_until == Some(true),
                         auto_submitted: d.auto_submitted == Some(true),
                         no_findings: d.no_findings.clone(),
+                        reason,
                     }))
                 }
                 ExpectFile::NotDelivered(n) => {
@@ -1050,6 +1085,7 @@ impl Validator<'_> {
                     }
                 }
                 ExpectFile::RefusedOrDsn(r) => {
+                    first()?;
                     check_status_pattern(&r.status).map_err(|m| self.error(span.clone(), m))?;
                     Expect::RefusedOrDsn {
                         status: r.status.clone(),
@@ -1062,6 +1098,15 @@ impl Validator<'_> {
                     } else {
                         Expect::NotQueried { name, qtype }
                     }
+                }
+                ExpectFile::Relayed(r) => {
+                    known(&r.host)?;
+                    let x = session::relayed(r).map_err(|m| self.error(span.clone(), m))?;
+                    for a in x.from.iter().chain(&x.smuggled_from) {
+                        check_name(a.rsplit_once('@').map(|(_, d)| d).unwrap_or(a))
+                            .map_err(|m| self.error(span.clone(), m))?;
+                    }
+                    Expect::Session(session::SessionExpect::Relayed(x))
                 }
                 ExpectFile::NoDsn(file::NoDsnFile::Any(true)) => Expect::NoDsn { action: None },
                 ExpectFile::NoDsn(file::NoDsnFile::Action { action }) => Expect::NoDsn {
@@ -1089,6 +1134,11 @@ impl Validator<'_> {
                     + 1,
             );
         }
+        let sessions = self.sessions(&raw.sessions)?;
+        // Every session is judged on its replies.
+        expects.extend(
+            (0..sessions.len()).map(|n| Expect::Session(session::SessionExpect::Replies(n))),
+        );
         if expects.is_empty() {
             return Err(self.error(0..0, "no [[expect]]: a scenario checks at least one thing"));
         }
@@ -1116,7 +1166,72 @@ impl Validator<'_> {
             expect_lines,
             controls,
             no_control,
+            sessions,
         })
+    }
+
+    /// Validate `[[session]]` scripts; errors name the script's line in the file.
+    fn sessions(
+        &self,
+        raw: &[toml::Spanned<session::SessionFile>],
+    ) -> Result<Vec<session::SessionSpec>, SuiteError> {
+        let mut out = Vec::new();
+        for s in raw {
+            let f = s.get_ref();
+            let from =
+                session::client_from(f.from.as_deref()).map_err(|m| self.error(s.span(), m))?;
+            let lines = ScriptLines::new(self.text, f.script.span().start);
+            let mut steps =
+                session::parse_script(f.script.get_ref()).map_err(|e| SuiteError::Invalid {
+                    path: self.path.to_path_buf(),
+                    line: lines.file_line(e.line),
+                    column: 1,
+                    message: if lines.exact {
+                        format!("session script: {}", e.message)
+                    } else {
+                        format!(
+                            "session script line {}: {} (write the script as a `'''` literal string so errors name the file line)",
+                            e.line, e.message
+                        )
+                    },
+                })?;
+            // Reports name the scenario file's lines.
+            for st in &mut steps {
+                st.line = lines.file_line(st.line);
+            }
+            out.push(session::SessionSpec { from, steps });
+        }
+        Ok(out)
+    }
+}
+
+/// Maps a script's lines to the file's. Exact for a `'''` literal string
+/// (TOML drops the newline right after the opening quotes); for other strings
+/// escapes may stand for line ends, so every line maps to the string's start.
+struct ScriptLines {
+    first: usize,
+    exact: bool,
+}
+
+impl ScriptLines {
+    fn new(text: &str, start: usize) -> ScriptLines {
+        let start = start.min(text.len());
+        let line = text[..start].matches('\n').count() + 1;
+        let rest = &text[start..];
+        let opens_on_own_line = ["'''\n", "'''\r\n"].iter().any(|p| rest.starts_with(p));
+        ScriptLines {
+            first: line + usize::from(opens_on_own_line),
+            exact: rest.starts_with("'''"),
+        }
+    }
+
+    /// The file line of script line `n` (1-based).
+    fn file_line(&self, n: usize) -> usize {
+        if self.exact {
+            self.first + n.max(1) - 1
+        } else {
+            self.first
+        }
     }
 }
 
@@ -1374,7 +1489,9 @@ fn attempt(a: &AttemptFile) -> Result<Attempt, String> {
                 *slot = step(s)?;
                 Ok(())
             }
-            Some(StepFile::Many(_)) => Err(format!("`{key}` takes one reply, not a list")),
+            Some(StepFile::Many(_)) | Some(StepFile::ByAddress(_)) => {
+                Err(format!("`{key}` takes one reply, not a list or table"))
+            }
         }
     };
     single(&a.greeting, &mut out.greeting, "greeting")?;
@@ -1391,6 +1508,16 @@ fn attempt(a: &AttemptFile) -> Result<Attempt, String> {
         Some(StepFile::Many(v)) if v.is_empty() => return Err("`rcpt` list is empty".into()),
         Some(StepFile::Many(v)) => {
             out.rcpt = v.iter().map(|s| step(s)).collect::<Result<_, _>>()?
+        }
+        Some(StepFile::ByAddress(m)) if m.is_empty() => return Err("`rcpt` table is empty".into()),
+        Some(StepFile::ByAddress(m)) => {
+            for (addr, reply) in m {
+                let domain = addr.rsplit_once('@').map(|(_, d)| d).ok_or_else(|| {
+                    format!("`rcpt` key `{addr}` is not an address (local@domain)")
+                })?;
+                check_name(domain)?;
+                out.rcpt_by.insert(addr.to_ascii_lowercase(), step(reply)?);
+            }
         }
     }
     Ok(out)

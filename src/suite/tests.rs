@@ -171,6 +171,16 @@ fn dsn_expectations_load_every_field() {
     assert_eq!(d.remote_mta.as_deref(), Some("mx10"));
     assert_eq!(d.returned, Some(Returned::Headers));
     assert_eq!(d.no_findings, vec!["dsn.action.*".to_string()]);
+    // sisimai's spelling is accepted and stored as the vocabulary's name.
+    let s = parse_scenario(
+        Path::new("suites/x/0001-t.toml"),
+        &with_expect(r#"dsn = { reason = "userunknown" }"#),
+    )
+    .unwrap();
+    let Expect::Dsn(d) = &s.expects[0] else {
+        panic!("expected a DSN expectation")
+    };
+    assert_eq!(d.reason.as_deref(), Some("user-unknown"));
 }
 
 #[test]
@@ -190,6 +200,12 @@ fn bad_dsn_expectations_are_refused_with_the_fix() {
     assert!(msg.contains("not an address"), "{msg}");
     let (_, msg) = err(&with_expect(r#"dsn = { colour = "red" }"#));
     assert!(msg.contains("unknown field `colour`"), "{msg}");
+    let (line, msg) = err(&with_expect(r#"dsn = { reason = "no-such-user" }"#));
+    assert_eq!(line, 22);
+    assert!(
+        msg.contains("unknown bounce reason \"no-such-user\"") && msg.contains("user-unknown"),
+        "{msg}"
+    );
     // A host without a name has no name a Remote-MTA field could carry.
     let text = with_expect(r#"dsn = { remote_mta = "anon" }"#)
         .replace("[hosts.mx10]", "[hosts.anon]\n[hosts.mx10]");
@@ -518,4 +534,91 @@ fn every_shipped_scenario_declares_a_control_or_why_none() {
             );
         }
     }
+}
+
+#[test]
+fn rcpt_replies_can_be_keyed_by_address() {
+    let text = GOOD.replace(
+        "rcpt = [\"250 ok\", \"451 4.2.0 later\"]",
+        "rcpt = { \"bob@dest.test\" = \"550 5.1.1 no\", \"Carol@Dest.test\" = \"250 ok\" }",
+    );
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), &text).unwrap();
+    let a = s.hosts.iter().find(|h| h.key == "mx10").unwrap().attempt(1);
+    assert_eq!(
+        a.rcpt_by.get("bob@dest.test"),
+        Some(&crate::suite::Step::Reply(vec!["550 5.1.1 no".into()]))
+    );
+    assert!(a.rcpt_by.contains_key("carol@dest.test"));
+    let (_, msg) = err(&GOOD.replace(
+        "rcpt = [\"250 ok\", \"451 4.2.0 later\"]",
+        "rcpt = { \"bob\" = \"250 ok\" }",
+    ));
+    assert!(msg.contains("not an address"), "{msg}");
+    let (_, msg) = err(&GOOD.replace(
+        "rcpt = [\"250 ok\", \"451 4.2.0 later\"]",
+        "mail = { \"bob@dest.test\" = \"250 ok\" }",
+    ));
+    assert!(msg.contains("takes one reply"), "{msg}");
+}
+
+const INBOUND: &str = r#"title = "t"
+rule = "r"
+rfc = "RFC 5321 §4.1.1.4"
+strength = "MUST"
+[hosts.mx]
+name = "mx.dest.test"
+[[session]]
+script = '''
+< 220
+> EHLO client.test
+< 250
+'''
+[[expect]]
+relayed = { host = "mx", count = 1, smuggled_from = "mallory@src.test" }
+"#;
+
+#[test]
+fn sessions_load_with_file_lines_and_a_replies_expectation() {
+    let s = parse_scenario(Path::new("suites/x/0001-t.toml"), INBOUND).unwrap();
+    assert!(s.messages.is_empty());
+    assert_eq!(s.sessions.len(), 1);
+    // `< 220` is on line 9 of the file.
+    let lines: Vec<usize> = s.sessions[0].steps.iter().map(|st| st.line).collect();
+    assert_eq!(lines, vec![9, 10, 11]);
+    assert_eq!(s.expects.len(), 2);
+    assert!(matches!(
+        &s.expects[1],
+        Expect::Session(session::SessionExpect::Replies(0))
+    ));
+}
+
+#[test]
+fn session_script_errors_name_the_file_line() {
+    let (line, msg) = err(&INBOUND.replace("> EHLO client.test", "> EHLO \\q"));
+    assert_eq!(line, 10, "{msg}");
+    assert!(msg.contains("unknown escape `\\q`"), "{msg}");
+    let (line, msg) = err(&INBOUND.replace("< 250\n'''", "< 250\nsend \"x\n'''"));
+    assert_eq!(line, 12, "{msg}");
+    assert!(msg.contains("unterminated"), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("[[session]]", "[[session]]\nfrom = \"inside\""));
+    assert!(msg.contains("use \"outside\""), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("host = \"mx\"", "host = \"nope\""));
+    assert!(msg.contains("unknown host `nope`"), "{msg}");
+    let (_, msg) = err(&INBOUND.replace("mallory@src.test", "mallory@src.com"));
+    assert!(msg.contains("must end in .test"), "{msg}");
+}
+
+#[test]
+fn a_script_in_a_basic_string_reports_its_own_line_numbers() {
+    let text = INBOUND.replace(
+        "script = '''\n< 220\n> EHLO client.test\n< 250\n'''",
+        "script = \"< 220\\n> EHLO \\\\q\\n\"",
+    );
+    assert_ne!(text, INBOUND);
+    let (line, msg) = err(&text);
+    assert_eq!(line, 8, "the string's own line: {msg}");
+    assert!(
+        msg.contains("session script line 2: unknown escape"),
+        "{msg}"
+    );
 }

@@ -5,8 +5,13 @@
 //! [`Instance`] on a lab address. The run stage only ever sees these two
 //! traits; no MTA's own setting names leave its module.
 
+pub mod chasquid;
+pub mod exim;
 pub mod knobs;
+pub mod opensmtpd;
 pub mod postfix;
+pub mod runner;
+pub mod sendmail;
 
 use knobs::{Knob, Knobs};
 use std::collections::BTreeMap;
@@ -16,7 +21,13 @@ use std::time::Duration;
 
 /// Every MTA mtaspec knows, in the order `mtaspec targets` lists them.
 pub fn all() -> Vec<&'static dyn Mta> {
-    vec![&postfix::POSTFIX]
+    vec![
+        &postfix::POSTFIX,
+        &exim::EXIM,
+        &opensmtpd::OPENSMTPD,
+        &sendmail::SENDMAIL,
+        &chasquid::CHASQUID,
+    ]
 }
 
 /// The MTA called `name`, or an error listing the names.
@@ -62,6 +73,25 @@ pub trait Mta: Sync {
     /// Write the instance's files and start it; returns once it greets on
     /// `spec.listen`:25. Blocking: call it off the async workers.
     fn start(&self, spec: &Spec) -> Result<Box<dyn Instance>, TargetError>;
+    /// Whether [`Mta::start`] can run the user's image ([`Spec::container`]).
+    fn runs_in_containers(&self) -> bool {
+        false
+    }
+}
+
+/// The user's image, run by a container engine inside the lab's network.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub engine: crate::lab::engine::Engine,
+    pub image: String,
+    /// The `--network` value that puts a container into the lab.
+    pub network: String,
+    /// The lab's resolv.conf (only the fake DNS).
+    pub resolv_conf: PathBuf,
+    /// Container names start with this (`mtaspec-<nonce>`).
+    pub name_prefix: String,
+    /// The image's own entrypoint and command (replaced: reported).
+    pub image_command: Option<String>,
 }
 
 /// What one instance is started with.
@@ -85,6 +115,10 @@ pub struct Spec {
     pub set: Vec<(String, String)>,
     /// The user's configuration folder (`--postfix-config`), if any.
     pub config_dir: Option<PathBuf>,
+    /// The certificate the instance offers with STARTTLS (made by the lab per run).
+    pub tls: Option<TlsFiles>,
+    /// Run the user's image instead of the MTA installed here.
+    pub container: Option<ContainerSpec>,
 }
 
 /// A message still in the target's queue.
@@ -128,6 +162,31 @@ pub trait Instance: Send + Sync + std::fmt::Debug {
     fn startup_time(&self) -> Duration;
     /// Stop it and everything it started, and reap them. Blocking; idempotent.
     fn stop(&mut self);
+    /// What the client must do before this instance relays (STARTTLS and
+    /// AUTH PLAIN as one of its users), if it does not relay by address.
+    fn submission(&self) -> Option<Submission> {
+        None
+    }
+}
+
+/// STARTTLS with a client configuration that trusts the instance's
+/// certificate, then AUTH PLAIN with these credentials.
+#[derive(Clone)]
+pub struct Submission {
+    pub user: String,
+    pub password: String,
+    /// The name the instance's certificate is for.
+    pub server_name: String,
+    pub tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission")
+            .field("user", &self.user)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Wait until `addr` greets with 220, while `alive` says the daemon still runs.
@@ -179,6 +238,9 @@ pub enum TargetError {
         "bad --set `{0}`: write KEY=VALUE in main.cf syntax, e.g. --set maximal_queue_lifetime=10s"
     )]
     BadSetting(String),
+    /// The MTA itself rejected a setting (unknown name, bad value): what it said.
+    #[error("the target does not accept the setting: {0}")]
+    Rejected(String),
     #[error("--postfix-config {path}: {what}")]
     UserConfig { path: PathBuf, what: String },
     #[error("{what}: {source}")]
@@ -189,6 +251,10 @@ pub enum TargetError {
     },
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
+    #[error("image {image}: {what}")]
+    Image { image: String, what: String },
+    #[error("{0}")]
+    Engine(#[from] crate::lab::engine::EngineError),
     #[error("the target did not start listening on {addr} within {secs} s; its log:\n{log}")]
     NotReady {
         addr: String,
@@ -213,6 +279,26 @@ pub struct TargetOptions {
     pub sets: Vec<(String, String)>,
     /// `--postfix-config DIR`: the user's main.cf / master.cf.
     pub config_dir: Option<PathBuf>,
+    /// The certificate the target offers with STARTTLS (made by the lab per run).
+    pub tls: Option<TlsFiles>,
+    /// `--image IMAGE --engine ENGINE`: the user's image instead of the MTA installed here.
+    pub image: Option<ImageOptions>,
+}
+
+/// A PEM certificate and private key for the target's SMTP server.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The user's image and the engine that runs it.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    pub engine: crate::lab::engine::Engine,
+    pub image: String,
+    /// The image's own entrypoint and command.
+    pub command: Option<String>,
 }
 
 impl TargetOptions {
@@ -224,7 +310,11 @@ impl TargetOptions {
                     .split_once('=')
                     .ok_or_else(|| TargetError::BadSetting(s.clone()))?;
                 let k = k.trim();
-                if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if k.is_empty()
+                    || !k
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
                     return Err(TargetError::BadSetting(s.clone()));
                 }
                 Ok((k.to_string(), v.trim().to_string()))

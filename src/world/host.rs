@@ -316,7 +316,11 @@ async fn session(
                 script.mail.clone()
             }
             Command::Rcpt { path, .. } => {
-                let step = script.rcpt(rcpt_n).clone();
+                let step = script
+                    .rcpt_by
+                    .get(&path.to_ascii_lowercase())
+                    .unwrap_or_else(|| script.rcpt(rcpt_n))
+                    .clone();
                 rcpt_n += 1;
                 if mail_from.is_none() {
                     Step::Reply(vec!["503 5.5.1 need MAIL first".into()])

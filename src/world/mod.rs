@@ -21,9 +21,19 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(index: usize) -> Scope {
+        Scope::with_nonce(index, None)
+    }
+
+    /// A scope whose label also carries the run's `nonce` (`s3-1a2b3c4d`):
+    /// mail an MTA kept queued from an earlier run names domains that no
+    /// longer resolve, so it can never reach this run's hosts.
+    pub fn with_nonce(index: usize, nonce: Option<&str>) -> Scope {
         Scope {
             index,
-            label: format!("s{index}"),
+            label: match nonce {
+                Some(n) => format!("s{index}-{n}"),
+                None => format!("s{index}"),
+            },
         }
     }
 
@@ -118,6 +128,21 @@ fn qtype(t: &str) -> QType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_nonce_keeps_names_of_other_runs_apart() {
+        let a = Scope::with_nonce(3, Some("1a2b3c4d"));
+        let b = Scope::with_nonce(3, Some("99887766"));
+        assert_eq!(a.address("bob@dest.test"), "bob@dest.s3-1a2b3c4d.test");
+        assert_ne!(a.name("dest.test"), b.name("dest.test"));
+        assert_eq!(
+            a.unscope("mx.dest.s3-1a2b3c4d.test said no"),
+            "mx.dest.test said no"
+        );
+        // Another run's names are not this run's: they stay as they are.
+        assert_eq!(b.unscope(&a.name("dest.test")), "dest.s3-1a2b3c4d.test");
+        assert_eq!(Scope::with_nonce(3, None).label, Scope::new(3).label);
+    }
 
     #[test]
     fn scoping_moves_names_under_the_scenario_label() {

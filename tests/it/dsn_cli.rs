@@ -60,6 +60,15 @@ fn dsn_reads_good_files_and_reports_bad_ones() {
     assert!(text.contains("bob@dest.example.test"), "{text}");
     assert!(text.contains("5.1.1"), "{text}");
     assert!(v["findings"].is_array());
+    let r = &v["reasons"][0];
+    assert_eq!(r["recipient"], "bob@dest.example.test", "{text}");
+    assert_eq!(r["reason"], "user-unknown", "{text}");
+    assert_eq!(r["hard"], true, "{text}");
+    assert_eq!(r["origin"], "remote-mta", "{text}");
+    assert_eq!(r["host"], "mx10.dest.example.test", "{text}");
+    assert_eq!(r["status"], "5.1.1", "{text}");
+    assert_eq!(r["evidence"]["kind"], "phrase", "{text}");
+    assert_eq!(r["evidence"]["phrase"], "no such user", "{text}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_mtaspec"))
         .arg("dsn")
@@ -69,4 +78,10 @@ fn dsn_reads_good_files_and_reports_bad_ones() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("bob@dest.example.test"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "Reason: user-unknown (hard), from the remote-mta mx10.dest.example.test, status 5.1.1; by phrase \"no such user\""
+        ),
+        "{stdout}"
+    );
 }

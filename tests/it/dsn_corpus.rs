@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mtaspec::dsn::{self, Dsn, Source};
 use mtaspec::smtp::reply::EnhancedStatus;
 
-fn corpus_root() -> Option<PathBuf> {
+pub(crate) fn corpus_root() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora/dsn");
     if root.join("sisimai/bsd").is_dir() {
         Some(root)
@@ -38,7 +38,7 @@ fn squash(s: &str) -> String {
 }
 
 /// Rows of a tab-separated table as column-name → value maps.
-fn table(path: &Path) -> Vec<HashMap<String, String>> {
+pub(crate) fn table(path: &Path) -> Vec<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).expect("read table");
     let mut lines = text.lines();
     let head: Vec<String> = lines
@@ -64,7 +64,7 @@ fn table(path: &Path) -> Vec<HashMap<String, String>> {
 
 /// Parse a sample; a sample that is an mbox of several bounces gives one
 /// value carrying the reports of all of them.
-fn parse_file(path: &Path) -> Option<Dsn> {
+pub(crate) fn parse_file(path: &Path) -> Option<Dsn> {
     let bytes = std::fs::read(path).expect("read sample");
     let mut merged: Option<Dsn> = None;
     for msg in dsn::split_mbox(&bytes) {
@@ -82,7 +82,7 @@ fn parse_file(path: &Path) -> Option<Dsn> {
     merged
 }
 
-fn pct(ok: usize, total: usize) -> f64 {
+pub(crate) fn pct(ok: usize, total: usize) -> f64 {
     if total == 0 {
         100.0
     } else {
@@ -236,7 +236,7 @@ impl Tally {
     }
 }
 
-fn rfc3463(s: &str) -> Option<EnhancedStatus> {
+pub(crate) fn rfc3463(s: &str) -> Option<EnhancedStatus> {
     let st: EnhancedStatus = s.trim().parse().ok()?;
     // sisimai's private codes (5.0.9xx) never appear in mail.
     (!(st.subject == 0 && st.detail >= 900)).then_some(st)

@@ -266,7 +266,7 @@ async fn client_case(how: Rogue) -> (String, Duration) {
     };
     let rec = Recorder::default();
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    let inj = inject(addr, &msg, 0, &rec, deadline).await;
+    let inj = inject(addr, &msg, 0, &rec, deadline, None).await;
     assert!(!inj.accepted);
     let err = inj.error.expect("a rogue peer is an injection error");
     let want = match how {
@@ -303,7 +303,7 @@ async fn connect_never_answered() -> (String, Duration) {
     };
     let rec = Recorder::default();
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    let inj = inject(addr, &msg, 0, &rec, deadline).await;
+    let inj = inject(addr, &msg, 0, &rec, deadline, None).await;
     let err = inj
         .error
         .expect("an unanswered connect is an injection error");

@@ -54,6 +54,9 @@ impl Check for Dsn<'_> {
         if !d.no_findings.is_empty() {
             parts.push(format!("no finding {}", d.no_findings.join(", ")));
         }
+        if let Some(r) = &d.reason {
+            parts.push(format!("reason {r}"));
+        }
         if parts.is_empty() {
             format!("DSN to {}", d.to)
         } else {
@@ -283,6 +286,16 @@ fn check_dsn(want: &DsnExpect, d: &Delivery, cx: &Ctx) -> Result<String, String>
             bad.push(format!(
                 "Status {} (wanted {w})",
                 st.as_deref().unwrap_or("missing")
+            ));
+        }
+    }
+    if let (Some(w), Some(r)) = (&want.reason, rcpt) {
+        let all = crate::dsn::classify(&p);
+        let c = p.recipients().zip(&all).find(|(x, _)| std::ptr::eq(*x, r));
+        if let Some((_, c)) = c.filter(|(_, c)| c.reason.as_str() != w) {
+            bad.push(format!(
+                "reason {} by {} (wanted {w})",
+                c.reason, c.evidence
             ));
         }
     }

@@ -4,6 +4,7 @@ mod delivery;
 mod dns;
 mod dsn;
 mod queue;
+mod session;
 mod timing;
 
 pub use dsn::auto_submitted;
@@ -131,6 +132,7 @@ pub fn check(e: &Expect) -> Box<dyn Check + '_> {
         Expect::Dsn(want) => Box::new(dsn::Dsn { want }),
         Expect::NoDsn { action } => Box::new(dsn::NoDsn { action }),
         Expect::Queued => Box::new(queue::Queued),
+        Expect::Session(x) => Box::new(session::Session { x }),
         Expect::RefusedOrDsn { status } => Box::new(dsn::RefusedOrDsn { status }),
         Expect::RetryAfter { host, min, max } => Box::new(timing::RetryAfter { host, min, max }),
         Expect::Queried { name, qtype } => Box::new(dns::Query {

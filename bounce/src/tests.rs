@@ -1,5 +1,5 @@
 use super::*;
-use crate::rfc::Strength;
+use crate::Strength;
 
 const DSN: &str = "From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\r\n\
 To: sender@example.com\r\n\
@@ -310,5 +310,25 @@ fn mbox_split_reads_cr_and_crlf_line_ends() {
         let parts = super::split_mbox(mbox.as_bytes());
         assert_eq!(parts.len(), 2, "{eol:?}");
         assert_eq!(parts[1], format!("Subject: two{eol}").as_bytes());
+    }
+}
+
+#[test]
+fn warning_names_match_serde() {
+    use WarningKind::*;
+    for k in [
+        LineEndings,
+        MissingBlankLine,
+        UnindentedContinuation,
+        BrokenBoundary,
+        NestedStatusPart,
+        MalformedField,
+        DuplicateField,
+        MisplacedField,
+        IgnoredGroup,
+        Heuristic,
+        Encoding,
+    ] {
+        assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
     }
 }

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::{Action, Dsn, Recipient, Source, WarningKind};
-use crate::rfc::Strength;
+use crate::Strength;
 
 /// One deviation from the specifications (or from common practice).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

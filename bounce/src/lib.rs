@@ -1,4 +1,4 @@
-//! DSN parsing: RFC 3464 delivery status notifications and legacy bounces.
+//! Bounce reading: RFC 3464 delivery status notifications and legacy bounces, and why each recipient bounced.
 //!
 //! [`parse`] reads a whole bounce message. The MIME structure is read with
 //! `mail-parser`; the `message/delivery-status` (or RFC 6533
@@ -6,22 +6,53 @@
 //! groups. Messages without such a part are read as legacy plain-text
 //! bounces (qmail, Exim, Postfix, Sendmail and similar prose). Every repair
 //! made to damaged input is recorded as a [`Warning`]; [`check`] judges the
-//! report against the RFCs.
+//! report against the RFCs; [`classify`] tells, per recipient, the
+//! [`Reason`] it bounced, whether that is hard or soft, the SMTP
+//! [`Command`] it failed at, its status and its [`Origin`].
+//!
+//! ```
+//! let bounce = b"From: MAILER-DAEMON@mx.example\r\n\
+//! Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n\
+//! --B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n\
+//! --B\r\nContent-Type: message/delivery-status\r\n\r\n\
+//! Reporting-MTA: dns; mx.example\r\n\r\n\
+//! Final-Recipient: rfc822; bob@example.org\r\nAction: failed\r\nStatus: 5.2.2\r\n\
+//! Remote-MTA: dns; mx.example.org\r\n\
+//! Diagnostic-Code: smtp; 552 5.2.2 Mailbox full\r\n--B--\r\n";
+//! let dsn = bounce::parse(bounce).unwrap();
+//! // Only a MAY finding: no returned message.
+//! assert!(bounce::check(&dsn).iter().all(|f| f.strength == bounce::Strength::May));
+//! for c in bounce::classify(&dsn) {
+//!     assert_eq!(c.recipient.as_deref(), Some("bob@example.org"));
+//!     assert_eq!(c.reason, bounce::Reason::MailboxFull);
+//!     assert!(!c.hard); // a full mailbox may take mail again later
+//!     assert_eq!(c.origin, bounce::Origin::RemoteMta);
+//!     assert_eq!(c.host.as_deref(), Some("mx.example.org"));
+//! }
+//! ```
 
 mod check;
+mod classify;
 mod fields;
 mod legacy;
+mod phrases;
 mod render;
+pub mod reply;
+mod strength;
 mod structure;
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::smtp::reply::{EnhancedStatus, Reply};
+use crate::reply::{EnhancedStatus, Reply};
 
 pub use check::{check, Finding};
+pub use classify::{
+    classify, Classification, Command, Evidence, Origin, ParseReasonError, Reason, StatusSource,
+};
 pub use render::render_text;
+pub use strength::{ParseStrengthError, Strength};
 
 /// Bounds on the input [`parse_with`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +116,25 @@ pub enum WarningKind {
     Heuristic,
     /// A part's transfer encoding or charset could not be decoded.
     Encoding,
+}
+
+impl WarningKind {
+    /// The snake_case name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningKind::LineEndings => "line_endings",
+            WarningKind::MissingBlankLine => "missing_blank_line",
+            WarningKind::UnindentedContinuation => "unindented_continuation",
+            WarningKind::BrokenBoundary => "broken_boundary",
+            WarningKind::NestedStatusPart => "nested_status_part",
+            WarningKind::MalformedField => "malformed_field",
+            WarningKind::DuplicateField => "duplicate_field",
+            WarningKind::MisplacedField => "misplaced_field",
+            WarningKind::IgnoredGroup => "ignored_group",
+            WarningKind::Heuristic => "heuristic",
+            WarningKind::Encoding => "encoding",
+        }
+    }
 }
 
 /// One repair made while reading a damaged report.

@@ -11,7 +11,7 @@ use super::{
 };
 use std::borrow::Cow;
 
-use crate::smtp::reply::{parse_diagnostic, EnhancedStatus};
+use crate::reply::{parse_diagnostic, EnhancedStatus};
 
 /// Where a known field belongs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 use mail_parser::Message;
 
 use super::Recipient;
-use crate::smtp::reply::{parse_diagnostic, EnhancedStatus, Reply};
+use crate::reply::{parse_diagnostic, EnhancedStatus, Reply};
 
 pub(crate) struct Found {
     pub recipients: Vec<Recipient>,

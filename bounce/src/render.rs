@@ -2,16 +2,41 @@
 
 use std::fmt::Write;
 
-use super::{check, Dsn, ReturnedKind, Source, TypedValue};
+use super::{check, classify, Classification, Dsn, ReturnedKind, Source, TypedValue};
 
 fn tv(t: &Option<TypedValue>) -> Option<&str> {
     t.as_ref().map(|t| t.raw.as_str())
 }
 
+/// One line: reason, hard/soft, command, origin, status and evidence.
+fn reason_line(c: &Classification) -> String {
+    let mut s = format!("{} ({})", c.reason, if c.hard { "hard" } else { "soft" });
+    if let Some(cmd) = c.command {
+        let _ = write!(s, " at {cmd}");
+    }
+    let _ = write!(s, ", from the {}", c.origin.as_str());
+    if let Some(h) = &c.host {
+        let _ = write!(s, " {h}");
+    }
+    if let Some(st) = c.status {
+        let how = match c.status_source {
+            Some(super::StatusSource::Inferred) => " (inferred)",
+            Some(super::StatusSource::Text) => " (from text)",
+            _ => "",
+        };
+        let _ = write!(s, ", status {st}{how}");
+    }
+    let _ = write!(s, "; by {}", c.evidence);
+    s
+}
+
 /// A plain-text summary: structure, per-message fields, one block per
-/// recipient, repairs made while parsing and conformance findings.
+/// recipient with its bounce reason, repairs made while parsing and
+/// conformance findings.
 pub fn render_text(dsn: &Dsn) -> String {
     let mut s = String::new();
+    let reasons = classify(dsn);
+    let mut reasons = reasons.iter();
     let _ = write!(s, "Content-Type: {}", dsn.content_type);
     if let Some(rt) = &dsn.report_type {
         let _ = write!(s, "; report-type={rt}");
@@ -73,6 +98,9 @@ pub fn render_text(dsn: &Dsn) -> String {
             );
             l("Last-Attempt-Date", r.last_attempt_date.as_deref());
             l("Will-Retry-Until", r.will_retry_until.as_deref());
+            if let Some(c) = reasons.next() {
+                let _ = writeln!(s, "    Reason: {}", reason_line(c));
+            }
             if r.diagnostic_code.is_none() {
                 if let Some(reply) = &r.text_reply {
                     let _ = writeln!(s, "    Reply: {}", reply.to_string().replace('\n', " / "));
@@ -95,11 +123,7 @@ pub fn render_text(dsn: &Dsn) -> String {
     if !dsn.warnings.is_empty() {
         s.push_str("Repairs:\n");
         for w in &dsn.warnings {
-            let kind = serde_json::to_value(w.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let _ = writeln!(s, "  - {kind}: {}", w.detail);
+            let _ = writeln!(s, "  - {}: {}", w.kind.as_str(), w.detail);
         }
     }
     let findings = check(dsn);

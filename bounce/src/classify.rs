@@ -1,0 +1,976 @@
+//! Bounce classification: why each recipient bounced, from status codes, reply codes and phrase tables.
+//!
+//! Evidence is weighed in this order:
+//!
+//! 1. the outcome itself: `Action: delivered` (or a 2.x.x status) is
+//!    [`Reason::Delivered`], an RFC 3834 auto-reply is [`Reason::Vacation`];
+//! 2. the diagnostic type `x-unix` (a local delivery program failed), and a
+//!    4.x.x status in a final report (the queue lifetime ran out), unless
+//!    the text names a more specific reason;
+//! 3. a phrase of the diagnostic text, from the tables in
+//!    `data/phrases.txt` (the recipient's own diagnostic first, then the
+//!    human-readable text about it); "no such user" said after DATA is
+//!    [`Reason::Filtered`] (a filter refused the message, not RCPT TO), and
+//!    an unknown host under a 4.x.x status is a [`Reason::NetworkError`]
+//!    (a name lookup that failed for now);
+//! 4. an RFC 3463 status code whose meaning is specific (`5.1.1`,
+//!    `5.2.2`, `4.4.7`, `5.7.26`, ...): the remote server's code first,
+//!    then the `Status` field;
+//! 5. `Action: delayed`, a status code of vague meaning (`5.7.1`,
+//!    `5.2.1`, `5.5.0`, ...), then the reply code (`552`, `556`, ...).
+//!
+//! [`Classification::evidence`] says which of these decided.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+use crate::phrases::{Entry, Key, TABLE};
+use crate::reply::EnhancedStatus;
+use crate::{Action, Dsn, Recipient};
+
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $v:ident = $name:literal, $sisimai:literal;)*) => {
+        /// Why a recipient bounced: a fixed vocabulary.
+        ///
+        /// The names (`user-unknown`, ...) are what [`fmt::Display`],
+        /// [`FromStr`] and serde use; [`Reason::sisimai`] gives the name
+        /// the sisimai library uses for the same reason, and [`FromStr`]
+        /// accepts those too.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $v,)*
+        }
+
+        impl Reason {
+            /// Every reason, most specific first: when phrases for several
+            /// reasons match one text, the one listed first wins.
+            pub const ALL: &'static [Reason] = &[$(Reason::$v,)*];
+
+            /// The name, e.g. `user-unknown`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$v => $name,)* }
+            }
+
+            /// sisimai's name for the same reason, e.g. `userunknown`.
+            pub fn sisimai(self) -> &'static str {
+                match self { $(Reason::$v => $sisimai,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// An RFC 3834 auto-reply (out of office), not a failure.
+    Vacation = "vacation", "vacation";
+    /// A virus or other malware was found in the message.
+    VirusDetected = "virus-detected", "virusdetected";
+    /// The sending domain failed SPF, DKIM or DMARC checks.
+    AuthFailure = "auth-failure", "authfailure";
+    /// The sending IP address has no (matching) reverse DNS name.
+    RequirePtr = "require-ptr", "requireptr";
+    /// The sender's IP address or domain has a poor reputation.
+    BadReputation = "bad-reputation", "badreputation";
+    /// The message was refused as not RFC 5322 compliant.
+    NotCompliantRfc = "not-compliant-rfc", "notcompliantrfc";
+    /// The message's envelope sender was refused (MAIL FROM).
+    Rejected = "rejected", "rejected";
+    /// The receiving server refuses to relay for the sender.
+    NoRelaying = "no-relaying", "norelaying";
+    /// Too many connections from the sender at once.
+    TooManyConnections = "too-many-connections", "toomanyconn";
+    /// The sender sends too fast (rate limit).
+    RateLimited = "rate-limited", "speeding";
+    /// The mailbox exists but has been disabled or suspended.
+    Suspend = "suspend", "suspend";
+    /// The mailbox is full (quota).
+    MailboxFull = "mailbox-full", "mailboxfull";
+    /// The message is larger than the receiver accepts.
+    MessageTooBig = "message-too-big", "mesgtoobig";
+    /// The message exceeds some other administrative limit (length,
+    /// recipients).
+    ExceedLimit = "exceed-limit", "exceedlimit";
+    /// The address has moved; the reply names the new one.
+    HasMoved = "has-moved", "hasmoved";
+    /// The recipient's mailbox does not exist.
+    UserUnknown = "user-unknown", "userunknown";
+    /// The recipient's domain does not exist or has no mail host.
+    HostUnknown = "host-unknown", "hostunknown";
+    /// The recipient's domain accepts no mail (null MX, RFC 7505).
+    NotAccept = "not-accept", "notaccept";
+    /// The sender's IP address, host or network is on a block list.
+    Blocked = "blocked", "blocked";
+    /// The message was judged to be spam.
+    SpamDetected = "spam-detected", "spamdetected";
+    /// The recipient (or a filter on their behalf) refused the message.
+    Filtered = "filtered", "filtered";
+    /// The message broke a local policy (attachments, mailing list rules).
+    PolicyViolation = "policy-violation", "policyviolation";
+    /// TLS or SMTP authentication was required or failed.
+    SecurityError = "security-error", "securityerror";
+    /// The message's content or headers were refused.
+    ContentError = "content-error", "contenterror";
+    /// The receiving system is out of storage.
+    SystemFull = "system-full", "systemfull";
+    /// The message stayed queued too long; delivery was given up (or is
+    /// still delayed).
+    Expired = "expired", "expired";
+    /// Connection failures, timeouts, DNS failures, mail loops.
+    NetworkError = "network-error", "networkerror";
+    /// A local delivery program (pipe, procmail) failed.
+    MailerError = "mailer-error", "mailererror";
+    /// The SMTP dialogue had a syntax error.
+    SyntaxError = "syntax-error", "syntaxerror";
+    /// An error of the receiving system.
+    SystemError = "system-error", "systemerror";
+    /// The message was delivered after all (a success notification).
+    Delivered = "delivered", "delivered";
+    /// A feedback report (RFC 5965), not a bounce.
+    Feedback = "feedback", "feedback";
+    /// The bounce says something, but nothing recognisable.
+    OnHold = "on-hold", "onhold";
+    /// Nothing to go on.
+    Undefined = "undefined", "undefined";
+}
+
+impl Reason {
+    /// Whether retrying the same address can never succeed: the mailbox or
+    /// its domain does not exist, has moved, or the domain accepts no mail
+    /// (permanently, i.e. with status class 5). Every other reason depends
+    /// on the sender, the message or the moment, so it is soft.
+    pub fn is_hard(self, class: Option<u8>) -> bool {
+        match self {
+            Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => true,
+            Reason::NotAccept => class != Some(4),
+            _ => false,
+        }
+    }
+
+    /// The status code that stands for this reason, of the given class.
+    fn status(self, class: u8) -> EnhancedStatus {
+        let (s, d) = match self {
+            Reason::UserUnknown => (1, 1),
+            Reason::HostUnknown => (1, 2),
+            Reason::HasMoved => (1, 6),
+            Reason::NotAccept => (1, 10),
+            Reason::Rejected => (1, 8),
+            Reason::Suspend => (2, 1),
+            Reason::MailboxFull => (2, 2),
+            Reason::ExceedLimit => (2, 3),
+            Reason::Filtered => (2, 0),
+            Reason::SystemFull => (3, 1),
+            Reason::MessageTooBig => (3, 4),
+            Reason::SystemError | Reason::MailerError => (3, 0),
+            Reason::NetworkError => (4, 0),
+            Reason::TooManyConnections | Reason::RateLimited => (4, 5),
+            Reason::Expired => (4, 7),
+            Reason::SyntaxError => (5, 2),
+            Reason::ContentError | Reason::NotCompliantRfc => (6, 0),
+            Reason::SecurityError => (7, 0),
+            Reason::RequirePtr => (7, 25),
+            Reason::AuthFailure => (7, 26),
+            Reason::Blocked
+            | Reason::NoRelaying
+            | Reason::SpamDetected
+            | Reason::VirusDetected
+            | Reason::PolicyViolation
+            | Reason::BadReputation => (7, 1),
+            Reason::Vacation | Reason::Delivered | Reason::Feedback => (0, 0),
+            Reason::OnHold | Reason::Undefined => (0, 0),
+        };
+        EnhancedStatus::new(class, s, d)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not in the vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown bounce reason {0:?} (known: {names})", names = Reason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))]
+pub struct ParseReasonError(pub String);
+
+impl FromStr for Reason {
+    type Err = ParseReasonError;
+
+    /// Accepts the names of [`Reason::as_str`] and [`Reason::sisimai`],
+    /// ASCII case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        Reason::ALL
+            .iter()
+            .copied()
+            .find(|r| t.eq_ignore_ascii_case(r.as_str()) || t.eq_ignore_ascii_case(r.sisimai()))
+            .ok_or_else(|| ParseReasonError(s.to_string()))
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The point of the SMTP dialogue where a failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Command {
+    /// Connecting, or the server's greeting.
+    Connect,
+    /// EHLO or HELO.
+    Helo,
+    StartTls,
+    Auth,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// The DATA command itself.
+    Data,
+    /// The reply after the message content (end of data).
+    EndOfData,
+}
+
+impl Command {
+    /// The name, e.g. `rcpt` or `end-of-data`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Connect => "connect",
+            Command::Helo => "helo",
+            Command::StartTls => "starttls",
+            Command::Auth => "auth",
+            Command::Mail => "mail",
+            Command::Rcpt => "rcpt",
+            Command::Data => "data",
+            Command::EndOfData => "end-of-data",
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Command {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [
+            Command::Connect,
+            Command::Helo,
+            Command::StartTls,
+            Command::Auth,
+            Command::Mail,
+            Command::Rcpt,
+            Command::Data,
+            Command::EndOfData,
+        ]
+        .into_iter()
+        .find(|c| c.as_str().eq_ignore_ascii_case(s.trim()))
+        .ok_or(())
+    }
+}
+
+/// Which server decided the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// The MTA that wrote the bounce (queue expiry, DNS failure, local
+    /// delivery): nothing from the remote server is quoted.
+    ReportingMta,
+    /// A remote server answered with the quoted SMTP reply.
+    RemoteMta,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::ReportingMta => "reporting-mta",
+            Origin::RemoteMta => "remote-mta",
+        }
+    }
+}
+
+/// Where [`Classification::status`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusSource {
+    /// The `Status` field.
+    Field,
+    /// The enhanced code of the quoted SMTP reply, or a code in the text.
+    Text,
+    /// Inferred: class from the reply code, the action or the wording,
+    /// subject and detail from the reason.
+    Inferred,
+}
+
+/// What decided the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Evidence {
+    /// An RFC 3463 status code.
+    Status { code: EnhancedStatus },
+    /// A phrase of the diagnostic text.
+    Phrase {
+        phrase: &'static str,
+        /// The MTA or vendor whose wording it is.
+        source: &'static str,
+    },
+    /// The `Action` field (`delivered`, `delayed`).
+    Action { action: String },
+    /// The SMTP reply code.
+    ReplyCode { code: u16 },
+    /// The `Diagnostic-Code` type (`x-unix`: a local program's exit status).
+    DiagnosticType { diagnostic_type: String },
+    /// The bounce is an auto-reply.
+    AutoReply,
+    /// The bounce is a feedback report.
+    FeedbackReport,
+    /// Nothing decided; the reason is `on-hold` or `undefined`.
+    None,
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Evidence::Status { code } => write!(f, "status {code}"),
+            Evidence::Phrase { phrase, source } => write!(f, "phrase {phrase:?} ({source})"),
+            Evidence::Action { action } => write!(f, "action {action}"),
+            Evidence::ReplyCode { code } => write!(f, "reply code {code}"),
+            Evidence::DiagnosticType { diagnostic_type } => {
+                write!(f, "diagnostic type {diagnostic_type}")
+            }
+            Evidence::AutoReply => f.write_str("auto-reply"),
+            Evidence::FeedbackReport => f.write_str("feedback report"),
+            Evidence::None => f.write_str("none"),
+        }
+    }
+}
+
+/// What [`classify`] says about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Classification {
+    /// The recipient's address, when known.
+    pub recipient: Option<String>,
+    pub reason: Reason,
+    /// Retrying this address will never succeed (see [`Reason::is_hard`]).
+    pub hard: bool,
+    /// The SMTP command the failure happened at, when the bounce says.
+    pub command: Option<Command>,
+    /// The RFC 3463 status, given or inferred.
+    pub status: Option<EnhancedStatus>,
+    pub status_source: Option<StatusSource>,
+    pub origin: Origin,
+    /// The host named for the origin (Remote-MTA or Reporting-MTA value).
+    pub host: Option<String>,
+    pub evidence: Evidence,
+}
+
+/// Classifies every recipient of the bounce's primary reports, in order.
+///
+/// ```
+/// let msg = b"From: MAILER-DAEMON@mx.example\r\n\
+/// Subject: Undelivered Mail Returned to Sender\r\n\
+/// Content-Type: text/plain\r\n\r\n\
+/// This is the mail system at host mx.example.\r\n\r\n\
+/// <bob@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\r\n\
+///     <bob@example.org>: Recipient address rejected: User unknown in\r\n\
+///     local recipient table (in reply to RCPT TO command)\r\n";
+/// let dsn = bounce::parse(msg).unwrap();
+/// let c = &bounce::classify(&dsn)[0];
+/// assert_eq!(c.recipient.as_deref(), Some("bob@example.org"));
+/// assert_eq!(c.reason, bounce::Reason::UserUnknown);
+/// assert!(c.hard);
+/// assert_eq!(c.command, Some(bounce::Command::Rcpt));
+/// assert_eq!(c.origin, bounce::Origin::RemoteMta);
+/// assert_eq!(c.status.unwrap().to_string(), "5.1.1");
+/// ```
+pub fn classify(dsn: &Dsn) -> Vec<Classification> {
+    let addrs: Vec<Option<String>> = dsn.recipients().map(Recipient::address).collect();
+    let lower: Vec<Option<String>> = addrs
+        .iter()
+        .map(|a| a.as_ref().map(|a| a.to_ascii_lowercase()))
+        .collect();
+    // The human-readable text, normalized once for every recipient.
+    let human = dsn.human_text.as_deref().unwrap_or("");
+    let mut text = String::new();
+    normalize(&[cut(human, HUMAN_MAX)], &mut text);
+    // The whole text is scanned only when a recipient needs it.
+    let hits = std::cell::OnceCell::new();
+    let single = addrs.len() == 1;
+    dsn.recipients()
+        .enumerate()
+        .map(|(i, r)| {
+            let ctx = Context {
+                section: section(&text, &lower, i),
+                text: &text,
+                hits: &hits,
+                single,
+            };
+            classify_one(dsn, r, addrs[i].clone(), &ctx)
+        })
+        .collect()
+}
+
+/// Most bytes of human-readable text read for one recipient.
+const SECTION_MAX: usize = 2048;
+
+/// Most bytes of human-readable text read at all.
+const HUMAN_MAX: usize = 2 * SECTION_MAX;
+
+/// The first `max` bytes of `s` (on a character boundary).
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The human-readable text (normalized) as far as one recipient goes.
+struct Context<'a> {
+    /// The part about this recipient (a range of `text`): from the first
+    /// mention of its address to the mention of another one.
+    section: std::ops::Range<usize>,
+    text: &'a str,
+    /// Every phrase found in `text`, once looked for.
+    hits: &'a std::cell::OnceCell<Vec<(usize, &'static Entry)>>,
+    /// The bounce is about this recipient only.
+    single: bool,
+}
+
+impl Context<'_> {
+    /// What the phrases in `range` of the text say, with the command
+    /// placed around the first `anchor` (reply code) in that range.
+    fn found(&self, range: std::ops::Range<usize>, anchor: Option<&str>) -> Found {
+        let at = anchor.and_then(|a| {
+            self.text
+                .get(range.clone())
+                .and_then(|t| t.find(a))
+                .map(|p| p + range.start)
+        });
+        match self.hits.get() {
+            Some(all) => pick(
+                all.iter()
+                    .copied()
+                    .filter(|(start, _)| range.contains(start)),
+                at,
+            ),
+            None if range == (0..self.text.len()) => {
+                let all = self.hits.get_or_init(|| TABLE.matches(self.text));
+                pick(all.iter().copied(), at)
+            }
+            // Only this part: scan it alone.
+            None => {
+                let part = self.text.get(range.clone()).unwrap_or("");
+                let hits = TABLE.matches(part);
+                pick(
+                    hits.into_iter().map(|(start, e)| (start + range.start, e)),
+                    at,
+                )
+            }
+        }
+    }
+}
+
+/// The part of the normalized text about recipient `i`: from the first
+/// mention of its (lowercase) address to the mention of another recipient
+/// (at most [`SECTION_MAX`] bytes). Empty when the address is not mentioned.
+fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<usize> {
+    let Some(a) = addrs[i].as_deref().filter(|a| !a.is_empty()) else {
+        return 0..0;
+    };
+    let Some(start) = text.find(a) else {
+        return 0..0;
+    };
+    let from = start + a.len();
+    let mut end = (start + SECTION_MAX).min(text.len());
+    for (j, other) in addrs.iter().enumerate() {
+        if j == i {
+            continue;
+        }
+        if let Some(o) = other.as_deref().filter(|o| !o.is_empty() && *o != a) {
+            if let Some(p) = text.get(from..end).and_then(|t| t.find(o)) {
+                end = from + p;
+            }
+        }
+    }
+    start..start + cut(&text[start..], end - start).len()
+}
+
+/// ASCII lowercase, runs of ASCII white space as one space (folded lines
+/// joined), parts separated by a space. The phrases are ASCII, so other
+/// characters are copied as they are.
+fn normalize(parts: &[&str], out: &mut String) {
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
+    for p in parts {
+        if !buf.is_empty() {
+            buf.push(b' ');
+        }
+        buf.extend_from_slice(p.as_bytes());
+    }
+    buf.make_ascii_lowercase();
+    // Collapse white space in place.
+    let mut w = 0;
+    let mut space = true; // drops leading white space
+    for r in 0..buf.len() {
+        let b = buf[r];
+        if b.is_ascii_whitespace() {
+            if !space {
+                buf[w] = b' ';
+                w += 1;
+                space = true;
+            }
+        } else {
+            buf[w] = b;
+            w += 1;
+            space = false;
+        }
+    }
+    if space && w > 0 {
+        w -= 1;
+    }
+    buf.truncate(w);
+    // Only ASCII bytes were changed or dropped: still UTF-8.
+    *out = String::from_utf8(buf)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+}
+
+/// What the phrase tables find in one text.
+#[derive(Default, Clone, Copy)]
+struct Found {
+    reason: Option<&'static Entry>,
+    command: Option<Command>,
+    transient: bool,
+}
+
+/// Searches `text`; `anchor` is the reply code the failure was reported
+/// with: the command named nearest before it (a transcript's `>>> RCPT`,
+/// Exim's `after RCPT TO`), else the first after it (Postfix's `in reply
+/// to RCPT TO command`), is the failing one.
+fn search(text: &str, anchor: Option<&str>) -> Found {
+    let at = anchor.and_then(|a| text.find(a));
+    pick(TABLE.matches(text), at)
+}
+
+/// What a text's phrase `hits` (start, entry) say; `at` is where the reply
+/// code stands in that text.
+fn pick(hits: impl IntoIterator<Item = (usize, &'static Entry)>, at: Option<usize>) -> Found {
+    let mut before: Option<Command> = None;
+    let mut after: Option<Command> = None;
+    let rank = |r: Reason| {
+        Reason::ALL
+            .iter()
+            .position(|x| *x == r)
+            .unwrap_or(usize::MAX)
+    };
+    let mut f = Found::default();
+    for (start, e) in hits {
+        match e.key {
+            Key::Reason(r) => {
+                // The most specific reason; for one reason, the longest
+                // (most telling) phrase.
+                if f.reason.is_none_or(|b| match b.key {
+                    Key::Reason(br) => {
+                        (rank(r), std::cmp::Reverse(e.phrase.len()))
+                            < (rank(br), std::cmp::Reverse(b.phrase.len()))
+                    }
+                    _ => true,
+                }) {
+                    f.reason = Some(e);
+                }
+            }
+            Key::Command(c) => match at {
+                Some(a) if start > a => {
+                    after.get_or_insert(c);
+                }
+                _ => before = Some(c),
+            },
+            Key::Transient => f.transient = true,
+        }
+    }
+    f.command = before.or(after);
+    f
+}
+
+/// The reason a status code names, and whether that meaning is specific
+/// enough to decide before the text is read.
+fn by_status(s: EnhancedStatus) -> Option<(Reason, bool)> {
+    use Reason::*;
+    let strong = |r| Some((r, true));
+    let weak = |r| Some((r, false));
+    match (s.class, s.subject, s.detail) {
+        (2, _, _) => strong(Delivered),
+        (_, 1, 1) => strong(UserUnknown),
+        (_, 1, 2) => strong(HostUnknown),
+        (_, 1, 6) => strong(HasMoved),
+        (_, 1, 7) | (_, 1, 8) => strong(Rejected),
+        (_, 1, 10) => weak(NotAccept),
+        (_, 1, 3) | (_, 1, 0) => weak(UserUnknown),
+        (_, 2, 1) => weak(Suspend),
+        (_, 2, 2) => strong(MailboxFull),
+        (_, 2, 3) => strong(ExceedLimit),
+        (_, 2, 4) | (_, 2, 0) => weak(Filtered),
+        (_, 3, 1) => strong(SystemFull),
+        (_, 3, 2) => weak(NotAccept),
+        (_, 3, 4) => strong(MessageTooBig),
+        (_, 3, _) => weak(SystemError),
+        (_, 4, 1) | (_, 4, 2) => weak(NetworkError),
+        (_, 4, 4) => weak(HostUnknown),
+        (_, 4, 6) => strong(NetworkError),
+        (_, 4, 7) => strong(Expired),
+        (_, 4, _) => weak(NetworkError),
+        (_, 5, _) => weak(SyntaxError),
+        (_, 6, _) => weak(ContentError),
+        (_, 7, 13) => strong(Suspend),
+        (_, 7, 17) | (_, 7, 18) => strong(HasMoved),
+        (_, 7, 20..=24) | (_, 7, 26) => strong(AuthFailure),
+        (_, 7, 25) => strong(RequirePtr),
+        (_, 7, 27) => strong(Rejected),
+        (_, 7, 8) | (_, 7, 10) | (_, 7, 11) => strong(SecurityError),
+        (_, 7, _) => weak(SecurityError),
+        _ => None,
+    }
+}
+
+/// The reason a bare reply code suggests.
+fn by_reply_code(code: u16) -> Option<Reason> {
+    match code {
+        552 => Some(Reason::MailboxFull),
+        556 => Some(Reason::NotAccept),
+        551 => Some(Reason::HasMoved),
+        553 => Some(Reason::UserUnknown),
+        500..=504 => Some(Reason::SyntaxError),
+        421 => Some(Reason::SystemError),
+        _ => None,
+    }
+}
+
+fn host_of(v: &crate::TypedValue) -> String {
+    v.value.trim().trim_end_matches('.').to_string()
+}
+
+fn classify_one(
+    dsn: &Dsn,
+    r: &Recipient,
+    recipient: Option<String>,
+    ctx: &Context<'_>,
+) -> Classification {
+    let reply = r.reply();
+    let field_status = r.status.as_ref().and_then(|s| s.code);
+    let text_status = r.text_status.or_else(|| reply.and_then(|x| x.enhanced()));
+    let given = field_status
+        .map(|s| (s, StatusSource::Field))
+        .or(text_status.map(|s| (s, StatusSource::Text)));
+    // A 5.0.0 or 4.0.0 says only the class.
+    let vague = |s: &EnhancedStatus| s.subject == 0 && s.detail == 0;
+    // What the remote server said is more telling than the reporting
+    // MTA's summary of it.
+    let specific = reply
+        .and_then(|x| x.enhanced())
+        .filter(|s| !vague(s))
+        .or(field_status.filter(|s| !vague(s)))
+        .or(text_status.filter(|s| !vague(s)));
+
+    let mut buf = String::new();
+    let diag = r
+        .diagnostic_code
+        .as_ref()
+        .map(|d| d.value.value.as_str())
+        .unwrap_or("");
+    let reply_text = r.text_reply.as_ref().map(|x| x.text()).unwrap_or_default();
+    normalize(&[diag, &reply_text], &mut buf);
+    let code = reply.map(|x| x.code.to_string());
+    let mut found = search(&buf, code.as_deref());
+    let in_ctx = ctx.found(ctx.section.clone(), code.as_deref());
+    if found.reason.is_none() {
+        found.reason = in_ctx.reason;
+    }
+    found.command = found.command.or(in_ctx.command);
+    found.transient |= in_ctx.transient;
+    if found.reason.is_none() && (ctx.section.is_empty() || ctx.single) {
+        // A bounce about one recipient, or one that does not repeat the
+        // address near its reason: the whole human-readable text.
+        let w = ctx.found(0..ctx.text.len(), code.as_deref());
+        found.reason = w.reason;
+        found.command = found.command.or(w.command);
+        found.transient |= w.transient;
+    }
+
+    let action = r.action.as_ref();
+    let delayed = matches!(action, Some(Action::Delayed(_)));
+    let success = matches!(
+        action,
+        Some(Action::Delivered(_) | Action::Relayed(_) | Action::Expanded(_))
+    );
+
+    let phrase = found.reason.map(|e| {
+        let Key::Reason(mut reason) = e.key else {
+            unreachable!("only reason entries are kept")
+        };
+        if reason == Reason::HostUnknown && given.is_some_and(|(s, _)| s.class == 4) {
+            // A name lookup that failed for now (4.x.x) is a DNS failure,
+            // not a domain known not to exist.
+            reason = Reason::NetworkError;
+        }
+        (
+            reason,
+            Evidence::Phrase {
+                phrase: e.phrase,
+                source: e.source,
+            },
+        )
+    });
+    // A temporary name-lookup failure stays a DNS failure, even in a final
+    // report.
+    let dns_failure = found
+        .reason
+        .is_some_and(|e| e.key == Key::Reason(Reason::HostUnknown))
+        && phrase
+            .as_ref()
+            .is_some_and(|(r, _)| *r == Reason::NetworkError);
+    let status_says = specific.and_then(|s| by_status(s).map(|(r, strong)| (r, strong, s)));
+    let (reason, evidence) = if success {
+        (
+            Reason::Delivered,
+            Evidence::Action {
+                action: action.map(|a| a.raw().to_string()).unwrap_or_default(),
+            },
+        )
+    } else if given.is_some_and(|(s, _)| s.class == 2) {
+        let code = given
+            .map(|(s, _)| s)
+            .unwrap_or(EnhancedStatus::new(2, 0, 0));
+        (Reason::Delivered, Evidence::Status { code })
+    } else if dsn.legacy_format.as_deref() == Some("auto-reply") && reply.is_none() {
+        (Reason::Vacation, Evidence::AutoReply)
+    } else if dsn.report_type.as_deref() == Some("feedback-report") {
+        (Reason::Feedback, Evidence::FeedbackReport)
+    } else if let Some(kind) = r
+        .diagnostic_code
+        .as_ref()
+        .and_then(|d| d.value.kind.clone())
+        .filter(|k| {
+            k.eq_ignore_ascii_case("x-unix")
+                && !matches!(
+                    phrase,
+                    Some((
+                        Reason::MailboxFull | Reason::SystemFull | Reason::SystemError,
+                        _
+                    ))
+                )
+        })
+    {
+        // A local delivery program's exit status (unless the text says the
+        // mailbox or the system is full, or the system failed).
+        (
+            Reason::MailerError,
+            Evidence::DiagnosticType {
+                diagnostic_type: kind,
+            },
+        )
+    } else if given.is_some_and(|(s, _)| s.class == 4)
+        && matches!(action, Some(Action::Failed(_) | Action::Delayed(_)))
+        && phrase
+            .as_ref()
+            .is_none_or(|(r, _)| *r == Reason::NetworkError && !dns_failure)
+    {
+        // A temporary failure in a final report: the queue lifetime ran out.
+        let code = given.map_or(EnhancedStatus::new(4, 0, 0), |(s, _)| s);
+        (Reason::Expired, Evidence::Status { code })
+    } else if let Some((reason @ (Reason::HasMoved | Reason::Rejected), true, code)) = status_says {
+        // x.1.6 (moved) and x.1.7 / x.1.8 (the sender's address) name the
+        // reason exactly; their text often reads like an unknown user or
+        // domain ("not our user", "no such domain").
+        (reason, Evidence::Status { code })
+    } else if let Some((Reason::UserUnknown, ev)) = phrase.clone().filter(|_| {
+        matches!(found.command, Some(Command::Data | Command::EndOfData))
+            && !matches!(status_says, Some((Reason::UserUnknown, true, _)))
+    }) {
+        // "No such user" said after the message was sent rather than to
+        // RCPT TO, and no x.1.1 status: a filter refused the message, the
+        // mailbox itself was accepted.
+        (Reason::Filtered, ev)
+    } else if let Some(p) = phrase {
+        p
+    } else if let Some((reason, true, code)) = status_says {
+        (reason, Evidence::Status { code })
+    } else if delayed {
+        (
+            Reason::Expired,
+            Evidence::Action {
+                action: action.map(|a| a.raw().to_string()).unwrap_or_default(),
+            },
+        )
+    } else if let Some((reason, _, code)) = status_says {
+        (reason, Evidence::Status { code })
+    } else if let Some(reason) = reply.and_then(|x| by_reply_code(x.code)) {
+        (
+            reason,
+            Evidence::ReplyCode {
+                code: reply.map_or(0, |x| x.code),
+            },
+        )
+    } else if !buf.is_empty() {
+        (Reason::OnHold, Evidence::None)
+    } else {
+        (Reason::Undefined, Evidence::None)
+    };
+
+    // The class: given, else from the reply, the action or the wording.
+    let class = given.map(|(s, _)| s.class).or_else(|| {
+        let c = reply.map(|x| x.class()).filter(|c| matches!(c, 2 | 4 | 5));
+        c.or(match action {
+            Some(Action::Delayed(_)) => Some(4),
+            Some(Action::Failed(_)) => Some(5),
+            _ => None,
+        })
+        .or(match reason {
+            Reason::Vacation | Reason::Feedback | Reason::Delivered => None,
+            _ if found.transient => Some(4),
+            _ => Some(5),
+        })
+    });
+    let (status, status_source) = match (given, class) {
+        (Some((s, src)), _) if !vague(&s) => (Some(s), Some(src)),
+        (_, Some(c)) if !matches!(reason, Reason::OnHold | Reason::Undefined) => {
+            let s = reason.status(c);
+            if s.subject == 0 && s.detail == 0 {
+                (given.map(|g| g.0), given.map(|g| g.1))
+            } else {
+                (Some(s), Some(StatusSource::Inferred))
+            }
+        }
+        _ => (given.map(|g| g.0), given.map(|g| g.1)),
+    };
+
+    let remote = r.remote_mta.is_some()
+        || r.text_reply.is_some()
+        || r.diagnostic_code
+            .as_ref()
+            .is_some_and(|d| d.reply.is_some() && !d.value.is_kind("x-unix"));
+    let origin = if remote {
+        Origin::RemoteMta
+    } else {
+        Origin::ReportingMta
+    };
+    let host = match origin {
+        Origin::RemoteMta => r.remote_mta.as_ref().map(host_of),
+        Origin::ReportingMta => None,
+    }
+    .or_else(|| {
+        (origin == Origin::ReportingMta)
+            .then(|| {
+                dsn.per_message()
+                    .and_then(|p| p.reporting_mta.as_ref())
+                    .map(host_of)
+            })
+            .flatten()
+    });
+
+    Classification {
+        recipient,
+        reason,
+        hard: reason.is_hard(status.map(|s| s.class).or(class)),
+        command: found.command,
+        status,
+        status_source,
+        origin,
+        host,
+        evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for r in Reason::ALL {
+            assert_eq!(r.as_str().parse::<Reason>(), Ok(*r));
+            assert_eq!(r.sisimai().parse::<Reason>(), Ok(*r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        let e = "nonsense".parse::<Reason>().unwrap_err().to_string();
+        assert!(e.contains("user-unknown"), "{e}");
+    }
+
+    fn one(dsn: &str) -> Classification {
+        let d = crate::parse(dsn.as_bytes()).unwrap();
+        classify(&d).remove(0)
+    }
+
+    const HEAD: &str = "From: MAILER-DAEMON@mx.test\r\nTo: a@src.test\r\n\
+        Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n\
+        --B\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n\r\n\
+        --B\r\nContent-Type: message/delivery-status\r\n\r\n\
+        Reporting-MTA: dns; mx.src.test\r\n\r\nFinal-Recipient: rfc822; b@dest.test\r\n";
+
+    #[test]
+    fn status_code_decides_without_a_phrase() {
+        let c = one(&format!(
+            "{HEAD}Action: failed\r\nStatus: 5.2.2\r\n\
+             Diagnostic-Code: smtp; 552 5.2.2 <b@dest.test>\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::MailboxFull);
+        assert!(!c.hard);
+        assert_eq!(
+            c.evidence,
+            Evidence::Status {
+                code: EnhancedStatus::new(5, 2, 2)
+            }
+        );
+        assert_eq!(c.status_source, Some(StatusSource::Field));
+        assert_eq!(c.origin, Origin::RemoteMta);
+    }
+
+    #[test]
+    fn phrase_decides_a_vague_status() {
+        let c = one(&format!(
+            "{HEAD}Action: failed\r\nStatus: 5.7.1\r\n\
+             Diagnostic-Code: smtp; 554 5.7.1 Service unavailable; Client host\r\n [192.0.2.1] blocked using zen.spamhaus.org\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::Blocked);
+        assert!(matches!(c.evidence, Evidence::Phrase { .. }));
+        let c = one(&format!(
+            "{HEAD}Action: failed\r\nStatus: 5.0.0\r\n\
+             Diagnostic-Code: smtp; 550 Sorry, no mailbox here by that name\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::UserUnknown);
+        assert!(c.hard);
+        assert_eq!(c.status, Some(EnhancedStatus::new(5, 1, 1)));
+        assert_eq!(c.status_source, Some(StatusSource::Inferred));
+    }
+
+    #[test]
+    fn expired_in_the_queue_is_the_reporting_mta() {
+        let c = one(&format!(
+            "{HEAD}Action: delayed\r\nStatus: 4.4.7\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::Expired);
+        assert_eq!(c.origin, Origin::ReportingMta);
+        assert_eq!(c.host.as_deref(), Some("mx.src.test"));
+        let c = one(&format!(
+            "{HEAD}Action: delivered\r\nStatus: 2.0.0\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::Delivered);
+    }
+
+    #[test]
+    fn nothing_to_go_on() {
+        let c = one(&format!(
+            "{HEAD}Action: failed\r\nStatus: 5.0.0\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::Undefined);
+        assert_eq!(c.evidence, Evidence::None);
+        assert_eq!(c.status, Some(EnhancedStatus::new(5, 0, 0)));
+    }
+}
