@@ -218,7 +218,7 @@ fn options(out: &std::path::Path, side: Side) -> Options {
         side,
         out: out.to_path_buf(),
         waits: Waits {
-            reply: Duration::from_millis(400),
+            reply: Duration::from_secs(3),
             drain: Duration::from_millis(100),
             connect: Duration::from_secs(2),
         },
