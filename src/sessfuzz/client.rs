@@ -598,6 +598,9 @@ impl Runner {
     /// After the case: close our side and read what the target still says.
     async fn finish(&mut self) {
         let ambiguous = self.bare_lf_end();
+        // A last line without its line end: a server may take the end of
+        // the connection as its end and answer it once.
+        let partial = !self.data_mode && !self.input.is_empty();
         if self.data_mode {
             self.abort_message();
         }
@@ -611,6 +614,16 @@ impl Runner {
             match tokio::time::timeout_at(until, self.stream.read(&mut chunk)).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
                 Ok(Ok(n)) => self.rbuf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if partial {
+            // One complete reply to it (all its lines).
+            while let Some(p) = self.rbuf.windows(2).position(|w| w == b"\r\n") {
+                let more = self.rbuf.get(3) == Some(&b'-');
+                self.rbuf.drain(..p + 2);
+                if !more {
+                    break;
+                }
             }
         }
         if !self.rbuf.is_empty() && ambiguous {

@@ -605,7 +605,8 @@ impl<'a> Fuzzer<'a> {
             }
             st.pending = keep;
             // Arrivals nobody waits for (mail of finished shrink tests, bounces) age out.
-            let horizon = self.opts.delivery_wait * 3;
+            // (Kept long enough that a slow session still finds its arrivals.)
+            let horizon = (self.opts.delivery_wait * 3).max(Duration::from_secs(120));
             st.arrived
                 .retain(|_, (t, _)| now.duration_since(*t) < horizon);
         }
