@@ -65,6 +65,11 @@ pub enum Cmd {
     Matrix(MatrixArgs),
     /// List the MTAs mtaspec can test: installed or not, version, knobs each can set.
     Targets,
+    /// Fuzz the running target with mutated SMTP sessions (as its client) and
+    /// mutated fake-host replies (to its deliveries), judged by protocol
+    /// invariants; findings are shrunk and written as scenario files that
+    /// `mtaspec run FILE` replays (needs root). Exit status 1 when anything was found.
+    Fuzz(FuzzArgs),
     /// Parse bounce messages (DSNs) and judge their RFC 3464 conformance.
     Dsn {
         /// Print one JSON object per message instead of text.
@@ -93,6 +98,41 @@ pub struct MatrixArgs {
     /// Print each scenario's start and full observations of failures.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FuzzArgs {
+    /// The MTA under test (see `mtaspec targets`).
+    #[arg(long, default_value = "postfix", value_name = "NAME")]
+    pub target: String,
+    /// Which side: the target as server (inbound), as client (outbound), or both.
+    #[arg(long, value_enum, default_value = "inbound")]
+    pub side: crate::sessfuzz::drive::Side,
+    /// How long to fuzz (`60s`, `10m`).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub time: std::time::Duration,
+    /// Seed of every random choice (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 16)]
+    pub jobs: usize,
+    /// Write findings (scenario files) into DIR.
+    #[arg(long, value_name = "DIR", default_value = "fuzz-findings")]
+    pub out: PathBuf,
+    /// Stop after N sessions (also when the time is not up).
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<u64>,
+    /// How long to wait for each reply before calling it missing.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reply_wait: std::time::Duration,
+    /// Lay a setting of the target's own configuration on it (repeatable);
+    /// wins over the fuzzer's relaxed defences.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Use the main.cf and master.cf in DIR (mtaspec adds only what the lab needs).
+    #[arg(long, value_name = "DIR")]
+    pub postfix_config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +200,7 @@ pub fn main() -> ExitCode {
         Cmd::List { paths } => list(&paths),
         Cmd::Dsn { json, files } => dsn(json, &files),
         Cmd::Targets => targets(),
+        Cmd::Fuzz(args) => fuzz(args),
         Cmd::Matrix(args) => matrix(args),
         Cmd::Check { paths } => check(&paths),
         Cmd::Run(args) => run(args),
@@ -493,6 +534,142 @@ fn run(args: RunArgs) -> ExitCode {
                 errln!("JUnit written to {}", path.display());
             }
             exit_status(&results, args.strict)
+        })
+    })
+}
+
+fn fuzz(args: FuzzArgs) -> ExitCode {
+    use crate::sessfuzz::{drive, lab::LabWorld};
+    let mta = match crate::target::by_name(&args.target) {
+        Ok(m) => m,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = mta.version() {
+        errln!("error: target {}: {e}", mta.name());
+        return ExitCode::from(2);
+    }
+    let user = match TargetOptions::parse_sets(&args.sets) {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let relaxed = crate::sessfuzz::lab::relaxed_settings(mta.name());
+    if !relaxed.is_empty() {
+        let list: Vec<String> = relaxed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        errln!(
+            "fuzz: the target's defences against misbehaving clients are relaxed (--set wins): {}",
+            list.join(" ")
+        );
+    }
+    let opts = TargetOptions {
+        sets: relaxed.into_iter().chain(user).collect(),
+        config_dir: args.postfix_config.clone(),
+        tls: None,
+        image: None,
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1)
+    });
+    let fopts = drive::Options {
+        seed,
+        time: args.time,
+        jobs: args.jobs.max(1),
+        side: args.side,
+        out: args.out.clone(),
+        waits: crate::sessfuzz::client::Waits {
+            reply: args.reply_wait,
+            ..Default::default()
+        },
+        max_sessions: args.max_sessions,
+        ..Default::default()
+    };
+    in_lab(None, |lab| {
+        Box::pin(async move {
+            errln!("starting {} in the lab ...", mta.name());
+            let services = match Services::start(lab, &[mta], &opts, &[]).await {
+                Ok(s) => s,
+                Err(e) => {
+                    errln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let target = services.fleets[0].target();
+            let world = match LabWorld::new(&services, target).await {
+                Ok(w) => w,
+                Err(e) => {
+                    errln!("error: cannot start the fuzzer's fake host: {e}");
+                    services.stop().await;
+                    return ExitCode::from(2);
+                }
+            };
+            errln!(
+                "fuzz: {} at {} ({:?} side), seed {seed}, {} jobs, for {}; findings go to {}",
+                mta.name(),
+                target.smtp_addr(),
+                fopts.side,
+                fopts.jobs,
+                humantime::format_duration(fopts.time),
+                fopts.out.display()
+            );
+            let fuzzer = drive::Fuzzer::new(&world, fopts);
+            let report = fuzzer
+                .run(&|p: &drive::Progress| {
+                    errln!(
+                        "fuzz: {:>5.0} s  {} sessions  {:.1}/s  {} reply-code sequences  {} findings  {} messages watched{}",
+                        p.elapsed.as_secs_f64(),
+                        p.sessions,
+                        p.per_sec,
+                        p.signatures,
+                        p.findings,
+                        p.pending,
+                        if p.outbound_cases > 0 { format!("  {} outbound cases", p.outbound_cases) } else { String::new() }
+                    )
+                })
+                .await;
+            drop(world);
+            services.stop().await;
+            let p = &report.progress;
+            let _ = outln!(
+                "fuzz: {} sessions in {:.1} s ({:.1}/s; {:.1} s in all with settling and shrinking), {} distinct reply-code sequences, {} outbound cases, {} findings",
+                p.sessions,
+                p.fuzzing.as_secs_f64(),
+                p.per_sec,
+                p.elapsed.as_secs_f64(),
+                p.signatures,
+                p.outbound_cases,
+                report.findings.len()
+            );
+            if report.unreachable > 0 || report.desync > 0 {
+                let _ = outln!(
+                    "  {} sessions could not connect; {} lost track after a bare-LF line (not judged further)",
+                    report.unreachable, report.desync
+                );
+            }
+            for (f, path) in &report.findings {
+                let _ = outln!(
+                    "  {} [{} {}] {} -> {}",
+                    f.violation.invariant.name(),
+                    f.violation.invariant.strength(),
+                    f.violation.invariant.rfc(),
+                    crate::sessfuzz::unscope(&f.violation.detail),
+                    path.as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "(not written)".into())
+                );
+            }
+            if report.findings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         })
     })
 }

@@ -14,6 +14,7 @@ pub mod lab;
 pub mod report;
 pub mod rfc;
 pub mod run;
+pub mod sessfuzz;
 pub mod session;
 pub mod smtp;
 pub mod suite;

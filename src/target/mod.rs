@@ -159,6 +159,11 @@ pub trait Instance: Send + Sync + std::fmt::Debug {
     fn flush(&self) -> Result<(), TargetError>;
     /// The last `n` lines of its log.
     fn log_tail(&self, n: usize) -> String;
+    /// The files its log is written to, for readers that follow them as
+    /// they grow (`mtaspec fuzz` watches them for crash reports).
+    fn log_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// How long start-up took.
     fn startup_time(&self) -> Duration;
     /// Stop it and everything it started, and reap them. Blocking; idempotent.

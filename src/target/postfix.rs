@@ -688,6 +688,13 @@ impl Instance for Postfix {
         }
     }
 
+    fn log_files(&self) -> Vec<PathBuf> {
+        match &self.log {
+            Log::Files(files) => files.clone(),
+            Log::Inside(_) => Vec::new(),
+        }
+    }
+
     fn startup_time(&self) -> Duration {
         self.started
     }

@@ -11,6 +11,7 @@ mod inbound;
 mod lab;
 mod reply_diagnostics;
 mod rogue;
+mod sessfuzz;
 mod targets_chasquid;
 mod targets_exim;
 mod targets_opensmtpd;
