@@ -281,8 +281,12 @@ pub fn instance_addr(fleet: usize, n: usize) -> Ipv4Addr {
     }
 }
 
-/// How far apart the scope indexes of two fleets are.
-const SCOPE_STRIDE: usize = 2000;
+/// The first scope index of the `fleet`-th MTA's scenarios: fleets follow
+/// each other without gaps, so labels stay short (`s549` for the fifth MTA
+/// of a 110-scenario run) and length-limit scenarios keep their margin.
+fn scope_offset(fleet: usize, scenarios: usize) -> usize {
+    fleet * scenarios.max(1)
+}
 
 /// The distinct groups of the scenarios `mta` can run, the default first;
 /// scenario `i` has the scope index `scope_offset + i`.
@@ -316,7 +320,12 @@ async fn start_fleet(
     scenarios: &[Scenario],
 ) -> Result<Fleet, RunError> {
     let begin = Instant::now();
-    let groups = setting_groups(scenarios, mta, fleet * SCOPE_STRIDE, lab.scope_nonce());
+    let groups = setting_groups(
+        scenarios,
+        mta,
+        scope_offset(fleet, scenarios.len()),
+        lab.scope_nonce(),
+    );
     if groups.len() > 200 {
         return Err(RunError::TooManyInstances(groups.len()));
     }
@@ -379,7 +388,7 @@ async fn start_fleet(
         mta,
         instances,
         failed,
-        scope_offset: fleet * SCOPE_STRIDE,
+        scope_offset: scope_offset(fleet, scenarios.len()),
         startup: begin.elapsed(),
     })
 }

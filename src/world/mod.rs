@@ -10,22 +10,6 @@ use crate::suite::{RecordData, Scenario};
 use fake_dns::{FaultRule, QType, Record, Zone};
 use std::net::Ipv4Addr;
 
-/// `n` in base 36 (0-9, a-z): scenario labels stay short (`s699`, not
-/// `s8109`), so length-limit scenarios keep their margin in a matrix run.
-fn base36(mut n: usize) -> String {
-    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(digits[n % 36]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
-}
-
 /// Names and addresses of one scenario inside the lab.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Scope {
@@ -47,8 +31,8 @@ impl Scope {
         Scope {
             index,
             label: match nonce {
-                Some(n) => format!("s{}-{n}", base36(index)),
-                None => format!("s{}", base36(index)),
+                Some(n) => format!("s{index}-{n}"),
+                None => format!("s{index}"),
             },
         }
     }
@@ -208,19 +192,5 @@ contacted = "a"
         assert!(z.records.iter().any(|r| r.name == "mx.src.s0.test"
             && r.data == fake_dns::RecordData::A(Ipv4Addr::new(127, 10, 0, 2))));
         assert_eq!(z.faults.len(), 1);
-    }
-}
-
-#[cfg(test)]
-mod label_tests {
-    use super::*;
-
-    #[test]
-    fn labels_are_short_base_36_indexes() {
-        assert_eq!(Scope::new(0).label, "s0");
-        assert_eq!(Scope::new(35).label, "sz");
-        assert_eq!(Scope::new(36).label, "s10");
-        assert_eq!(Scope::new(8109).label, "s699");
-        assert_eq!(Scope::with_nonce(3, Some("1a2b")).label, "s3-1a2b");
     }
 }
