@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             for e in &s.expects {
-                let _ = e.describe();
+                let _ = mtaspec::run::judge::describe(e);
             }
         }
         Err(SuiteError::Invalid { line, column, .. }) => {
