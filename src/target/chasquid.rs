@@ -314,42 +314,20 @@ impl Chasquid {
         };
         let addr = cq.smtp_addr();
         let limit = Duration::from_secs(15);
-        let ready = super::wait_for_greeting(addr, limit, || match cq.daemon.as_mut() {
-            Some(d) => match d.try_wait() {
-                Ok(Some(status)) => Err(format!("chasquid exited ({status})")),
-                _ => Ok(()),
-            },
-            None => Err("chasquid is not running".into()),
+        let ready = super::wait_for_greeting(addr, limit, || {
+            super::still_running(&mut cq.daemon, "chasquid")
         });
         if let Err(why) = ready {
-            return Err(TargetError::NotReady {
-                addr: addr.to_string(),
-                secs: limit.as_secs(),
-                log: format!("{why}\n{}", cq.log_tail(30)),
-            });
+            return Err(super::not_ready(addr, limit, &why, cq.log_tail(30)));
         }
         cq.started = begin.elapsed();
         Ok(cq)
     }
 
     fn kill(&mut self, grace: Duration) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        let Some(mut child) = self.daemon.take() else {
-            return;
-        };
-        let pid = Pid::from_raw(child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let until = Instant::now() + grace;
-        while Instant::now() < until {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.daemon.take() {
+            super::stop_group(child, grace);
         }
-        let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

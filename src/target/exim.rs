@@ -313,20 +313,10 @@ impl Exim {
             if !conf.exists() {
                 return Err("the lab folder was removed".into());
             }
-            match ex.daemon.as_mut() {
-                Some(d) => match d.try_wait() {
-                    Ok(Some(status)) => Err(format!("exim exited ({status})")),
-                    _ => Ok(()),
-                },
-                None => Err("exim is not running".into()),
-            }
+            super::still_running(&mut ex.daemon, "exim")
         });
         if let Err(why) = ready {
-            return Err(TargetError::NotReady {
-                addr: addr.to_string(),
-                secs: limit.as_secs(),
-                log: format!("{why}\n{}", ex.log_tail(30)),
-            });
+            return Err(super::not_ready(addr, limit, &why, ex.log_tail(30)));
         }
         ex.started = begin.elapsed();
         Ok(ex)
@@ -512,28 +502,15 @@ impl Exim {
     }
 
     fn kill(&mut self, grace: Duration) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
         let flushes = std::mem::take(&mut *self.flushes.lock().unwrap_or_else(|p| p.into_inner()));
-        let Some(mut child) = self.daemon.take() else {
+        let Some(child) = self.daemon.take() else {
             return;
         };
-        let pid = Pid::from_raw(child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let until = Instant::now() + grace;
-        while Instant::now() < until {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // `unshare` has gone, so its child, the daemon (PID 1 of the
+        // Once `unshare` has gone, its child, the daemon (PID 1 of the
         // instance's PID namespace), and with it every process of that
         // namespace are dead. The process group holds them and any flush:
-        // kill it too, in case one was still being forked.
-        let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-        let _ = child.kill();
-        let _ = child.wait();
+        // it is killed too, in case one was still being forked.
+        super::stop_group(child, grace);
         for mut f in flushes {
             let _ = f.kill();
             let _ = f.wait();

@@ -253,6 +253,48 @@ pub(crate) fn wait_for_greeting(
     Err(String::new())
 }
 
+/// For [`wait_for_greeting`]: `Err(why)` once the daemon `child` has exited.
+pub(crate) fn still_running(
+    child: &mut Option<std::process::Child>,
+    name: &str,
+) -> Result<(), String> {
+    match child.as_mut() {
+        Some(c) => match c.try_wait() {
+            Ok(Some(status)) => Err(format!("{name} exited ({status})")),
+            _ => Ok(()),
+        },
+        None => Err(format!("{name} is not running")),
+    }
+}
+
+/// The error for an instance that did not greet within `limit`.
+pub(crate) fn not_ready(addr: SocketAddr, limit: Duration, why: &str, log: String) -> TargetError {
+    TargetError::NotReady {
+        addr: addr.to_string(),
+        secs: limit.as_secs(),
+        log: format!("{why}\n{log}"),
+    }
+}
+
+/// Stop a daemon that leads its own process group: SIGTERM, up to `grace`
+/// to exit, then SIGKILL to the whole group, and reap it.
+pub(crate) fn stop_group(mut child: std::process::Child, grace: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(child.id() as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let until = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The last `n` lines of the files in `paths`, concatenated.
 pub(crate) fn tail_files(paths: &[&Path], n: usize) -> String {
     let mut text = String::new();

@@ -572,21 +572,13 @@ impl OpenSmtpd {
         };
         let addr = inst.smtp_addr();
         let limit = Duration::from_secs(15);
-        let ready = super::wait_for_greeting(addr, limit, || match inst.smtpd.as_mut() {
-            Some(c) => match c.try_wait() {
-                Ok(Some(status)) => Err(format!("smtpd exited ({status})")),
-                _ => Ok(()),
-            },
-            None => Err("smtpd is not running".into()),
+        let ready = super::wait_for_greeting(addr, limit, || {
+            super::still_running(&mut inst.smtpd, "smtpd")
         });
         if let Err(why) = ready {
-            let log = format!("{why}\n{}", inst.log_tail(30));
+            let log = inst.log_tail(30);
             inst.stop();
-            return Err(TargetError::NotReady {
-                addr: addr.to_string(),
-                secs: limit.as_secs(),
-                log,
-            });
+            return Err(super::not_ready(addr, limit, &why, log));
         }
         inst.started = begin.elapsed();
         Ok(inst)
@@ -597,24 +589,10 @@ impl OpenSmtpd {
     }
 
     fn kill(&mut self, grace: Duration) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        if let Some(mut child) = self.smtpd.take() {
+        if let Some(child) = self.smtpd.take() {
             // 6.8 has no `smtpctl stop`: SIGTERM makes the parent take its
-            // processes down and exit.
-            let pid = Pid::from_raw(child.id() as i32);
-            let _ = kill(pid, Signal::SIGTERM);
-            let until = Instant::now() + grace;
-            while Instant::now() < until {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // smtpd leads its own process group: take down anything left in it.
-            let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-            let _ = child.kill();
-            let _ = child.wait();
+            // processes down and exit; smtpd leads its own process group.
+            super::stop_group(child, grace);
         }
         drop(self.retry_stop.take());
         if let Some(t) = self.retry_thread.take() {

@@ -117,34 +117,14 @@ impl Runner for Local {
     }
 
     fn alive(&mut self) -> Result<(), String> {
-        match self.daemon.as_mut() {
-            Some(m) => match m.try_wait() {
-                Ok(Some(status)) => Err(format!("the daemon exited ({status})")),
-                _ => Ok(()),
-            },
-            None => Err("the daemon is not running".into()),
-        }
+        super::still_running(&mut self.daemon, "the daemon")
     }
 
     fn stop(&mut self, grace: Duration) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        let Some(mut child) = self.daemon.take() else {
-            return;
-        };
-        let pid = Pid::from_raw(child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let until = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < until {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         // The daemon leads its own process group: take down anything left in it.
-        let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-        let _ = child.kill();
-        let _ = child.wait();
+        if let Some(child) = self.daemon.take() {
+            super::stop_group(child, grace);
+        }
     }
 }
 

@@ -527,19 +527,11 @@ impl Sendmail {
         };
         let addr = sm.smtp_addr();
         let limit = Duration::from_secs(15);
-        let ready = super::wait_for_greeting(addr, limit, || match sm.daemon.as_mut() {
-            Some(d) => match d.try_wait() {
-                Ok(Some(status)) => Err(format!("sendmail exited ({status})")),
-                _ => Ok(()),
-            },
-            None => Err("sendmail is not running".into()),
+        let ready = super::wait_for_greeting(addr, limit, || {
+            super::still_running(&mut sm.daemon, "sendmail")
         });
         if let Err(why) = ready {
-            return Err(TargetError::NotReady {
-                addr: addr.to_string(),
-                secs: limit.as_secs(),
-                log: format!("{why}\n{}", sm.log_tail(30)),
-            });
+            return Err(super::not_ready(addr, limit, &why, sm.log_tail(30)));
         }
         sm.started = begin.elapsed();
         Ok(sm)
