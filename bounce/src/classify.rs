@@ -415,6 +415,7 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
                 text: &text,
                 hits: &hits,
                 single,
+                vendor: dsn.vendor.as_deref(),
             };
             classify_one(dsn, r, addrs[i].clone(), &ctx)
         })
@@ -449,6 +450,8 @@ struct Context<'a> {
     hits: &'a std::cell::OnceCell<Vec<(usize, &'static Entry)>>,
     /// The bounce is about this recipient only.
     single: bool,
+    /// The vendor whose wording is read too ([`Dsn::vendor`]).
+    vendor: Option<&'a str>,
 }
 
 impl Context<'_> {
@@ -461,16 +464,18 @@ impl Context<'_> {
                 .and_then(|t| t.find(a))
                 .map(|p| p + range.start)
         });
+        let v = self.vendor;
         match self.hits.get() {
             Some(all) => pick(
                 all.iter()
                     .copied()
                     .filter(|(start, _)| range.contains(start)),
                 at,
+                v,
             ),
             None if range == (0..self.text.len()) => {
                 let all = self.hits.get_or_init(|| TABLE.matches(self.text));
-                pick(all.iter().copied(), at)
+                pick(all.iter().copied(), at, v)
             }
             // Only this part: scan it alone.
             None => {
@@ -479,6 +484,7 @@ impl Context<'_> {
                 pick(
                     hits.into_iter().map(|(start, e)| (start + range.start, e)),
                     at,
+                    v,
                 )
             }
         }
@@ -567,14 +573,19 @@ struct Found {
 /// with: the command named nearest before it (a transcript's `>>> RCPT`,
 /// Exim's `after RCPT TO`), else the first after it (Postfix's `in reply
 /// to RCPT TO command`), is the failing one.
-fn search(text: &str, anchor: Option<&str>) -> Found {
+fn search(text: &str, anchor: Option<&str>, vendor: Option<&str>) -> Found {
     let at = anchor.and_then(|a| text.find(a));
-    pick(TABLE.matches(text), at)
+    pick(TABLE.matches(text), at, vendor)
 }
 
 /// What a text's phrase `hits` (start, entry) say; `at` is where the reply
-/// code stands in that text.
-fn pick(hits: impl IntoIterator<Item = (usize, &'static Entry)>, at: Option<usize>) -> Found {
+/// code stands in that text. A vendor's own entries count only in that
+/// vendor's bounces, and there they come first.
+fn pick(
+    hits: impl IntoIterator<Item = (usize, &'static Entry)>,
+    at: Option<usize>,
+    vendor: Option<&str>,
+) -> Found {
     let mut before: Option<Command> = None;
     let mut after: Option<Command> = None;
     let rank = |r: Reason| {
@@ -584,21 +595,16 @@ fn pick(hits: impl IntoIterator<Item = (usize, &'static Entry)>, at: Option<usiz
             .unwrap_or(usize::MAX)
     };
     let mut f = Found::default();
+    // Reason hits as (start, end of the first piece, entry).
+    let mut reasons: Vec<(usize, usize, &'static Entry, Reason)> = Vec::new();
     for (start, e) in hits {
+        if e.vendor && vendor != Some(e.source) {
+            continue;
+        }
         match e.key {
             Key::Reason(r) => {
-                // The most specific reason; for one reason, a vendor's
-                // own wording over generic wording, then the longest (most
-                // telling) phrase.
-                if f.reason.is_none_or(|b| match b.key {
-                    Key::Reason(br) => {
-                        (rank(r), e.generic, std::cmp::Reverse(e.phrase.len()))
-                            < (rank(br), b.generic, std::cmp::Reverse(b.phrase.len()))
-                    }
-                    _ => true,
-                }) {
-                    f.reason = Some(e);
-                }
+                let len = e.phrase.split('*').next().unwrap_or("").trim_end().len();
+                reasons.push((start, start + len, e, r));
             }
             Key::Command(c) => match at {
                 Some(a) if start > a => {
@@ -609,6 +615,28 @@ fn pick(hits: impl IntoIterator<Item = (usize, &'static Entry)>, at: Option<usiz
             Key::Transient => f.transient = true,
         }
     }
+    // A phrase inside a longer one that was found says less than it
+    // ("host not found" inside "host not found, try again").
+    let inside = |s: usize, end: usize, e: &Entry| {
+        reasons
+            .iter()
+            .any(|&(s2, e2, o, _)| s2 <= s && end <= e2 && (e2 - s2) > (end - s) && o.key != e.key)
+    };
+    // The most specific reason; for one reason, a vendor's own wording over
+    // generic wording, then the longest (most telling) phrase.
+    let order = |e: &Entry, r| {
+        (
+            !e.vendor,
+            rank(r),
+            e.generic,
+            std::cmp::Reverse(e.phrase.len()),
+        )
+    };
+    f.reason = reasons
+        .iter()
+        .filter(|&&(s, end, e, _)| !inside(s, end, e))
+        .min_by_key(|&&(_, _, e, r)| order(e, r))
+        .map(|&(_, _, e, _)| e);
     f.command = before.or(after);
     f
 }
@@ -714,13 +742,26 @@ fn classify_one(
         .map(|d| d.value.value.as_str())
         .unwrap_or("");
     let reply_text = r.text_reply.as_ref().map(|x| x.text()).unwrap_or_default();
-    normalize(&[diag, &reply_text], &mut buf);
+    // Vendors' own per-recipient fields (`X-PowerMTA-BounceCategory: ...`)
+    // are read as text too.
+    let vendor_fields: Vec<String> = r
+        .extensions
+        .iter()
+        .filter(|(n, _)| n.len() > 2 && n[..2].eq_ignore_ascii_case("x-"))
+        .map(|(n, v)| format!("{n}: {v}"))
+        .collect();
+    let mut parts: Vec<&str> = vec![diag, &reply_text];
+    parts.extend(vendor_fields.iter().map(String::as_str));
+    normalize(&parts, &mut buf);
     let code = reply.map(|x| x.code.to_string());
-    let mut found = search(&buf, code.as_deref());
+    let mut found = search(&buf, code.as_deref(), ctx.vendor);
     let in_ctx = ctx.found(ctx.section.clone(), code.as_deref());
     let vendor_says_same =
         |e: &Entry| e.generic && in_ctx.reason.is_some_and(|c| !c.generic && c.key == e.key);
-    if found.reason.is_none_or(vendor_says_same) {
+    let vendor_wording = |f: &Found| f.reason.is_some_and(|e| e.vendor);
+    if found.reason.is_none_or(vendor_says_same)
+        || (vendor_wording(&in_ctx) && !vendor_wording(&found))
+    {
         // Nothing in the diagnostic, or only wording many MTAs use where
         // the text around has the vendor's own code or wording for it.
         found.reason = in_ctx.reason;
@@ -732,11 +773,16 @@ fn classify_one(
         found.command = Some(Command::Rcpt);
     }
     found.transient |= in_ctx.transient;
-    if found.reason.is_none() && (ctx.section.is_empty() || ctx.single) {
+    if (found.reason.is_none() || (ctx.vendor.is_some() && !vendor_wording(&found)))
+        && (ctx.section.is_empty() || ctx.single)
+    {
         // A bounce about one recipient, or one that does not repeat the
-        // address near its reason: the whole human-readable text.
+        // address near its reason: the whole human-readable text (for a
+        // vendor's own wording, or when nothing else was found).
         let w = ctx.found(0..ctx.text.len(), code.as_deref());
-        found.reason = w.reason;
+        if found.reason.is_none() || vendor_wording(&w) {
+            found.reason = w.reason;
+        }
         found.command = found.command.or(w.command);
         found.transient |= w.transient;
     }
@@ -790,6 +836,12 @@ fn classify_one(
         (Reason::Vacation, Evidence::AutoReply)
     } else if dsn.report_type.as_deref() == Some("feedback-report") {
         (Reason::Feedback, Evidence::FeedbackReport)
+    } else if let Some(p) = phrase
+        .clone()
+        .filter(|_| found.reason.is_some_and(|e| e.vendor))
+    {
+        // The vendor's own wording, in the vendor's bounce.
+        p
     } else if let Some(kind) = r
         .diagnostic_code
         .as_ref()

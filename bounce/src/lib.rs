@@ -520,6 +520,11 @@ pub struct Dsn {
     /// Which legacy layout was recognised (`qmail`, `exim`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_format: Option<String>,
+    /// The vendor whose bounce this is, recognised by its header fields
+    /// (the `[vendor]` sections of `data/phrases.txt`): its own wording
+    /// then decides the reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
     pub warnings: Vec<Warning>,
 }
 

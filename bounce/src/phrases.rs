@@ -28,6 +28,37 @@ pub(crate) struct Entry {
     /// The heading ends in `[generic]`: wording that many MTAs quote for
     /// more than one cause, so the command and status must back it up.
     pub generic: bool,
+    /// The heading ends in `[vendor]`: the wording of one vendor's bounces,
+    /// read only in bounces that carry that vendor's marks (`= header |
+    /// text` lines), where it decides as stated.
+    pub vendor: bool,
+}
+
+/// A vendor's marks: header fields its bounces carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Vendor {
+    /// The `## Name` heading.
+    pub name: &'static str,
+    /// (lowercase header name, lowercase text its value contains).
+    marks: Vec<(&'static str, &'static str)>,
+}
+
+impl Vendor {
+    fn matches(&self, name: &str, value: &str) -> bool {
+        self.marks.iter().any(|(h, t)| {
+            h.eq_ignore_ascii_case(name) && (t.is_empty() || contains_lower(value, t))
+        })
+    }
+}
+
+/// `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
+fn contains_lower(hay: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    n.is_empty()
+        || hay
+            .as_bytes()
+            .windows(n.len())
+            .any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// Why the table could not be read.
@@ -41,6 +72,82 @@ pub struct TableError {
 pub(crate) struct Table {
     pub entries: Vec<Entry>,
     ac: AhoCorasick,
+}
+
+/// The vendors' marks of `data/phrases.txt`, read without building the
+/// phrase automaton (the parser needs only these).
+pub(crate) static VENDORS: LazyLock<Vec<Vendor>> =
+    LazyLock::new(|| load_vendors(DATA).unwrap_or_else(|e| panic!("built-in phrase table: {e}")));
+
+/// The vendor whose marks a message's header fields (name, raw value)
+/// carry, if any: the first vendor of the table that one field matches.
+pub(crate) fn vendor_of<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> Option<&'static str> {
+    VENDORS
+        .iter()
+        .find(|v| headers.clone().any(|(n, val)| v.matches(n, val)))
+        .map(|v| v.name)
+}
+
+/// Reads the `[vendor]` headings and their `= header | text` lines.
+fn load_vendors(text: &'static str) -> Result<Vec<Vendor>, TableError> {
+    let mut vendors: Vec<Vendor> = Vec::new();
+    let mut in_vendor = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix("## ") {
+            let (name, vendor, _) = heading(name);
+            in_vendor = vendor;
+            if vendor {
+                vendors.push(Vendor {
+                    name,
+                    marks: Vec::new(),
+                });
+            }
+            continue;
+        }
+        let Some(mark) = line.strip_prefix("= ") else {
+            continue;
+        };
+        let err = |what: String| TableError { line: i + 1, what };
+        let v = vendors
+            .last_mut()
+            .filter(|_| in_vendor)
+            .ok_or_else(|| err("a `= header | text` mark outside a `[vendor]` section".into()))?;
+        let (h, t) = mark
+            .split_once('|')
+            .ok_or_else(|| err(format!("{line:?} is not `= header | text`")))?;
+        let (h, t) = (h.trim(), t.trim());
+        if h.is_empty()
+            || h.contains(' ')
+            || (h, t) != (&*h.to_ascii_lowercase(), &*t.to_ascii_lowercase())
+        {
+            return Err(err(format!(
+                "mark {line:?}: the header name is one lowercase word, the text lowercase"
+            )));
+        }
+        v.marks.push((h, t));
+    }
+    if let Some(v) = vendors.iter().find(|v| v.marks.is_empty()) {
+        return Err(TableError {
+            line: 0,
+            what: format!("vendor section {:?} has no `= header | text` mark", v.name),
+        });
+    }
+    Ok(vendors)
+}
+
+/// A heading's name and its `[vendor]` and `[generic]` flags.
+fn heading(h: &'static str) -> (&'static str, bool, bool) {
+    let h = h.trim();
+    if let Some(n) = h.strip_suffix("[vendor]") {
+        (n.trim_end(), true, false)
+    } else if let Some(n) = h.strip_suffix("[generic]") {
+        (n.trim_end(), false, true)
+    } else {
+        (h, false, false)
+    }
 }
 
 pub(crate) const DATA: &str = include_str!("../data/phrases.txt");
@@ -60,15 +167,15 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
     let mut entries = Vec::new();
     let mut source = "";
     let mut generic = false;
+    let mut vendor = false;
+    load_vendors(text)?;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if let Some(name) = line.strip_prefix("## ") {
-            let name = name.trim();
-            generic = name.ends_with("[generic]");
-            source = name.trim_end_matches("[generic]").trim_end();
+            (source, vendor, generic) = heading(name);
             continue;
         }
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() || line.starts_with('#') || line.starts_with("= ") {
             continue;
         }
         let err = |what: String| TableError { line: i + 1, what };
@@ -104,6 +211,7 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
             rest,
             source,
             generic,
+            vendor,
         });
     }
     let firsts: Vec<&str> = entries
@@ -185,6 +293,17 @@ mod tests {
         let t = load("## A [generic]\nblocked | a\n## B\nblocked | b\n").unwrap();
         assert_eq!((t.entries[0].source, t.entries[0].generic), ("A", true));
         assert_eq!((t.entries[1].source, t.entries[1].generic), ("B", false));
+        let v = load_vendors("## V [vendor]\n= x-mark |\n= from | daemon@v.test\nfiltered | a\n")
+            .unwrap();
+        assert_eq!(v[0].name, "V");
+        assert!(v[0].matches("X-Mark", "anything"));
+        assert!(v[0].matches("From", "Mailer <DAEMON@v.test>"));
+        assert!(!v[0].matches("From", "daemon@other.test"));
+        let t = load("## V [vendor]\n= x-mark |\nfiltered | a\n").unwrap();
+        assert!(t.entries[0].vendor && !t.entries[0].generic);
+        assert!(load_vendors("## V [vendor]\nfiltered | a\n").is_err());
+        assert_eq!(load("## V\n= x-mark |\n").err().unwrap().line, 2);
+        assert!(load_vendors("## V [vendor]\n= X-Mark |\n").is_err());
         assert!(load("user-unknown | No").is_err());
         assert!(load("user-unknown no").is_err());
         assert!(load("user-unknown | a * ").is_err());

@@ -48,6 +48,9 @@ pub fn render_text(dsn: &Dsn) -> String {
     if let Some(from) = &dsn.from {
         let _ = writeln!(s, "From: {from}");
     }
+    if let Some(v) = &dsn.vendor {
+        let _ = writeln!(s, "Vendor: {v} (its own wording decides the reason)");
+    }
     if dsn.legacy {
         let _ = writeln!(
             s,

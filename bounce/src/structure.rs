@@ -437,6 +437,10 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         returned: st.returned,
         legacy: legacy_flag,
         legacy_format,
+        vendor: {
+            let fields: Vec<(&str, &str)> = msg.headers_raw().collect();
+            crate::phrases::vendor_of(fields.iter().copied()).map(str::to_string)
+        },
         warnings: st.warnings,
     })
 }
