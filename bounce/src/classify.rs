@@ -113,9 +113,6 @@ reasons! {
     ContentError = "content-error", "contenterror";
     /// The receiving system is out of storage.
     SystemFull = "system-full", "systemfull";
-    /// The message stayed queued too long; delivery was given up (or is
-    /// still delayed).
-    Expired = "expired", "expired";
     /// Connection failures, timeouts, DNS failures, mail loops.
     NetworkError = "network-error", "networkerror";
     /// A local delivery program (pipe, procmail) failed.
@@ -124,6 +121,10 @@ reasons! {
     SyntaxError = "syntax-error", "syntaxerror";
     /// An error of the receiving system.
     SystemError = "system-error", "systemerror";
+    /// The message stayed queued too long; delivery was given up (or is
+    /// still delayed). Bounces add this to the last error they met, so
+    /// any other reason found in the text comes first.
+    Expired = "expired", "expired";
     /// The message was delivered after all (a success notification).
     Delivered = "delivered", "delivered";
     /// A feedback report (RFC 5965), not a bounce.

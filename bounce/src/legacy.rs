@@ -133,7 +133,10 @@ fn is_header_line(l: &str) -> bool {
 /// Finds where the returned message starts, fed one line at a time.
 #[derive(Default)]
 struct Cutter {
-    prev_header: Option<usize>,
+    /// Where the run of header lines began, and whether it has a field
+    /// other than `Subject:` and `Date:` (which bounces also use to sum up
+    /// the message in their own text).
+    prev_header: Option<(usize, bool)>,
 }
 
 impl Cutter {
@@ -148,13 +151,16 @@ impl Cutter {
         {
             return Some(start);
         }
-        // Two header lines in a row: the returned header has begun.
+        // Two header lines in a row, one of them more than a summary's
+        // `Subject:` or `Date:`: the returned header has begun.
         let folded = line.starts_with([' ', '\t']);
         if !folded && is_header_line(line) {
-            if let Some(p) = self.prev_header {
-                return Some(p);
+            let strong = !starts_ci(line, "subject:") && !starts_ci(line, "date:");
+            match self.prev_header {
+                Some((p, prev_strong)) if prev_strong || strong => return Some(p),
+                Some(_) => {}
+                None => self.prev_header = Some((start, strong)),
             }
-            self.prev_header = Some(start);
         } else if !(folded && self.prev_header.is_some()) {
             self.prev_header = None;
         }
@@ -590,7 +596,9 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
             returned_to = inline_returned_to(&prose[cut..]);
         }
         for a in &returned_to {
-            if !excluded(a) {
+            // The returned message's own addressee is the recipient, even
+            // a role account (`postmaster@...`).
+            if !is_from(a) && !is_to(a) {
                 push_unique(&mut chosen, text.len(), a.clone());
             }
         }
