@@ -651,15 +651,28 @@ fn is_auto_reply(msg: &Message<'_>) -> bool {
         .filter_map(|v| v.as_text())
         .any(|v| starts_ci(v.trim(), "auto-replied"));
     let subject = msg.subject().unwrap_or("").trim_start();
-    auto || [
-        "automatic reply:",
-        "auto:",
-        "out of office",
-        "autoreply:",
-        "auto-reply:",
+    // Some MTAs mark their failure notices `auto-replied` too; their
+    // subjects say what they are.
+    let failure = [
+        "fail",
+        "error",
+        "undeliver",
+        "not delivered",
+        "returned",
+        "delivery status",
     ]
     .iter()
-    .any(|p| starts_ci(subject, p))
+    .any(|w| find_ci(subject, w).is_some());
+    (auto && !failure)
+        || [
+            "automatic reply:",
+            "auto:",
+            "out of office",
+            "autoreply:",
+            "auto-reply:",
+        ]
+        .iter()
+        .any(|p| starts_ci(subject, p))
 }
 
 /// Offset of the first header line of a returned message that follows the
