@@ -71,6 +71,8 @@ pub struct TableError {
 
 pub(crate) struct Table {
     pub entries: Vec<Entry>,
+    /// For each pattern of `ac`, the entries whose first piece it is.
+    groups: Vec<Vec<usize>>,
     ac: AhoCorasick,
 }
 
@@ -214,19 +216,35 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
             vendor,
         });
     }
-    let firsts: Vec<&str> = entries
-        .iter()
-        .map(|e| e.phrase.split('*').next().unwrap_or("").trim())
-        .collect();
+    // One pattern for each distinct first piece; `groups` lists the
+    // entries that start with it.
+    let mut firsts: Vec<&str> = Vec::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let first = e.phrase.split('*').next().unwrap_or("").trim();
+        let g = *index.entry(first).or_insert_with(|| {
+            firsts.push(first);
+            groups.push(Vec::new());
+            firsts.len() - 1
+        });
+        groups[g].push(i);
+    }
     let ac = AhoCorasick::builder()
         .match_kind(MatchKind::Standard)
         .kind(Some(AhoCorasickKind::DFA))
+        // With hundreds of patterns no prefilter pays for itself.
+        .prefilter(false)
         .build(&firsts)
         .map_err(|e| TableError {
             line: 0,
             what: e.to_string(),
         })?;
-    Ok(Table { entries, ac })
+    Ok(Table {
+        entries,
+        groups,
+        ac,
+    })
 }
 
 pub(crate) static TABLE: LazyLock<Table> =
@@ -238,8 +256,12 @@ impl Table {
     pub fn matches<'s>(&'s self, text: &str) -> Vec<(usize, &'s Entry)> {
         self.ac
             .find_overlapping_iter(text)
-            .filter_map(|m| {
-                let e = &self.entries[m.pattern().as_usize()];
+            .flat_map(|m| {
+                self.groups[m.pattern().as_usize()]
+                    .iter()
+                    .map(move |&i| (m, &self.entries[i]))
+            })
+            .filter_map(|(m, e)| {
                 let mut at = m.end();
                 for piece in &e.rest {
                     match text.get(at..).and_then(|t| t.find(piece)) {
