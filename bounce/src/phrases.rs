@@ -232,7 +232,7 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
     }
     let ac = AhoCorasick::builder()
         .match_kind(MatchKind::Standard)
-        .kind(Some(AhoCorasickKind::DFA))
+        .kind(Some(AhoCorasickKind::ContiguousNFA))
         // With hundreds of patterns no prefilter pays for itself.
         .prefilter(false)
         .build(&firsts)
