@@ -332,6 +332,8 @@ pub enum Evidence {
     ReplyCode { code: u16 },
     /// The `Diagnostic-Code` type (`x-unix`: a local program's exit status).
     DiagnosticType { diagnostic_type: String },
+    /// The SMTP command the server refused at (the greeting or EHLO).
+    Command { command: Command },
     /// The bounce is an auto-reply.
     AutoReply,
     /// The bounce is a feedback report.
@@ -350,6 +352,7 @@ impl fmt::Display for Evidence {
             Evidence::DiagnosticType { diagnostic_type } => {
                 write!(f, "diagnostic type {diagnostic_type}")
             }
+            Evidence::Command { command } => write!(f, "refused at {command}"),
             Evidence::AutoReply => f.write_str("auto-reply"),
             Evidence::FeedbackReport => f.write_str("feedback report"),
             Evidence::None => f.write_str("none"),
@@ -907,6 +910,12 @@ fn classify_one(
         // reason exactly; their text often reads like an unknown user or
         // domain ("not our user", "no such domain").
         (reason, Evidence::Status { code })
+    } else if let Some((Reason::ExceedLimit, true, code)) =
+        status_says.filter(|_| matches!(phrase, Some((Reason::MessageTooBig, _))))
+    {
+        // x.2.3: the message is over the recipient's limit, whatever the
+        // text calls its size.
+        (Reason::ExceedLimit, Evidence::Status { code })
     } else if let Some((Reason::UserUnknown, ev)) = phrase.clone().filter(|_| {
         found.reason.is_some_and(|e| e.generic)
             && !matches!(found.command, Some(Command::Rcpt | Command::Mail))
@@ -936,6 +945,10 @@ fn classify_one(
                 action: action.map(|a| a.raw().to_string()).unwrap_or_default(),
             },
         )
+    } else if let Some(command @ (Command::Connect | Command::Helo)) = found.command {
+        // Refused at the greeting or at EHLO, and nothing says why: the
+        // receiving server does not talk to the sending one.
+        (Reason::Blocked, Evidence::Command { command })
     } else if let Some((reason, _, code)) = status_says {
         (reason, Evidence::Status { code })
     } else if let Some(reason) = reply.and_then(|x| by_reply_code(x.code)) {

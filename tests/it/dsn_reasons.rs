@@ -134,6 +134,7 @@ fn reasons_match_sisimai_labels() {
                 dsn::Evidence::Action { .. } => "action",
                 dsn::Evidence::ReplyCode { .. } => "reply code",
                 dsn::Evidence::DiagnosticType { .. } => "diagnostic type",
+                dsn::Evidence::Command { .. } => "command",
                 dsn::Evidence::AutoReply => "auto-reply",
                 dsn::Evidence::FeedbackReport => "feedback report",
                 dsn::Evidence::None => "none",
