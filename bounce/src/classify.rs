@@ -935,7 +935,14 @@ fn classify_one(
         // causes: the status says what the server meant.
         (reason, Evidence::Status { code })
     } else if let Some(p) = phrase {
-        p
+        match (p.0, found.command) {
+            // Access refused before any mail was offered: the receiving
+            // server does not talk to the sending one.
+            (Reason::SecurityError, Some(Command::Connect | Command::Helo)) => {
+                (Reason::Blocked, p.1)
+            }
+            _ => p,
+        }
     } else if let Some((reason, true, code)) = status_says {
         (reason, Evidence::Status { code })
     } else if delayed {
