@@ -154,6 +154,16 @@ fn reasons_match_sisimai_labels() {
     println!("  held-out check set (every 5th sample by name, never tuned on):");
     println!("  {}", reason_ho.line("  reason = t_reason"));
     println!("  {}", hard_ho.line("  hard/soft = t_hardbounce"));
+    let all = |a: &Tally, b: &Tally| Tally {
+        ok: a.ok + b.ok,
+        total: a.total + b.total,
+    };
+    println!("  all labelled recipients (both sets):");
+    println!("  {}", all(&reason, &reason_ho).line("  reason = t_reason"));
+    println!(
+        "  {}",
+        all(&hard, &hard_ho).line("  hard/soft = t_hardbounce")
+    );
     println!("  status class, all samples (goal 95%):");
     println!("  {}", cls_all.line("status class = t_status class"));
     println!("  {}", cls_ds.line("  with delivery-status part"));
@@ -173,16 +183,16 @@ fn reasons_match_sisimai_labels() {
         }
     }
     // Floors just under today's figures, so that a regression fails. The
-    // goals of issue 11 are higher for reasons (90%) and hard/soft (95%):
-    // most of the remaining misses are sisimai's vendor-specific
-    // conventions (its per-vendor decoders and remote-host tables, e.g.
-    // "user unknown" as filtered or not, network error vs expired), see
-    // the matrix above.
+    // goal of issue 11 for hard/soft (95%) is met on the tuning set and
+    // on all labelled recipients; the reason goal (90%) is not: most of
+    // the remaining misses are sisimai's vendor-specific conventions (its
+    // per-vendor decoders and remote-host tables, e.g. "user unknown" as
+    // filtered or not, network error vs expired), see the matrix above.
     for (what, t, floor) in [
-        ("tuning reason", &reason, 80.0),
-        ("tuning hard/soft", &hard, 91.0),
-        ("held-out reason", &reason_ho, 80.0),
-        ("held-out hard/soft", &hard_ho, 90.0),
+        ("tuning reason", &reason, 88.0),
+        ("tuning hard/soft", &hard, 95.0),
+        ("held-out reason", &reason_ho, 82.0),
+        ("held-out hard/soft", &hard_ho, 91.0),
     ] {
         assert!(t.pct() >= floor, "{what} {:.1}% < {floor}%", t.pct());
     }
