@@ -317,7 +317,10 @@ fn a_silent_close_is_found_and_shrunk() {
 
 #[test]
 fn a_354_without_recipient_is_found_and_shrunk() {
-    assert_found(Fault::DataWithoutRcpt, Invariant::DataNeedsRecipient, 1);
+    // The peer needs MAIL, then DATA: one step when the case sends them in
+    // one write, two when it sends them apart (which case the parallel
+    // jobs find first depends on timing). Either is 1-minimal.
+    assert_found(Fault::DataWithoutRcpt, Invariant::DataNeedsRecipient, 2);
 }
 
 #[test]
