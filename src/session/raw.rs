@@ -327,8 +327,21 @@ pub async fn run(n: usize, spec: &SessionSpec, cx: &Ctx<'_>) -> RawSession {
     let mut data: Option<Vec<u8>> = None;
     for step in &spec.steps {
         let outcome = match &step.kind {
-            StepKind::Send { bytes, content } => {
-                let bytes = scope_names(cx.scope, bytes);
+            StepKind::Send {
+                bytes,
+                content,
+                fit,
+            } => {
+                let bytes = match fit {
+                    None => scope_names(cx.scope, bytes),
+                    Some(f) => match fit_path(cx.scope, bytes, f) {
+                        Ok(b) => b,
+                        Err(error) => {
+                            out.outcomes.push(StepOutcome::SendFailed { error });
+                            break;
+                        }
+                    },
+                };
                 match content {
                     None => {}
                     Some(Content::Data) => {
@@ -392,6 +405,44 @@ pub async fn run(n: usize, spec: &SessionSpec, cx: &Ctx<'_>) -> RawSession {
     }
     out.transcript = s.transcript;
     out
+}
+
+/// Scope the names in `bytes` with the filler of `fit` grown so that the
+/// `<...>` path around it (or the whole line) is exactly `fit.len` octets.
+pub fn fit_path(
+    scope: &Scope,
+    bytes: &[u8],
+    fit: &crate::suite::session::Fit,
+) -> Result<Vec<u8>, String> {
+    let scoped = scope_names(scope, bytes);
+    let with_one = if fit.line {
+        scoped.len()
+    } else {
+        // Scoping changes names only at their `.test` end, so what stands
+        // before the filler keeps its scoped length.
+        let p = scope_names(scope, &bytes[..fit.at]).len();
+        let lt = scoped[..p].iter().rposition(|&b| b == b'<');
+        let gt = scoped[p..].iter().position(|&b| b == b'>').map(|g| p + g);
+        let (Some(lt), Some(gt)) = (lt, gt) else {
+            return Err("`{C*path=N}` stands outside a `<...>` path".into());
+        };
+        gt - lt + 1
+    };
+    let n = (fit.len + 1)
+        .checked_sub(with_one)
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            format!(
+                "the {} is {with_one} octets with one `{}` after scoping: more than the {} asked for",
+                if fit.line { "line" } else { "path" },
+                fit.fill as char,
+                fit.len
+            )
+        })?;
+    let mut b = bytes[..fit.at].to_vec();
+    b.extend(std::iter::repeat_n(fit.fill, n));
+    b.extend_from_slice(&bytes[fit.at + 1..]);
+    Ok(scope_names(scope, &b))
 }
 
 /// Move every `.test` name in sent bytes under the scenario's label.
@@ -514,6 +565,64 @@ mod tests {
         assert!(matches!(&r.outcomes[0], StepOutcome::Silent { .. }));
         // The wait was bounded (the close after the script is bounded too).
         assert!(started.elapsed() < DRAIN + Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_fitted_path_has_the_asked_length_whatever_the_label() {
+        let steps = parse_script("> RCPT TO:<{l*64}@{a*63}.{c*path=256}.dest.test>\n").unwrap();
+        let StepKind::Send {
+            bytes,
+            fit: Some(fit),
+            ..
+        } = &steps[0].kind
+        else {
+            panic!("{steps:?}")
+        };
+        for scope in [
+            Scope::new(0),
+            Scope::new(23),
+            Scope::new(353),
+            Scope::with_nonce(4012, Some("1a2b3c4d")),
+        ] {
+            let sent = fit_path(&scope, bytes, fit).unwrap();
+            let text = String::from_utf8(sent).unwrap();
+            let lt = text.find('<').unwrap();
+            let gt = text.find('>').unwrap();
+            assert_eq!(gt - lt + 1, 256, "{text}");
+            assert!(
+                text.contains(&format!(".dest.{}.test>", scope.label)),
+                "{text}"
+            );
+        }
+        // A path already too long with one filler is an error, not a longer path.
+        let steps = parse_script("> RCPT TO:<{l*64}@{c*path=20}.dest.test>\n").unwrap();
+        let StepKind::Send {
+            bytes,
+            fit: Some(fit),
+            ..
+        } = &steps[0].kind
+        else {
+            panic!("{steps:?}")
+        };
+        let e = fit_path(&Scope::new(1), bytes, fit).unwrap_err();
+        assert!(e.contains("more than the 20 asked for"), "{e}");
+        // `line=`: the whole line, CRLF included.
+        let steps =
+            parse_script("> RCPT TO:<bob@dest.test> ORCPT=rfc822;{x*line=512}@example.org\n")
+                .unwrap();
+        let StepKind::Send {
+            bytes,
+            fit: Some(fit),
+            ..
+        } = &steps[0].kind
+        else {
+            panic!("{steps:?}")
+        };
+        for scope in [Scope::new(7), Scope::with_nonce(4012, Some("1a2b3c4d"))] {
+            let sent = fit_path(&scope, bytes, fit).unwrap();
+            assert_eq!(sent.len(), 512);
+            assert!(sent.ends_with(b"@example.org\r\n"));
+        }
     }
 
     #[test]

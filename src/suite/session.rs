@@ -20,7 +20,10 @@
 //! ```
 //!
 //! Escapes in `>` text and quoted strings: `\r \n \t \0 \\ \" \xNN \{ \}`;
-//! `{i}` is the repeat counter and `{TEXT*N}` is TEXT repeated N times.
+//! `{i}` is the repeat counter and `{TEXT*N}` is TEXT repeated N times;
+//! in a `>` line, `{C*path=N}` repeats the character C as often as makes
+//! the `<...>` path around it exactly N octets after the lab scopes its names
+//! (`{C*line=N}`: the whole line, CRLF included).
 //! Errors name the scenario file's line.
 
 use regex::Regex;
@@ -97,12 +100,30 @@ pub enum StepKind {
     Send {
         bytes: Vec<u8>,
         content: Option<Content>,
+        /// A `{C*path=N}` template in the bytes (one `C` stands there).
+        fit: Option<Fit>,
     },
     Pause(Duration),
     StartTls,
     /// Every reply from here on must (true) carry an enhanced status code.
     Enhanced(bool),
     Expect(ReplyExpect),
+}
+
+/// `{C*path=N}` in a `>` line: the character `C` repeated as often as it
+/// takes for the mailbox path around it (from the `<` before it to the `>`
+/// after it) to be exactly `N` octets once the lab has scoped the names in
+/// it, whatever the length of the scenario's scope label.
+/// `{C*line=N}` does the same for the whole line, CRLF included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fit {
+    /// Where the one `C` the loaded bytes hold stands.
+    pub at: usize,
+    pub fill: u8,
+    /// The length asked for.
+    pub len: usize,
+    /// The length is the line's (`line=`), not the path's (`path=`).
+    pub line: bool,
 }
 
 /// What a send carries besides commands.
@@ -367,7 +388,18 @@ fn parse_block(
                 // `> text`: everything after the first space is the text.
                 let text = raw.trim_start().strip_prefix('>').unwrap_or("");
                 let text = text.strip_prefix(' ').unwrap_or(text);
-                let mut b = unescape(text, idx).map_err(|m| err(n, m))?;
+                let mut fit = None;
+                let mut b = unescape_fit(text, idx, Some(&mut fit)).map_err(|m| err(n, m))?;
+                if let Some(f) = fit.filter(|f| !f.line) {
+                    let opens = b[..f.at].contains(&b'<');
+                    let closes = b[f.at..].contains(&b'>');
+                    if !(opens && closes) {
+                        return Err(err(
+                            n,
+                            "`{C*path=N}` fills a mailbox path: put it between the `<` and `>` of one, e.g. `RCPT TO:<{l*64}@{a*path=256}.dest.test>`",
+                        ));
+                    }
+                }
                 b.extend_from_slice(b"\r\n");
                 add_bytes(&b)?;
                 push(
@@ -375,6 +407,7 @@ fn parse_block(
                     StepKind::Send {
                         bytes: b,
                         content: None,
+                        fit,
                     },
                 )?;
             }
@@ -398,6 +431,7 @@ fn parse_block(
                     StepKind::Send {
                         bytes: bytes_out,
                         content,
+                        fit: None,
                     },
                 )?;
             }
@@ -627,6 +661,15 @@ fn quoted(s: &str, idx: Option<usize>) -> Result<Vec<u8>, String> {
 
 /// Decode escapes and templates: `\r \n \t \0 \\ \" \xNN \{ \}`, `{i}`, `{TEXT*N}`.
 pub fn unescape(s: &str, idx: Option<usize>) -> Result<Vec<u8>, String> {
+    unescape_fit(s, idx, None)
+}
+
+/// [`unescape`], and `{C*path=N}` where `fit` has room for it (`>` lines).
+fn unescape_fit(
+    s: &str,
+    idx: Option<usize>,
+    mut fit: Option<&mut Option<Fit>>,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(s.len());
     let mut chars = s.char_indices().peekable();
     while let Some((p, c)) = chars.next() {
@@ -676,6 +719,42 @@ pub fn unescape(s: &str, idx: Option<usize>) -> Result<Vec<u8>, String> {
                     let i = idx
                         .ok_or("`{i}` is the repeat counter: use it inside `repeat N` ... `end`")?;
                     out.extend_from_slice(i.to_string().as_bytes());
+                } else if let Some((text, line, len)) = inner.rsplit_once('*').and_then(|(t, n)| {
+                    let n = n.trim();
+                    n.strip_prefix("path=")
+                        .map(|v| (t, false, v))
+                        .or_else(|| n.strip_prefix("line=").map(|v| (t, true, v)))
+                }) {
+                    let len: usize = len
+                        .parse()
+                        .ok()
+                        .filter(|p| (3..=4096).contains(p))
+                        .ok_or_else(|| {
+                            format!("bad template `{{{inner}}}`: write `{{C*path=N}}` or `{{C*line=N}}` with N an octet count (3 to 4096)")
+                        })?;
+                    let fill = match text.as_bytes() {
+                        [c] if c.is_ascii_alphanumeric() || *c == b'-' => *c,
+                        _ => {
+                            return Err(format!(
+                                "bad template `{{{inner}}}`: the filler is one letter, digit or `-`"
+                            ))
+                        }
+                    };
+                    let slot = fit.as_deref_mut().ok_or_else(|| {
+                        format!("`{{{inner}}}` fills a mailbox path: use it in a `>` line")
+                    })?;
+                    if slot.is_some() {
+                        return Err(format!(
+                            "`{{{inner}}}`: one `{{C*path=N}}` or `{{C*line=N}}` a line"
+                        ));
+                    }
+                    *slot = Some(Fit {
+                        at: out.len(),
+                        fill,
+                        len,
+                        line,
+                    });
+                    out.push(fill);
                 } else if let Some((text, n)) = inner.rsplit_once('*') {
                     let n: usize = n.trim().parse().map_err(|_| {
                         format!("bad template `{{{inner}}}`: write `{{TEXT*N}}` with N a number")
@@ -753,6 +832,26 @@ mod tests {
         );
         assert_eq!(unescape(r"{\r\n*2}", None).unwrap(), b"\r\n\r\n".to_vec());
         assert_eq!(unescape("r{i}@d", Some(7)).unwrap(), b"r7@d".to_vec());
+        // `{C*path=N}`: only in `>` lines, inside a path, one character, once.
+        assert!(unescape("{c*path=256}", None)
+            .unwrap_err()
+            .contains("use it in a `>` line"));
+        assert!(parse_script("> RCPT TO:<a@{c*path=256}.test>\n").is_ok());
+        for (bad, says) in [
+            ("> RCPT TO:a@{c*path=256}.test\n", "between the `<` and `>`"),
+            (
+                "> RCPT TO:<a@{cd*path=256}.test>\n",
+                "one letter, digit or `-`",
+            ),
+            ("> RCPT TO:<a@{c*path=x}.test>\n", "an octet count"),
+            (
+                "> RCPT TO:<{a*path=99}@{c*path=256}.test>\n",
+                "one `{C*path=N}` or",
+            ),
+        ] {
+            let e = parse_script(bad).unwrap_err().message;
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
