@@ -426,6 +426,9 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
         .collect()
 }
 
+/// Most reason phrases weighed in one text.
+const MAX_REASON_HITS: usize = 256;
+
 /// Most bytes of human-readable text read for one recipient.
 const SECTION_MAX: usize = 2048;
 
@@ -647,7 +650,10 @@ fn pick(
         }
     }
     // A phrase inside a longer one that was found says less than it
-    // ("host not found" inside "host not found, try again").
+    // ("host not found" inside "host not found, try again"). Hostile text
+    // can repeat a phrase without end: past a few hundred hits the rest
+    // say nothing new.
+    reasons.truncate(MAX_REASON_HITS);
     let inside = |s: usize, end: usize, e: &Entry| {
         reasons
             .iter()
@@ -778,10 +784,10 @@ fn classify_one(
     let vendor_fields: Vec<String> = r
         .extensions
         .iter()
-        .filter(|(n, _)| n.len() > 2 && n[..2].eq_ignore_ascii_case("x-"))
-        .map(|(n, v)| format!("{n}: {v}"))
+        .filter(|(n, _)| TABLE.fields.iter().any(|f| f.eq_ignore_ascii_case(n)))
+        .map(|(n, v)| format!("{n}: {}", cut(v, SECTION_MAX)))
         .collect();
-    let mut parts: Vec<&str> = vec![diag, &reply_text];
+    let mut parts: Vec<&str> = vec![cut(diag, HUMAN_MAX), cut(&reply_text, HUMAN_MAX)];
     parts.extend(vendor_fields.iter().map(String::as_str));
     normalize(&parts, &mut buf);
     let code = reply.map(|x| x.code.to_string());
@@ -813,9 +819,9 @@ fn classify_one(
         let w = ctx.found(0..ctx.text.len(), code.as_deref());
         if found.reason.is_none() || vendor_wording(&w) {
             found.reason = w.reason;
+            found.command = found.command.or(w.command);
+            found.transient |= w.transient;
         }
-        found.command = found.command.or(w.command);
-        found.transient |= w.transient;
     }
 
     let action = r.action.as_ref();
@@ -1100,6 +1106,33 @@ mod tests {
         );
         assert_eq!(c.status_source, Some(StatusSource::Field));
         assert_eq!(c.origin, Origin::RemoteMta);
+    }
+
+    #[test]
+    fn vendor_fields_named_by_the_table_are_read_and_no_others() {
+        // PowerMTA's category field decides; an address in another X- field
+        // ("antivirus@...") is not wording.
+        let c = one(&format!(
+            "{HEAD}Action: failed\r\nStatus: 5.0.0\r\n\
+             X-PowerMTA-BounceCategory: quota-issues\r\n\
+             X-Actual-Recipient: rfc822; antivirus@dest.test\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::MailboxFull, "{c:?}");
+        let c = one(&format!(
+            "{HEAD}Action: failed\r\nStatus: 5.1.1\r\n\
+             X-Actual-Recipient: rfc822; antivirus@dest.test\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::UserUnknown, "{c:?}");
+    }
+
+    #[test]
+    fn a_diagnostic_repeating_a_phrase_without_end_is_read_in_bounded_time() {
+        let spam = "spam ".repeat(200_000);
+        let c = one(&format!(
+            "{HEAD}Action: failed\r\nStatus: 5.7.1\r\n\
+             Diagnostic-Code: smtp; 554 {spam}\r\n--B--\r\n"
+        ));
+        assert_eq!(c.reason, Reason::SpamDetected, "{:?}", c.evidence);
     }
 
     #[test]

@@ -652,17 +652,21 @@ fn is_auto_reply(msg: &Message<'_>) -> bool {
         .any(|v| starts_ci(v.trim(), "auto-replied"));
     let subject = msg.subject().unwrap_or("").trim_start();
     // Some MTAs mark their failure notices `auto-replied` too; their
-    // subjects say what they are.
-    let failure = [
-        "fail",
-        "error",
-        "undeliver",
-        "not delivered",
-        "returned",
-        "delivery status",
-    ]
-    .iter()
-    .any(|w| find_ci(subject, w).is_some());
+    // subjects say what they are (a reply's `Re: ...` quotes the original).
+    let reply = ["re:", "aw:", "sv:", "fw:", "fwd:"]
+        .iter()
+        .any(|p| starts_ci(subject, p));
+    let failure = !reply
+        && [
+            "fail",
+            "error",
+            "undeliver",
+            "not delivered",
+            "returned",
+            "delivery status",
+        ]
+        .iter()
+        .any(|w| find_ci(subject, w).is_some());
     (auto && !failure)
         || [
             "automatic reply:",

@@ -73,6 +73,9 @@ pub(crate) struct Table {
     pub entries: Vec<Entry>,
     /// For each pattern of `ac`, the entries whose first piece it is.
     groups: Vec<Vec<usize>>,
+    /// Per-recipient `X-` fields some phrase names (`x-powermta-bouncecategory`):
+    /// the classifier reads these fields as text too.
+    pub fields: Vec<&'static str>,
     ac: AhoCorasick,
 }
 
@@ -240,9 +243,18 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
             line: 0,
             what: e.to_string(),
         })?;
+    let mut fields: Vec<&'static str> = entries
+        .iter()
+        .filter(|e| e.phrase.starts_with("x-"))
+        .filter_map(|e| e.phrase.split_once(": ").map(|(f, _)| f))
+        .filter(|f| !f.contains(' '))
+        .collect();
+    fields.sort_unstable();
+    fields.dedup();
     Ok(Table {
         entries,
         groups,
+        fields,
         ac,
     })
 }

@@ -332,3 +332,27 @@ fn warning_names_match_serde() {
         assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
     }
 }
+
+#[test]
+fn an_auto_reply_quoting_a_failure_subject_stays_an_auto_reply() {
+    // A vacation reply to "Payment failed" is still a vacation reply; a
+    // failure notice marked auto-replied is still a bounce.
+    let reply = "From: Carol <carol@example.net>\n\
+To: sender@example.org\n\
+Subject: Re: Payment failed\n\
+Auto-Submitted: auto-replied\n\
+\n\
+I am away until Monday.\n";
+    let d = parse(reply.as_bytes()).unwrap();
+    assert_eq!(d.legacy_format.as_deref(), Some("auto-reply"), "{d:?}");
+    let notice = "From: mailer-daemon\n\
+To: sender@example.org\n\
+Subject: There was an error sending your mail\n\
+Auto-Submitted: auto-replied\n\
+\n\
+SMTP Server <mx.example.net> rejected recipient <alice@example.net>. It responded: [550 5.1.1 User unknown]\n";
+    let d = parse(notice.as_bytes()).unwrap();
+    assert_ne!(d.legacy_format.as_deref(), Some("auto-reply"), "{d:?}");
+    let r: Vec<_> = d.recipients().collect();
+    assert_eq!(r[0].address().as_deref(), Some("alice@example.net"));
+}

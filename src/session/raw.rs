@@ -414,19 +414,19 @@ pub fn fit_path(
     bytes: &[u8],
     fit: &crate::suite::session::Fit,
 ) -> Result<Vec<u8>, String> {
-    let scoped = scope_names(scope, bytes);
     let with_one = if fit.line {
-        scoped.len()
+        scope_names(scope, bytes).len()
     } else {
-        // Scoping changes names only at their `.test` end, so what stands
-        // before the filler keeps its scoped length.
-        let p = scope_names(scope, &bytes[..fit.at]).len();
-        let lt = scoped[..p].iter().rposition(|&b| b == b'<');
-        let gt = scoped[p..].iter().position(|&b| b == b'>').map(|g| p + g);
+        // `<` and `>` are never part of a name: the path scopes alone.
+        let lt = bytes[..fit.at].iter().rposition(|&b| b == b'<');
+        let gt = bytes[fit.at..]
+            .iter()
+            .position(|&b| b == b'>')
+            .map(|g| fit.at + g);
         let (Some(lt), Some(gt)) = (lt, gt) else {
             return Err("`{C*path=N}` stands outside a `<...>` path".into());
         };
-        gt - lt + 1
+        scope_names(scope, &bytes[lt..=gt]).len()
     };
     let n = (fit.len + 1)
         .checked_sub(with_one)
@@ -606,6 +606,25 @@ mod tests {
         };
         let e = fit_path(&Scope::new(1), bytes, fit).unwrap_err();
         assert!(e.contains("more than the 20 asked for"), "{e}");
+        // A filler that extends a `.test` name is measured in the whole name.
+        let steps = parse_script("> RCPT TO:<a@b.test{c*path=40}>\n").unwrap();
+        let StepKind::Send {
+            bytes,
+            fit: Some(fit),
+            ..
+        } = &steps[0].kind
+        else {
+            panic!("{steps:?}")
+        };
+        for scope in [Scope::new(0), Scope::new(353)] {
+            let sent = fit_path(&scope, bytes, fit).unwrap();
+            let text = String::from_utf8(sent).unwrap();
+            assert_eq!(
+                text.find('>').unwrap() - text.find('<').unwrap() + 1,
+                40,
+                "{text}"
+            );
+        }
         // `line=`: the whole line, CRLF included.
         let steps =
             parse_script("> RCPT TO:<bob@dest.test> ORCPT=rfc822;{x*line=512}@example.org\n")
