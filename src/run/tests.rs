@@ -304,6 +304,21 @@ fn injection(accepted: bool, reply: &str) -> Injection {
 }
 
 #[test]
+fn a_dialogue_that_broke_off_is_reported_as_such_not_by_its_last_reply() {
+    let sc = scenario("[[expect]]\naccepted = true\n");
+    let mut o = Observations::default();
+    let mut i = injection(false, "250 HELP");
+    i.transcript.truncate(1);
+    i.error = Some("no complete reply within 10 s".into());
+    o.injections.push(i);
+    let why = fail_text(one(&sc, &o, 0.1, true));
+    assert!(
+        why.contains("the dialogue broke off: no complete reply within 10 s"),
+        "{why}"
+    );
+}
+
+#[test]
 fn refusal_status_is_read_from_the_decisive_reply_not_the_quit() {
     assert_eq!(
         reply_status("554 5.4.0 Error: too many hops").as_deref(),

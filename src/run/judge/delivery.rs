@@ -206,6 +206,14 @@ impl Check for Accepted<'_> {
                 let last_reply = last_reply(i);
                 if i.accepted == *want {
                     Decision::Pass(format!("target answered: {}", scope.unscope(&last_reply)))
+                } else if let Some(e) = &i.error {
+                    // The dialogue broke off: its last reply is not an answer.
+                    Decision::Fail(format!(
+                        "expected the target to {} the message; the dialogue broke off: {} (last reply: {})",
+                        if *want { "accept" } else { "refuse" },
+                        scope.unscope(e),
+                        scope.unscope(&last_reply)
+                    ))
                 } else {
                     Decision::Fail(format!(
                         "expected the target to {} the message; it answered: {}",
