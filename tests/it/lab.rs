@@ -229,8 +229,12 @@ fn interrupt_with(signal: nix::sys::signal::Signal, code: i32, said: &str) {
         }
         all
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("the lab never became ready");
+    if let Err(e) = rx.recv_timeout(Duration::from_secs(30)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = reader.join().unwrap_or_default();
+        panic!("the lab never became ready ({e}); stderr:\n{err}");
+    }
     assert!(!lab_processes().is_empty(), "postfix is not running");
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();

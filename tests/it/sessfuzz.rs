@@ -496,19 +496,6 @@ fn a_client_that_retries_a_5xx_breaks_permanent_not_retried() {
     )));
 }
 
-/// `false` when the lab tests are skipped (MTASPEC_SKIP_LAB_TESTS), as in `lab.rs`.
-fn lab_available() -> bool {
-    if std::env::var_os("MTASPEC_SKIP_LAB_TESTS").is_some() {
-        eprintln!("skipped: MTASPEC_SKIP_LAB_TESTS is set");
-        return false;
-    }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the lab tests need root; or set MTASPEC_SKIP_LAB_TESTS=1"
-    );
-    true
-}
-
 fn fuzz_lab(args: &[&str], out: &std::path::Path) -> (Option<i32>, String) {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_mtaspec"))
         .arg("fuzz")
@@ -530,9 +517,8 @@ fn fuzz_lab(args: &[&str], out: &std::path::Path) -> (Option<i32>, String) {
 /// as `accepted-is-delivered`, shrunk to a scenario with a `relayed` expectation.
 #[test]
 fn the_lab_postfix_discarding_mail_is_found() {
-    if !lab_available() {
-        return;
-    }
+    // The lab lock: the other lab tests count what runs on the machine.
+    let Some(_g) = crate::lab::lab() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (code, text) = fuzz_lab(
         &[
@@ -575,9 +561,7 @@ fn the_lab_postfix_discarding_mail_is_found() {
 /// oracles raise no false alarm on a conforming server), and the lab is gone afterwards.
 #[test]
 fn the_stock_lab_postfix_gives_no_finding() {
-    if !lab_available() {
-        return;
-    }
+    let Some(_g) = crate::lab::lab() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (code, text) = fuzz_lab(
         &[
