@@ -86,12 +86,14 @@ pub(crate) static VENDORS: LazyLock<Vec<Vendor>> =
 
 /// The vendor whose marks a message's header fields (name, raw value)
 /// carry, if any: the first vendor of the table that one field matches.
-pub(crate) fn vendor_of<'a>(
-    headers: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-) -> Option<&'static str> {
+/// `headers` gives the fields afresh for each vendor (no copy is made).
+pub(crate) fn vendor_of<'a, I>(headers: impl Fn() -> I) -> Option<&'static str>
+where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
     VENDORS
         .iter()
-        .find(|v| headers.clone().any(|(n, val)| v.matches(n, val)))
+        .find(|v| headers().any(|(n, val)| v.matches(n, val)))
         .map(|v| v.name)
 }
 

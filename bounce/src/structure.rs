@@ -437,10 +437,7 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         returned: st.returned,
         legacy: legacy_flag,
         legacy_format,
-        vendor: {
-            let fields: Vec<(&str, &str)> = msg.headers_raw().collect();
-            crate::phrases::vendor_of(fields.iter().copied()).map(str::to_string)
-        },
+        vendor: crate::phrases::vendor_of(|| msg.headers_raw()).map(str::to_string),
         warnings: st.warnings,
     })
 }

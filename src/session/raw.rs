@@ -567,9 +567,9 @@ mod tests {
         assert!(started.elapsed() < DRAIN + Duration::from_secs(4));
     }
 
-    #[test]
-    fn a_fitted_path_has_the_asked_length_whatever_the_label() {
-        let steps = parse_script("> RCPT TO:<{l*64}@{a*63}.{c*path=256}.dest.test>\n").unwrap();
+    /// The one `>` line of `script`, filled for `scope`.
+    fn fitted(script: &str, scope: &Scope) -> Result<String, String> {
+        let steps = parse_script(script).unwrap();
         let StepKind::Send {
             bytes,
             fit: Some(fit),
@@ -578,69 +578,47 @@ mod tests {
         else {
             panic!("{steps:?}")
         };
+        fit_path(scope, bytes, fit).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    /// Octets from the first `<` to the first `>`, both included.
+    fn path_len(text: &str) -> usize {
+        text.find('>').unwrap() - text.find('<').unwrap() + 1
+    }
+
+    #[test]
+    fn a_fitted_path_has_the_asked_length_whatever_the_label() {
         for scope in [
             Scope::new(0),
             Scope::new(23),
             Scope::new(353),
             Scope::with_nonce(4012, Some("1a2b3c4d")),
         ] {
-            let sent = fit_path(&scope, bytes, fit).unwrap();
-            let text = String::from_utf8(sent).unwrap();
-            let lt = text.find('<').unwrap();
-            let gt = text.find('>').unwrap();
-            assert_eq!(gt - lt + 1, 256, "{text}");
+            let text =
+                fitted("> RCPT TO:<{l*64}@{a*63}.{c*path=256}.dest.test>\n", &scope).unwrap();
+            assert_eq!(path_len(&text), 256, "{text}");
             assert!(
                 text.contains(&format!(".dest.{}.test>", scope.label)),
                 "{text}"
             );
         }
         // A path already too long with one filler is an error, not a longer path.
-        let steps = parse_script("> RCPT TO:<{l*64}@{c*path=20}.dest.test>\n").unwrap();
-        let StepKind::Send {
-            bytes,
-            fit: Some(fit),
-            ..
-        } = &steps[0].kind
-        else {
-            panic!("{steps:?}")
-        };
-        let e = fit_path(&Scope::new(1), bytes, fit).unwrap_err();
+        let e = fitted("> RCPT TO:<{l*64}@{c*path=20}.dest.test>\n", &Scope::new(1)).unwrap_err();
         assert!(e.contains("more than the 20 asked for"), "{e}");
         // A filler that extends a `.test` name is measured in the whole name.
-        let steps = parse_script("> RCPT TO:<a@b.test{c*path=40}>\n").unwrap();
-        let StepKind::Send {
-            bytes,
-            fit: Some(fit),
-            ..
-        } = &steps[0].kind
-        else {
-            panic!("{steps:?}")
-        };
         for scope in [Scope::new(0), Scope::new(353)] {
-            let sent = fit_path(&scope, bytes, fit).unwrap();
-            let text = String::from_utf8(sent).unwrap();
-            assert_eq!(
-                text.find('>').unwrap() - text.find('<').unwrap() + 1,
-                40,
-                "{text}"
-            );
+            let text = fitted("> RCPT TO:<a@b.test{c*path=40}>\n", &scope).unwrap();
+            assert_eq!(path_len(&text), 40, "{text}");
         }
         // `line=`: the whole line, CRLF included.
-        let steps =
-            parse_script("> RCPT TO:<bob@dest.test> ORCPT=rfc822;{x*line=512}@example.org\n")
-                .unwrap();
-        let StepKind::Send {
-            bytes,
-            fit: Some(fit),
-            ..
-        } = &steps[0].kind
-        else {
-            panic!("{steps:?}")
-        };
         for scope in [Scope::new(7), Scope::with_nonce(4012, Some("1a2b3c4d"))] {
-            let sent = fit_path(&scope, bytes, fit).unwrap();
-            assert_eq!(sent.len(), 512);
-            assert!(sent.ends_with(b"@example.org\r\n"));
+            let text = fitted(
+                "> RCPT TO:<bob@dest.test> ORCPT=rfc822;{x*line=512}@example.org\n",
+                &scope,
+            )
+            .unwrap();
+            assert_eq!(text.len(), 512);
+            assert!(text.ends_with("@example.org\r\n"));
         }
     }
 
