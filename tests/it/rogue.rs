@@ -257,25 +257,7 @@ async fn client_case(how: Rogue) -> (String, Duration) {
             data.extend_from_slice(b"\r\n");
         }
     }
-    let msg = Outgoing {
-        from: "a@src.test".into(),
-        to: vec!["b@dest.test".into()],
-        mail_params: Vec::new(),
-        rcpt_params: Vec::new(),
-        data,
-    };
-    let rec = Recorder::default();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let inj = inject(
-        addr,
-        &msg,
-        0,
-        &rec,
-        deadline,
-        None,
-        &mtaspec::target::ClientGate::open(),
-    )
-    .await;
+    let inj = inject_into(addr, data).await;
     assert!(!inj.accepted);
     let err = inj.error.expect("a rogue peer is an injection error");
     let want = match how {
@@ -287,6 +269,32 @@ async fn client_case(how: Rogue) -> (String, Duration) {
     };
     assert!(err.contains(want), "{how:?}: {err}");
     (err, DEADLINE)
+}
+
+/// Inject a message with `data` into `addr` within [`DEADLINE`].
+async fn inject_into(
+    addr: std::net::SocketAddr,
+    data: Vec<u8>,
+) -> mtaspec::run::observe::Injection {
+    let msg = Outgoing {
+        from: "a@src.test".into(),
+        to: vec!["b@dest.test".into()],
+        mail_params: Vec::new(),
+        rcpt_params: Vec::new(),
+        data,
+    };
+    let rec = Recorder::default();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    inject(
+        addr,
+        &msg,
+        0,
+        &rec,
+        deadline,
+        None,
+        &mtaspec::target::ClientGate::open(),
+    )
+    .await
 }
 
 /// A listener that never accepts, its queue full: the kernel drops the
@@ -303,25 +311,7 @@ async fn connect_never_answered() -> (String, Duration) {
             fillers.push(c);
         }
     }
-    let msg = Outgoing {
-        from: "a@src.test".into(),
-        to: vec!["b@dest.test".into()],
-        mail_params: Vec::new(),
-        rcpt_params: Vec::new(),
-        data: b"Subject: hi\r\n\r\nhello\r\n".to_vec(),
-    };
-    let rec = Recorder::default();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let inj = inject(
-        addr,
-        &msg,
-        0,
-        &rec,
-        deadline,
-        None,
-        &mtaspec::target::ClientGate::open(),
-    )
-    .await;
+    let inj = inject_into(addr, b"Subject: hi\r\n\r\nhello\r\n".to_vec()).await;
     let err = inj
         .error
         .expect("an unanswered connect is an injection error");
