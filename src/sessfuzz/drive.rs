@@ -202,18 +202,24 @@ impl<'a> Fuzzer<'a> {
         format!("{}-{}", self.run_tag, st.ids)
     }
 
-    /// The next case: a mutation of a corpus entry (rarely picked first), or a fresh one.
-    fn next_case(&self, names: &Names) -> (u64, Case) {
+    /// The next case's number and its random generator (from the seed).
+    fn next_rng(&self) -> (u64, gen::Rng) {
         let n = {
             let mut st = self.lock();
             st.next += 1;
             st.next - 1
         };
-        let mut r = gen::rng(
+        let r = gen::rng(
             self.opts
                 .seed
                 .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         );
+        (n, r)
+    }
+
+    /// The next case: a mutation of a corpus entry (rarely picked first), or a fresh one.
+    fn next_case(&self, names: &Names) -> (u64, Case) {
+        let (n, mut r) = self.next_rng();
         let parent = {
             let mut st = self.lock();
             let len = st.corpus.len();
@@ -677,16 +683,7 @@ impl<'a> Fuzzer<'a> {
             return;
         };
         while !self.done() {
-            let n = {
-                let mut st = self.lock();
-                st.next += 1;
-                st.next - 1
-            };
-            let mut r = gen::rng(
-                self.opts
-                    .seed
-                    .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            );
+            let (_, mut r) = self.next_rng();
             let case = outbound::mutate(&mut r);
             let res = ob.run(&case).await;
             {

@@ -195,7 +195,7 @@ fn short(t: &str) -> String {
 }
 
 /// A TOML basic string.
-fn toml_str(t: &str) -> String {
+pub(crate) fn toml_str(t: &str) -> String {
     let mut o = String::from("\"");
     for ch in t.chars() {
         match ch {

@@ -9,6 +9,7 @@
 //! delivered once. A case is run as an ordinary scenario, so a finding
 //! *is* its scenario file.
 
+use super::finding::toml_str;
 use super::gen::Rng;
 use super::oracle::{Invariant, Violation};
 use rand::RngExt;
@@ -179,20 +180,6 @@ pub fn mutate(r: &mut Rng) -> OutCase {
         c.steps.push((f, reply(r, f)));
     }
     c
-}
-
-fn toml_str(t: &str) -> String {
-    let mut o = String::from("\"");
-    for ch in t.chars() {
-        match ch {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
 }
 
 /// The case as a scenario file: the expectation is what a conforming target does.
