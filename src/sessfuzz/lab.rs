@@ -2,7 +2,6 @@
 
 use super::deliver::{fuzz_id, Arrived};
 use super::gen::Names;
-use super::oracle::Violation;
 use super::outbound::{self, OutCase, OutResult, Outbound};
 use super::World;
 use crate::run::observe::Recorder;
@@ -332,13 +331,7 @@ impl Outbound for LabWorld<'_> {
                 crate::run::judge::Decision::Fail(why) => Some(format!("{}: {why}", v.expect)),
                 _ => None,
             });
-            let violation = failed.map(|detail| Violation {
-                invariant: outbound::invariant(case),
-                step: None,
-                before: false,
-                reply: None,
-                detail,
-            });
+            let violation = failed.map(|detail| outbound::violation(case, detail));
             OutResult {
                 signature: sig,
                 violation,

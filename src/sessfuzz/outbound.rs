@@ -262,6 +262,17 @@ pub fn invariant(c: &OutCase) -> Invariant {
     }
 }
 
+/// The violation of the case's invariant that `detail` describes.
+pub fn violation(c: &OutCase, detail: String) -> Violation {
+    Violation {
+        invariant: invariant(c),
+        step: None,
+        before: false,
+        reply: None,
+        detail,
+    }
+}
+
 /// Shrink a failing case: drop replaced steps while it still fails the same way.
 pub async fn shrink(
     ob: &dyn Outbound,

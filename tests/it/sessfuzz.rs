@@ -422,13 +422,8 @@ impl Outbound for BrokenClient {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let sessions = rec.lock().sessions.len();
             host.stop();
-            let violation = outbound::judge_attempts(case, sessions).map(|detail| Violation {
-                invariant: outbound::invariant(case),
-                step: None,
-                before: false,
-                reply: None,
-                detail,
-            });
+            let violation = outbound::judge_attempts(case, sessions)
+                .map(|detail| outbound::violation(case, detail));
             OutResult {
                 signature: format!("{:?} {sessions}", case.expected()),
                 violation,
