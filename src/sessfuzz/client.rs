@@ -215,9 +215,13 @@ async fn connect(
     }
 }
 
+/// The command word of a line. White space before it is skipped: servers
+/// such as Postfix read ` MAIL FROM:<a>` as MAIL, and a 2xx to it means
+/// they did, so the transaction's state must follow.
 fn verb(line: &[u8]) -> String {
     let t: Vec<u8> = line
         .iter()
+        .skip_while(|&&b| b == b' ' || b == b'\t')
         .take_while(|&&b| b != b' ' && b != b'\r' && b != b'\n')
         .copied()
         .collect();
@@ -667,5 +671,7 @@ mod tests {
         assert_eq!(rcpt_addr(b"RCPT TO:<a @b.test>\r\n"), "a@b.test");
         assert_eq!(verb(b"rcpt TO:<x>\r\n"), "RCPT");
         assert_eq!(verb(b"DATA\r\n"), "DATA");
+        assert_eq!(verb(b" MAIL FROM:<a@b.test>\r\n"), "MAIL");
+        assert_eq!(verb(b"\t rcpt TO:<x>\r\n"), "RCPT");
     }
 }

@@ -70,7 +70,9 @@ async fn session(s: TcpStream, fault: Fault, shared: Arc<Mutex<Shared>>) -> std:
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line).to_string();
+        // Like Postfix, white space before the command word is skipped.
         let verb = text
+            .trim_start_matches([' ', '\t'])
             .split([' ', '\r', '\n'])
             .next()
             .unwrap_or("")
@@ -298,6 +300,42 @@ fn a_conforming_peer_gives_no_finding() {
     assert!(report.progress.sessions >= 300, "{:?}", report.progress);
     // The corpus grew: different sessions drew different reply sequences.
     assert!(report.progress.signatures > 20, "{:?}", report.progress);
+}
+
+/// A command line that starts in one write and ends in the next is one
+/// command, with white space before its word: a server that accepts
+/// ` MAIL FROM:` took it as MAIL, so its 354 after an accepted RCPT is
+/// no violation (a false finding once seen against Postfix).
+#[test]
+fn a_command_split_across_writes_after_white_space_is_one_command() {
+    use mtaspec::sessfuzz::gen::{Case, Step};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let trace = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        tokio::spawn(peer(l, Fault::Conforming, shared));
+        let case = Case {
+            steps: vec![
+                Step::Send(b" ".to_vec()),
+                Step::Send(
+                    b"MAIL FROM:<bob@src.test>\r\nRCPT TO:<x3@dest.test>\r\nDATA\r\n".to_vec(),
+                ),
+                Step::Data(b"X-Fuzz-Id: split-1\r\n\r\nhi\r\n.\r\n".to_vec()),
+                Step::Send(b"QUIT\r\n".to_vec()),
+            ],
+        };
+        mtaspec::sessfuzz::client::run(&case, addr, None, Waits::default()).await
+    });
+    assert!(trace.violations.is_empty(), "{:#?}", trace.violations);
+    assert_eq!(
+        trace.codes,
+        vec![220, 250, 250, 354, 250, 221],
+        "{trace:#?}"
+    );
 }
 
 #[test]
