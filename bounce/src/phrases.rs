@@ -44,7 +44,9 @@ pub(crate) struct Vendor {
 }
 
 impl Vendor {
-    fn matches(&self, name: &str, value: &str) -> bool {
+    /// The field's name is compared first: the value is read only for a
+    /// field a mark names.
+    fn matches(&self, name: &str, value: &[u8]) -> bool {
         self.marks.iter().any(|(h, t)| {
             h.eq_ignore_ascii_case(name) && (t.is_empty() || contains_lower(value, t))
         })
@@ -52,13 +54,9 @@ impl Vendor {
 }
 
 /// `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
-fn contains_lower(hay: &str, needle: &str) -> bool {
+fn contains_lower(hay: &[u8], needle: &str) -> bool {
     let n = needle.as_bytes();
-    n.is_empty()
-        || hay
-            .as_bytes()
-            .windows(n.len())
-            .any(|w| w.eq_ignore_ascii_case(n))
+    n.is_empty() || hay.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// Why the table could not be read.
@@ -86,15 +84,34 @@ pub(crate) static VENDORS: LazyLock<Vec<Vendor>> =
 
 /// The vendor whose marks a message's header fields (name, raw value)
 /// carry, if any: the first vendor of the table that one field matches.
-/// `headers` gives the fields afresh for each vendor (no copy is made).
-pub(crate) fn vendor_of<'a, I>(headers: impl Fn() -> I) -> Option<&'static str>
-where
-    I: Iterator<Item = (&'a str, &'a str)>,
-{
-    VENDORS
-        .iter()
-        .find(|v| headers().any(|(n, val)| v.matches(n, val)))
-        .map(|v| v.name)
+/// The fields are gone through once, and no copy is made.
+pub(crate) fn vendor_of<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Option<&'static str> {
+    // The fields some mark names; most of a message's fields are none of them.
+    static NAMED: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+        let mut n: Vec<&str> = VENDORS
+            .iter()
+            .flat_map(|v| v.marks.iter().map(|(h, _)| *h))
+            .collect();
+        n.sort_unstable();
+        n.dedup();
+        n
+    });
+    let mut best: Option<usize> = None;
+    for (name, value) in headers {
+        if !NAMED.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        let before = best.unwrap_or(VENDORS.len());
+        if let Some(i) = VENDORS[..before]
+            .iter()
+            .position(|v| v.matches(name, value))
+        {
+            best = Some(i);
+        }
+    }
+    best.map(|i| VENDORS[i].name)
 }
 
 /// Reads the `[vendor]` headings and their `= header | text` lines.
@@ -332,9 +349,9 @@ mod tests {
         let v = load_vendors("## V [vendor]\n= x-mark |\n= from | daemon@v.test\nfiltered | a\n")
             .unwrap();
         assert_eq!(v[0].name, "V");
-        assert!(v[0].matches("X-Mark", "anything"));
-        assert!(v[0].matches("From", "Mailer <DAEMON@v.test>"));
-        assert!(!v[0].matches("From", "daemon@other.test"));
+        assert!(v[0].matches("X-Mark", b"anything"));
+        assert!(v[0].matches("From", b"Mailer <DAEMON@v.test>"));
+        assert!(!v[0].matches("From", b"daemon@other.test"));
         let t = load("## V [vendor]\n= x-mark |\nfiltered | a\n").unwrap();
         assert!(t.entries[0].vendor && !t.entries[0].generic);
         assert!(load_vendors("## V [vendor]\nfiltered | a\n").is_err());

@@ -437,7 +437,14 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
         returned: st.returned,
         legacy: legacy_flag,
         legacy_format,
-        vendor: crate::phrases::vendor_of(|| msg.headers_raw()).map(str::to_string),
+        vendor: crate::phrases::vendor_of(root.headers.iter().map(|h| {
+            let value = msg
+                .raw_message
+                .get(h.offset_start as usize..h.offset_end as usize)
+                .unwrap_or_default();
+            (h.name.as_str(), value)
+        }))
+        .map(str::to_string),
         warnings: st.warnings,
     })
 }
