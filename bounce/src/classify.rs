@@ -336,7 +336,8 @@ pub enum Evidence {
     Command { command: Command },
     /// The bounce is an auto-reply.
     AutoReply,
-    /// The bounce is a feedback report.
+    /// The bounce is a feedback report: ARF (RFC 5965), or a feedback
+    /// loop's own complaint format ([`Dsn::legacy_format`] `complaint`).
     FeedbackReport,
     /// Nothing decided; the reason is `on-hold` or `undefined`.
     None,
@@ -871,7 +872,9 @@ fn classify_one(
         (Reason::Delivered, Evidence::Status { code })
     } else if dsn.legacy_format.as_deref() == Some("auto-reply") && reply.is_none() {
         (Reason::Vacation, Evidence::AutoReply)
-    } else if dsn.report_type.as_deref() == Some("feedback-report") {
+    } else if dsn.report_type.as_deref() == Some("feedback-report")
+        || dsn.legacy_format.as_deref() == Some("complaint")
+    {
         (Reason::Feedback, Evidence::FeedbackReport)
     } else if let Some(p) = phrase
         .clone()

@@ -568,7 +568,12 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
         }
     }
     // An RFC 3834 auto-reply (not a bounce) comes from the recipient itself.
-    let auto_reply = format.is_none() && is_auto_reply(msg);
+    // Apple Mail's unsubscribe request is a complaint from the recipient
+    // itself, sent as an auto-reply.
+    let unsubscribe = msg
+        .header_raw("X-Apple-Unsubscribe")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let auto_reply = format.is_none() && (unsubscribe || is_auto_reply(msg));
     let mut chosen = if auto_reply {
         own_from
             .iter()
@@ -605,7 +610,13 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
     }
     chosen.sort_by_key(|(p, _)| *p);
     if auto_reply && !chosen.is_empty() {
-        format = Some("auto-reply");
+        format = Some(if unsubscribe {
+            "complaint"
+        } else {
+            "auto-reply"
+        });
+    } else if !chosen.is_empty() && is_complaint(msg, text) {
+        format = Some("complaint");
     }
 
     let mut recipients = Vec::with_capacity(chosen.len());
@@ -645,6 +656,25 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
 
 /// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
 /// common vacation responders use.
+/// A complaint report in a feedback loop's own format rather than ARF
+/// (RFC 5965; Apple Mail's unsubscribe request is read with the
+/// auto-replies): Microsoft's JMRP (`Subject: complaint about message from
+/// 192.0.2.1`, from `staff@hotmail.com`) and Amazon SES's complaint
+/// notices (JSON with `"notificationType":"Complaint"`).
+fn is_complaint(msg: &Message<'_>, text: &str) -> bool {
+    let subject = msg.subject().unwrap_or("");
+    let from = msg
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .unwrap_or("");
+    let jmrp = find_ci(subject, "complaint about message from ").is_some()
+        && ["staff@hotmail.com", "complaints@email-abuse.amazonses.com"]
+            .iter()
+            .any(|f| from.eq_ignore_ascii_case(f));
+    jmrp || text.contains("\"notificationType\":\"Complaint\"")
+}
+
 fn is_auto_reply(msg: &Message<'_>) -> bool {
     let auto = msg
         .header_values("Auto-Submitted")

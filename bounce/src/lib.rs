@@ -517,7 +517,9 @@ pub struct Dsn {
     pub returned: Option<Returned>,
     /// No RFC 3464 fields were found; recipients come from prose.
     pub legacy: bool,
-    /// Which legacy layout was recognised (`qmail`, `exim`, ...).
+    /// Which legacy layout was recognised (`qmail`, `exim`, ...), or what
+    /// the message is instead of a bounce: `auto-reply` (RFC 3834), or
+    /// `complaint` (a feedback loop's report in its own format).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_format: Option<String>,
     /// The vendor whose bounce this is, recognised by its header fields

@@ -356,3 +356,57 @@ SMTP Server <mx.example.net> rejected recipient <alice@example.net>. It responde
     let r: Vec<_> = d.recipients().collect();
     assert_eq!(r[0].address().as_deref(), Some("alice@example.net"));
 }
+
+#[test]
+fn complaints_in_a_feedback_loops_own_format_are_feedback() {
+    let feedback = |text: &str| {
+        let d = parse(text.as_bytes()).unwrap();
+        let c = crate::classify(&d);
+        (d.legacy_format.clone(), c.first().map(|c| c.reason))
+    };
+    let complaint = (Some("complaint".to_string()), Some(crate::Reason::Feedback));
+    // Microsoft JMRP: the complained-of message comes back attached.
+    let jmrp = "From: staff@hotmail.com\n\
+Subject: complaint about message from 192.0.2.1\n\
+To: abuse@example.org\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"b\"\n\
+\n\
+--b\n\
+Content-Type: message/rfc822\n\
+\n\
+From: sender@example.org\n\
+To: carol@example.net\n\
+Subject: offer\n\
+\n\
+hello\n\
+--b--\n";
+    assert_eq!(feedback(jmrp), complaint);
+    // The same subject from anyone else is not a feedback loop's report.
+    assert_ne!(
+        feedback(&jmrp.replace("staff@hotmail.com", "carol@example.net")).1,
+        Some(crate::Reason::Feedback)
+    );
+    // Amazon SES notices in JSON.
+    let ses = "From: no-reply@sns.amazonaws.com\n\
+Subject: AWS Notification Message\n\
+\n\
+{\"notificationType\":\"Complaint\",\"complaint\":{\"complainedRecipients\":[{\"emailAddress\":\"carol@example.net\"}]}}\n";
+    assert_eq!(feedback(ses), complaint);
+    // Apple Mail's unsubscribe request, from the recipient itself.
+    let apple = "From: carol@example.net\n\
+To: opt-out@example.org\n\
+Subject: unsubscribe\n\
+Auto-Submitted: auto-replied\n\
+X-Apple-Unsubscribe: true\n\
+\n\
+Apple Mail sent this email to unsubscribe.\n";
+    assert_eq!(feedback(apple), complaint);
+    assert_eq!(
+        feedback(&apple.replace("X-Apple-Unsubscribe: true\n", "")),
+        (
+            Some("auto-reply".to_string()),
+            Some(crate::Reason::Vacation)
+        )
+    );
+}
