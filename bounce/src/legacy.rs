@@ -323,10 +323,12 @@ fn coded_address(line: &str) -> Option<String> {
     (*s == 0 && *e == close).then(|| a.clone())
 }
 
-/// The first SMTP reply in `text`: a code 200..=599 at the start of a line
-/// or after `said:`, `:`, `<<<`, `reason:` or whitespace, followed by space
-/// or `-`.
+/// The first failure reply (4xx, 5xx) in `text`, else its first SMTP
+/// reply: a code 200..=599 at the start of a line or after `said:`, `:`,
+/// `<<<`, `reason:` or whitespace, followed by space or `-`. A transcript
+/// shows the replies that went well before the one that failed.
 fn find_reply(text: &str) -> Option<Reply> {
+    let mut positive = None;
     let b = text.as_bytes();
     let mut line_start = 0;
     let mut i = 0;
@@ -371,14 +373,19 @@ fn find_reply(text: &str) -> Option<Reply> {
                 let line = text.get(i..end).unwrap_or("");
                 if let Some(r) = parse_diagnostic(line) {
                     if r.enhanced().is_some() || reply_context(prefix) {
-                        return Some(r);
+                        if r.code >= 400 {
+                            return Some(r);
+                        }
+                        positive.get_or_insert(r);
+                        i = end;
+                        continue;
                     }
                 }
             }
         }
         i += 1;
     }
-    None
+    positive
 }
 
 fn ends_ci(s: &str, suffix: &str) -> bool {
@@ -779,6 +786,13 @@ mod tests {
         let r = find_reply("    host mx [192.0.2.20]: 550 5.7.0 <s@example.jp>... no\n").unwrap();
         assert_eq!(r.enhanced().unwrap().to_string(), "5.7.0");
         assert!(find_reply("Received 250 messages today").is_none());
+        // In a transcript the failure is the reply, not those before it.
+        let t = " In:  RCPT TO:<k@example>\n Out: 250 2.1.5 Ok\n In:  DATA\n \
+                 Out: 354 End data with <CR><LF>.<CR><LF>\n \
+                 Out: 451 4.3.0 Error: queue file write error\n";
+        assert_eq!(find_reply(t).unwrap().code, 451);
+        let ok = find_reply(" Out: 250 2.1.5 Ok\n").unwrap();
+        assert_eq!(ok.code, 250);
     }
 
     #[test]
