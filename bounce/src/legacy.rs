@@ -707,6 +707,7 @@ fn is_auto_reply(msg: &Message<'_>) -> bool {
     (auto && !failure)
         || [
             "automatic reply:",
+            "auto reply:",
             "auto:",
             "out of office",
             "autoreply:",

@@ -255,7 +255,37 @@ fn walk<'m>(
     Ok(())
 }
 
+/// A `boundary=` parameter written on a line of its own, unfolded, after
+/// a `Content-Type: multipart/...;` line (seen from Verizon's and Apache
+/// James's gateways): folded back into that field, so that the parts can
+/// be found. `None` when there is no such line.
+fn refold_boundary(bytes: &[u8]) -> Option<Vec<u8>> {
+    let starts = |s: &[u8], p: &[u8]| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p);
+    let mut out: Option<Vec<u8>> = None;
+    let mut prev: &[u8] = &[];
+    let mut at = 0;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let broken = starts(line, b"boundary=")
+            && starts(prev, b"content-type:")
+            && prev.trim_ascii_end().ends_with(b";");
+        if broken {
+            let o = out.get_or_insert_with(|| bytes[..at].to_vec());
+            o.push(b' ');
+            o.extend_from_slice(line);
+        } else if let Some(o) = out.as_mut() {
+            o.extend_from_slice(line);
+        }
+        prev = line;
+        at += line.len();
+    }
+    out
+}
+
 pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, DsnError> {
+    parse_parts(bytes, limits, false)
+}
+
+fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, DsnError> {
     let mut warnings = Vec::new();
     let normalised = normalise_cr(bytes);
     if normalised.is_some() {
@@ -370,6 +400,20 @@ pub(crate) fn parse_message(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, Dsn
     let mut legacy_format = None;
     if !has_recipients {
         let prose = prose_cache.get_or_insert_with(|| st.prose());
+        if prose.trim().is_empty() && st.reports.is_empty() && !refolded {
+            // No text found through MIME: maybe a parameter broke it.
+            if let Some(fixed) = refold_boundary(input) {
+                let mut d = parse_parts(&fixed, limits, true)?;
+                let mut w = std::mem::take(&mut st.warnings);
+                w.push(Warning::new(
+                    WarningKind::BrokenBoundary,
+                    "a `boundary=` parameter on a line of its own was folded back into its Content-Type field",
+                ));
+                w.append(&mut d.warnings);
+                d.warnings = w;
+                return Ok(d);
+            }
+        }
         let found = legacy::extract(prose, &msg);
         if let Some(at) = found.returned_at {
             if st.returned.is_none() {

@@ -410,3 +410,38 @@ Apple Mail sent this email to unsubscribe.\n";
         )
     );
 }
+
+#[test]
+fn a_boundary_on_a_line_of_its_own_is_folded_back() {
+    let text = "From: post_master@vtext.example\n\
+To: sender@example.org\n\
+Subject: Re: hello\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"outer\"\n\
+\n\
+--outer\n\
+Content-Type: multipart/alternative;\n\
+boundary=\"inner\"\n\
+\n\
+--inner\n\
+Content-Type: text/plain; charset=us-ascii\n\
+\n\
+Error: Invalid user address\n\
+Error message below:\n\
+550 - Requested action not taken: no such user here\n\
+\n\
+  RCPT TO: carol@vtext.example\n\
+--inner--\n\
+--outer--\n";
+    let d = parse(text.as_bytes()).unwrap();
+    let r: Vec<_> = d.recipients().collect();
+    assert_eq!(r.len(), 1, "{d:?}");
+    assert_eq!(r[0].address().as_deref(), Some("carol@vtext.example"));
+    assert!(d
+        .warnings
+        .iter()
+        .any(|w| w.kind == WarningKind::BrokenBoundary && w.detail.contains("boundary=")));
+    // An `Auto reply:` subject is an auto-reply too.
+    let d = parse(b"From: carol@example.net\nTo: sender@example.org\nSubject: Auto reply: hello\n\nI'm away.\n").unwrap();
+    assert_eq!(d.legacy_format.as_deref(), Some("auto-reply"));
+}
