@@ -183,16 +183,18 @@ fn reasons_match_sisimai_labels() {
         }
     }
     // Floors just under today's figures, so that a regression fails. The
-    // goal of issue 11 for hard/soft (95%) is met on the tuning set and
-    // on all labelled recipients; the reason goal (90%) is not: most of
-    // the remaining misses are sisimai's vendor-specific conventions (its
-    // per-vendor decoders and remote-host tables, e.g. "user unknown" as
-    // filtered or not, network error vs expired), see the matrix above.
+    // goals (reason 90%, hard/soft 95%) are met on the tuning set and on
+    // all labelled recipients; the held-out set trails (83% and 92%):
+    // most of the misses left are sisimai's vendor-specific conventions
+    // (its per-vendor decoders and remote-host tables, e.g. "user unknown"
+    // as filtered or not, network error vs expired), see the matrix above.
     for (what, t, floor) in [
-        ("tuning reason", &reason, 88.0),
-        ("tuning hard/soft", &hard, 95.0),
+        ("tuning reason", &reason, 91.0),
+        ("tuning hard/soft", &hard, 96.5),
         ("held-out reason", &reason_ho, 82.0),
         ("held-out hard/soft", &hard_ho, 91.0),
+        ("all reason", &all(&reason, &reason_ho), 90.0),
+        ("all hard/soft", &all(&hard, &hard_ho), 95.5),
     ] {
         assert!(t.pct() >= floor, "{what} {:.1}% < {floor}%", t.pct());
     }
