@@ -323,6 +323,9 @@ fn coded_address(line: &str) -> Option<String> {
     (*s == 0 && *e == close).then(|| a.clone())
 }
 
+/// Most bytes of a line read as one reply.
+const MAX_REPLY_LINE: usize = 2048;
+
 /// The first failure reply (4xx, 5xx) in `text`, else its first SMTP
 /// reply: a code 200..=599 at the start of a line or after `said:`, `:`,
 /// `<<<`, `reason:` or whitespace, followed by space or `-`. A transcript
@@ -365,20 +368,23 @@ fn find_reply(text: &str) -> Option<Reply> {
                 && !looks_number_list
                 && !after.starts_with("bytes")
             {
-                let end = b[i..]
+                // A reply is read from at most MAX_REPLY_LINE bytes, so a
+                // long line of candidates costs linear time, not quadratic.
+                let window = &b[i..b.len().min(i + MAX_REPLY_LINE)];
+                let mut end = i + window
                     .iter()
                     .position(|&c| c == b'\n')
-                    .map(|e| i + e)
-                    .unwrap_or(b.len());
-                let line = text.get(i..end).unwrap_or("");
+                    .unwrap_or(window.len());
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let line = &text[i..end];
                 if let Some(r) = parse_diagnostic(line) {
                     if r.enhanced().is_some() || reply_context(prefix) {
                         if r.code >= 400 {
                             return Some(r);
                         }
                         positive.get_or_insert(r);
-                        i = end;
-                        continue;
                     }
                 }
             }
@@ -622,7 +628,7 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
         } else {
             "auto-reply"
         });
-    } else if !chosen.is_empty() && is_complaint(msg, text) {
+    } else if format.is_none() && !chosen.is_empty() && is_complaint(msg, text) {
         format = Some("complaint");
     }
 
@@ -661,13 +667,12 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
     }
 }
 
-/// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
-/// common vacation responders use.
 /// A complaint report in a feedback loop's own format rather than ARF
 /// (RFC 5965; Apple Mail's unsubscribe request is read with the
-/// auto-replies): Microsoft's JMRP (`Subject: complaint about message from
-/// 192.0.2.1`, from `staff@hotmail.com`) and Amazon SES's complaint
-/// notices (JSON with `"notificationType":"Complaint"`).
+/// auto-replies): `Subject: complaint about message from 192.0.2.1` from
+/// Microsoft's JMRP (`staff@hotmail.com`) or Amazon SES's abuse desk
+/// (`complaints@email-abuse.amazonses.com`), and Amazon SES's notices in
+/// JSON (`{"notificationType":"Complaint", ...}` as the whole text).
 fn is_complaint(msg: &Message<'_>, text: &str) -> bool {
     let subject = msg.subject().unwrap_or("");
     let from = msg
@@ -675,13 +680,30 @@ fn is_complaint(msg: &Message<'_>, text: &str) -> bool {
         .and_then(|a| a.first())
         .and_then(|a| a.address())
         .unwrap_or("");
-    let jmrp = find_ci(subject, "complaint about message from ").is_some()
+    let by_subject = find_ci(subject, "complaint about message from ").is_some()
         && ["staff@hotmail.com", "complaints@email-abuse.amazonses.com"]
             .iter()
             .any(|f| from.eq_ignore_ascii_case(f));
-    jmrp || text.contains("\"notificationType\":\"Complaint\"")
+    by_subject || json_complaint(text)
 }
 
+/// Whether `text` is a JSON notice whose `notificationType` is `Complaint`
+/// (white space allowed around the colon). Only a text that is JSON from
+/// its start counts: a bounce may quote such a notice.
+fn json_complaint(text: &str) -> bool {
+    if !text.trim_start().starts_with('{') {
+        return false;
+    }
+    let key = "\"notificationType\"";
+    text.match_indices(key).any(|(p, _)| {
+        let rest = text[p + key.len()..].trim_start();
+        rest.strip_prefix(':')
+            .is_some_and(|r| r.trim_start().starts_with("\"Complaint\""))
+    })
+}
+
+/// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
+/// common vacation responders use.
 fn is_auto_reply(msg: &Message<'_>) -> bool {
     let auto = msg
         .header_values("Auto-Submitted")
@@ -794,6 +816,15 @@ mod tests {
         assert_eq!(find_reply(t).unwrap().code, 451);
         let ok = find_reply(" Out: 250 2.1.5 Ok\n").unwrap();
         assert_eq!(ok.code, 250);
+        // A transcript flattened onto one line: the failure still decides.
+        let flat = "250 2.1.5 Ok 354 go ahead 554 5.7.1 refused\n";
+        assert_eq!(find_reply(flat).unwrap().code, 554);
+        // A long line of candidates is read in linear time (this would take
+        // minutes if every candidate read the rest of the line).
+        let hostile = "a 250 a ".repeat(8 * 1024);
+        assert!(find_reply(&hostile).is_none_or(|r| r.code == 250));
+        let positives = "250 2.1.5 ok ".repeat(5 * 1024);
+        assert_eq!(find_reply(&positives).map(|r| r.code), Some(250));
     }
 
     #[test]

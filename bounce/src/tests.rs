@@ -445,3 +445,24 @@ Error message below:\n\
     let d = parse(b"From: carol@example.net\nTo: sender@example.org\nSubject: Auto reply: hello\n\nI'm away.\n").unwrap();
     assert_eq!(d.legacy_format.as_deref(), Some("auto-reply"));
 }
+
+#[test]
+fn a_bounce_quoting_a_complaint_notice_stays_a_bounce() {
+    let text = "From: MAILER-DAEMON@mx.example.org\n\
+To: sender@example.org\n\
+Subject: failure notice\n\
+\n\
+Hi. This is the qmail-send program at mx.example.org.\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\n\
+\n\
+<carol@example.net>:\n\
+192.0.2.1 does not like recipient.\n\
+Remote host said: 550 5.1.1 <carol@example.net>... User unknown\n\
+{\"notificationType\":\"Complaint\"}\n\
+\n\
+--- Below this line is a copy of the message.\n";
+    let d = parse(text.as_bytes()).unwrap();
+    assert_ne!(d.legacy_format.as_deref(), Some("complaint"), "{d:?}");
+    let c = crate::classify(&d);
+    assert_eq!(c[0].reason, crate::Reason::UserUnknown, "{c:?}");
+}
