@@ -267,7 +267,10 @@ fn refold_boundary(bytes: &[u8]) -> Option<Vec<u8>> {
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         let broken = starts(line, b"boundary=")
             && starts(prev, b"content-type:")
-            && prev.trim_ascii_end().ends_with(b";");
+            && prev.trim_ascii_end().ends_with(b";")
+            && prev
+                .windows(10)
+                .any(|w| w.eq_ignore_ascii_case(b"multipart/"));
         if broken {
             let o = out.get_or_insert_with(|| bytes[..at].to_vec());
             o.push(b' ');
@@ -401,9 +404,12 @@ fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, 
     if !has_recipients {
         let prose = prose_cache.get_or_insert_with(|| st.prose());
         if prose.trim().is_empty() && st.reports.is_empty() && !refolded {
-            // No text found through MIME: maybe a parameter broke it.
-            if let Some(fixed) = refold_boundary(input) {
-                let mut d = parse_parts(&fixed, limits, true)?;
+            // No text found through MIME: maybe a parameter broke it. The
+            // repaired reading is taken only when it finds recipients.
+            let refolded = refold_boundary(input).map(|fixed| parse_parts(&fixed, limits, true));
+            if let Some(Ok(mut d)) =
+                refolded.filter(|d| d.as_ref().is_ok_and(|d| d.recipients().next().is_some()))
+            {
                 let mut w = std::mem::take(&mut st.warnings);
                 w.push(Warning::new(
                     WarningKind::BrokenBoundary,
