@@ -330,6 +330,34 @@ mod tests {
         }
     }
 
+    /// The vendor listed first in the table wins, whatever the order of the
+    /// header fields; values need not be UTF-8; other fields are skipped.
+    #[test]
+    fn the_first_vendor_of_the_table_is_named() {
+        let mcafee = VENDORS
+            .iter()
+            .find(|v| v.marks.iter().any(|(h, _)| *h == "x-nai-header"))
+            .unwrap();
+        let labs = VENDORS
+            .iter()
+            .find(|v| v.marks.iter().any(|(_, t)| t.contains("messagelabs")))
+            .unwrap();
+        let first = VENDORS
+            .iter()
+            .find(|v| v.name == mcafee.name || v.name == labs.name)
+            .unwrap();
+        let fields: [(&str, &[u8]); 3] = [
+            ("Received", b"from mx.messagelabs.com"),
+            ("From", b"MAILER-DAEMON@messagelabs.com"),
+            ("X-NAI-Header", b"\xff Modified by McAfee"),
+        ];
+        assert_eq!(vendor_of(fields.iter().copied()), Some(first.name));
+        assert_eq!(vendor_of(fields.iter().rev().copied()), Some(first.name));
+        assert_eq!(vendor_of(fields[..2].iter().copied()), Some(labs.name));
+        assert_eq!(vendor_of(fields[2..].iter().copied()), Some(mcafee.name));
+        assert_eq!(vendor_of(fields[..1].iter().copied()), None);
+    }
+
     #[test]
     fn gaps_and_errors() {
         let t = load("## X\nblocked | mail from * refused due to\n").unwrap();
