@@ -22,6 +22,41 @@ pub struct ConnectAttempt {
     pub to: SocketAddrV4,
 }
 
+/// What the watcher reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A connection attempt.
+    Attempt(ConnectAttempt),
+    /// The kernel dropped this many packets meant for the watcher (its
+    /// buffer was full): attempts made meanwhile may be missing.
+    Dropped(u32),
+}
+
+/// Kernel-side filter: keep only TCP SYNs without ACK (unfragmented IPv4;
+/// a packet socket of type `SOCK_DGRAM` sees the IP header at offset 0),
+/// and of those only the first 96 bytes. Everything else on `lo` is never
+/// queued, so a busy loopback cannot fill the watcher's buffer.
+const SYN_FILTER: [libc::sock_filter; 10] = {
+    const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+        libc::sock_filter { code, jt, jf, k }
+    }
+    [
+        op(0x30, 0, 0, 9),      // A = ip[9] (protocol)
+        op(0x15, 0, 7, 6),      // TCP? else drop
+        op(0x28, 0, 0, 6),      // A = ip[6..8] (flags, fragment offset)
+        op(0x45, 5, 0, 0x1fff), // a later fragment: drop
+        op(0xb1, 0, 0, 0),      // X = IP header length
+        op(0x50, 0, 0, 13),     // A = tcp[13] (flags)
+        op(0x54, 0, 0, 0x12),   // A &= SYN | ACK
+        op(0x15, 0, 1, 0x02),   // SYN alone? else drop
+        op(0x06, 0, 0, 96),     // keep 96 bytes
+        op(0x06, 0, 0, 0),      // drop
+    ]
+};
+
+/// The watcher's receive buffer (bytes).
+const RCVBUF: libc::c_int = 4 << 20;
+
 /// Parse an IPv4 packet; return (source, destination, sequence number) when
 /// it is a TCP SYN without ACK. Total: any byte string gives a value or `None`.
 pub fn parse_syn(pkt: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4, u32)> {
@@ -84,9 +119,7 @@ impl SynDedup {
 }
 
 /// Start watching; attempts are broadcast until the returned task is aborted.
-pub fn start(
-    tx: broadcast::Sender<ConnectAttempt>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn start(tx: broadcast::Sender<Seen>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let proto = (libc::ETH_P_IP as u16).to_be();
     // SAFETY: socket(2) with constant arguments; the fd is owned at once.
     let raw = unsafe {
@@ -117,6 +150,31 @@ pub fn start(
             return Err(std::io::Error::last_os_error());
         }
     }
+    // SAFETY: setsockopt with a filter program and an int that live across
+    // the calls, and their sizes.
+    unsafe {
+        let prog = libc::sock_fprog {
+            len: SYN_FILTER.len() as u16,
+            filter: SYN_FILTER.as_ptr().cast_mut(),
+        };
+        if libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let size = RCVBUF;
+        let p = (&size as *const libc::c_int).cast();
+        let n = std::mem::size_of::<libc::c_int>() as u32;
+        // Past the system's limit when allowed (root), else up to it.
+        if libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, n) != 0 {
+            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, p, n);
+        }
+    }
     // SAFETY: the AsyncFd owns the descriptor and deregisters it before closing.
     let afd = unsafe { AsyncFd::register(fd)? };
     Ok(tokio::spawn(async move {
@@ -143,6 +201,9 @@ pub fn start(
                 };
                 if n < 0 {
                     guard.clear_ready();
+                    if let Some(d) = dropped(afd.get_ref().as_raw_fd()) {
+                        let _ = tx.send(Seen::Dropped(d));
+                    }
                     break;
                 }
                 // Loopback shows each packet twice (outgoing, then incoming): keep one.
@@ -153,12 +214,31 @@ pub fn start(
                 if let Some((from, to, seq)) = parse_syn(&buf[..len]) {
                     let at = Instant::now();
                     if dedup.first(from, to, seq, at) {
-                        let _ = tx.send(ConnectAttempt { at, from, to });
+                        let _ = tx.send(Seen::Attempt(ConnectAttempt { at, from, to }));
                     }
                 }
             }
         }
     }))
+}
+
+/// Packets the kernel dropped for the socket since the last call (the
+/// count is reset by reading it), if any.
+fn dropped(fd: std::os::fd::RawFd) -> Option<u32> {
+    // SAFETY: getsockopt into a local tpacket_stats of the size given.
+    let stats = unsafe {
+        let mut st: libc::tpacket_stats = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as u32;
+        let r = libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        );
+        (r == 0).then_some(st)
+    }?;
+    (stats.tp_drops > 0).then_some(stats.tp_drops)
 }
 
 #[cfg(test)]

@@ -259,7 +259,7 @@ impl Fleet {
 /// The lab's shared services while a run lasts.
 pub struct Services {
     pub dns: fake_dns::DnsHandle,
-    pub syns: broadcast::Sender<sniff::ConnectAttempt>,
+    pub syns: broadcast::Sender<sniff::Seen>,
     /// One fleet per MTA under test (one for `run`, several for `matrix`).
     pub fleets: Vec<Fleet>,
     sniffer: tokio::task::JoinHandle<()>,
@@ -576,13 +576,18 @@ impl Drop for ZoneGuard<'_> {
 /// lab's SYN watcher. Attempts lost because this receiver fell behind are
 /// recorded as lost: any of them may have been this scenario's.
 pub async fn watch_syns(
-    mut rx: broadcast::Receiver<sniff::ConnectAttempt>,
+    mut rx: broadcast::Receiver<sniff::Seen>,
     rec: Recorder,
     addrs: Arc<Vec<(Ipv4Addr, String)>>,
 ) {
     loop {
         match rx.recv().await {
-            Ok(a) => {
+            Ok(sniff::Seen::Dropped(n)) => rec.update(|o| {
+                o.lose(format!(
+                    "the kernel dropped {n} packet(s) of the connection watcher: connection attempts of the lab may be missing"
+                ))
+            }),
+            Ok(sniff::Seen::Attempt(a)) => {
                 if let Some((_, key)) = addrs.iter().find(|(ip, _)| *ip == *a.to.ip()) {
                     let at = rec.since(a.at);
                     rec.update(|o| {

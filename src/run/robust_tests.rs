@@ -3,7 +3,7 @@
 use super::judge::Decision;
 use super::observe::{Observations, Recorder};
 use super::{conclude, guarded, watch_dns, watch_syns, ScenarioResult, Verdict};
-use crate::lab::sniff::ConnectAttempt;
+use crate::lab::sniff::{ConnectAttempt, Seen};
 use crate::report::{junit, Status};
 use crate::suite::{parse_scenario, Scenario};
 use crate::world::Scope;
@@ -39,12 +39,44 @@ fn passing(sc: &Scenario) -> ScenarioResult {
     r
 }
 
-fn attempt(to: Ipv4Addr) -> ConnectAttempt {
-    ConnectAttempt {
+fn attempt(to: Ipv4Addr) -> Seen {
+    Seen::Attempt(ConnectAttempt {
         at: Instant::now(),
         from: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000),
         to: SocketAddrV4::new(to, 25),
-    }
+    })
+}
+
+/// Packets the kernel dropped before the watcher read them may have been
+/// the SYN that a verdict depends on: the scenario is a harness error.
+#[tokio::test]
+async fn packets_the_kernel_dropped_turn_a_passing_negative_into_a_harness_error() {
+    let ours = Ipv4Addr::new(127, 10, 0, 1);
+    let (tx, rx) = broadcast::channel(16);
+    let rec = Recorder::default();
+    tx.send(attempt(ours)).unwrap();
+    tx.send(Seen::Dropped(3)).unwrap();
+    let watcher = tokio::spawn(watch_syns(
+        rx,
+        rec.clone(),
+        Arc::new(vec![(ours, "h".to_string())]),
+    ));
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(5), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    let o = std::mem::take(&mut *rec.lock());
+    assert_eq!(o.connects.len(), 1);
+    assert!(
+        o.lost.len() == 1 && o.lost[0].contains("dropped 3 packet(s)"),
+        "{:?}",
+        o.lost
+    );
+    let sc = scenario();
+    let mut r = passing(&sc);
+    conclude(&mut r, &o);
+    assert_eq!(Status::of(&r), Status::Error);
 }
 
 #[tokio::test]
