@@ -748,7 +748,7 @@ fn matrix(args: MatrixArgs) -> ExitCode {
                 })
                 .collect();
             let table = crate::report::matrix::markdown(&columns, wall);
-            if let Err(e) = std::fs::write(&args.out, &table) {
+            if let Err(e) = junit::write_file(&args.out, table.as_bytes()) {
                 errln!("error: cannot write {}: {e}", args.out.display());
                 return ExitCode::from(2);
             }
