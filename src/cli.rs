@@ -748,7 +748,7 @@ fn matrix(args: MatrixArgs) -> ExitCode {
                 })
                 .collect();
             let table = crate::report::matrix::markdown(&columns, wall);
-            if let Err(e) = junit::write_file(&args.out, table.as_bytes()) {
+            if let Err(e) = crate::report::write_file(&args.out, table.as_bytes()) {
                 errln!("error: cannot write {}: {e}", args.out.display());
                 return ExitCode::from(2);
             }
@@ -767,10 +767,6 @@ fn matrix(args: MatrixArgs) -> ExitCode {
                 wall.as_secs_f64()
             );
             if let Some(dir) = &args.junit_dir {
-                if let Err(e) = std::fs::create_dir_all(dir) {
-                    errln!("error: cannot create {}: {e}", dir.display());
-                    return ExitCode::from(2);
-                }
                 for c in &columns {
                     let path = dir.join(format!("{}.junit.xml", c.target));
                     let report = junit::report(c.results, c.target, wall);

@@ -131,25 +131,5 @@ pub fn write(report: &Report, path: &Path) -> std::io::Result<()> {
     let xml = report
         .to_string()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    write_file(path, xml.as_bytes())
-}
-
-/// Write a report file, creating its folder first: a long run's results
-/// are not lost to a folder that does not exist yet.
-pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_report_file_gets_its_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("new/deeper/matrix.md");
-        super::write_file(&path, b"| table |").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"| table |");
-    }
+    super::write_file(path, xml.as_bytes())
 }

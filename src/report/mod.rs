@@ -9,6 +9,16 @@ use crate::run::ScenarioResult;
 
 pub use crate::run::Event;
 
+/// Write a report file (JUnit, the matrix table), creating its folder
+/// first: a long run's results are not lost to a folder that does not
+/// exist yet.
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, bytes)
+}
+
 /// How a scenario's outcome is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -240,5 +250,13 @@ mod tests {
             ),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_report_file_gets_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/deeper/matrix.md");
+        super::write_file(&path, b"| table |").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"| table |");
     }
 }
