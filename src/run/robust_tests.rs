@@ -47,15 +47,14 @@ fn attempt(to: Ipv4Addr) -> Seen {
     })
 }
 
-/// Packets the kernel dropped before the watcher read them may have been
-/// the SYN that a verdict depends on: the scenario is a harness error.
-#[tokio::test]
-async fn packets_the_kernel_dropped_turn_a_passing_negative_into_a_harness_error() {
-    let ours = Ipv4Addr::new(127, 10, 0, 1);
-    let (tx, rx) = broadcast::channel(16);
+/// What the SYN watcher of a scenario whose only host `h` is at `ours`
+/// records from what was sent into `tx` before it started.
+async fn watched(
+    tx: broadcast::Sender<Seen>,
+    rx: broadcast::Receiver<Seen>,
+    ours: Ipv4Addr,
+) -> Observations {
     let rec = Recorder::default();
-    tx.send(attempt(ours)).unwrap();
-    tx.send(Seen::Dropped(3)).unwrap();
     let watcher = tokio::spawn(watch_syns(
         rx,
         rec.clone(),
@@ -67,6 +66,18 @@ async fn packets_the_kernel_dropped_turn_a_passing_negative_into_a_harness_error
         .unwrap()
         .unwrap();
     let o = std::mem::take(&mut *rec.lock());
+    o
+}
+
+/// Packets the kernel dropped before the watcher read them may have been
+/// the SYN that a verdict depends on: the scenario is a harness error.
+#[tokio::test]
+async fn packets_the_kernel_dropped_turn_a_passing_negative_into_a_harness_error() {
+    let ours = Ipv4Addr::new(127, 10, 0, 1);
+    let (tx, rx) = broadcast::channel(16);
+    tx.send(attempt(ours)).unwrap();
+    tx.send(Seen::Dropped(3)).unwrap();
+    let o = watched(tx, rx, ours).await;
     assert_eq!(o.connects.len(), 1);
     assert!(
         o.lost.len() == 1 && o.lost[0].contains("dropped 3 packet(s)"),
@@ -83,22 +94,11 @@ async fn packets_the_kernel_dropped_turn_a_passing_negative_into_a_harness_error
 async fn a_lagged_syn_watcher_turns_a_passing_negative_into_a_harness_error() {
     let ours = Ipv4Addr::new(127, 10, 0, 1);
     let (tx, rx) = broadcast::channel(4);
-    let rec = Recorder::default();
     // More attempts than the channel holds arrive before the watcher reads.
     for _ in 0..10 {
         tx.send(attempt(ours)).unwrap();
     }
-    let watcher = tokio::spawn(watch_syns(
-        rx,
-        rec.clone(),
-        Arc::new(vec![(ours, "h".to_string())]),
-    ));
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(5), watcher)
-        .await
-        .unwrap()
-        .unwrap();
-    let o = std::mem::take(&mut *rec.lock());
+    let o = watched(tx, rx, ours).await;
     assert_eq!(o.connects.len(), 4, "the attempts still in the channel");
     assert_eq!(o.lost.len(), 1, "{:?}", o.lost);
     assert!(
