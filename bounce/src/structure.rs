@@ -268,9 +268,7 @@ fn refold_boundary(bytes: &[u8]) -> Option<Vec<u8>> {
         let broken = starts(line, b"boundary=")
             && starts(prev, b"content-type:")
             && prev.trim_ascii_end().ends_with(b";")
-            && prev
-                .windows(10)
-                .any(|w| w.eq_ignore_ascii_case(b"multipart/"));
+            && contains_ci(prev, b"multipart/");
         if broken {
             let o = out.get_or_insert_with(|| bytes[..at].to_vec());
             o.push(b' ');
@@ -406,9 +404,9 @@ fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, 
         if prose.trim().is_empty() && st.reports.is_empty() && !refolded {
             // No text found through MIME: maybe a parameter broke it. The
             // repaired reading is taken only when it finds recipients.
-            let refolded = refold_boundary(input).map(|fixed| parse_parts(&fixed, limits, true));
+            let repaired = refold_boundary(input).map(|fixed| parse_parts(&fixed, limits, true));
             if let Some(Ok(mut d)) =
-                refolded.filter(|d| d.as_ref().is_ok_and(|d| d.recipients().next().is_some()))
+                repaired.filter(|d| d.as_ref().is_ok_and(|d| d.recipients().next().is_some()))
             {
                 let mut w = std::mem::take(&mut st.warnings);
                 w.push(Warning::new(
