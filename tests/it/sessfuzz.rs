@@ -107,15 +107,7 @@ async fn session(s: TcpStream, fault: Fault, shared: Arc<Mutex<Shared>>) -> std:
                 } else if fault == Fault::DataWithoutRcpt {
                     b"550 5.1.1 no such user\r\n"
                 } else {
-                    let a = text.split_once(':').map(|x| x.1).unwrap_or("");
-                    let a = a
-                        .trim()
-                        .trim_start_matches('<')
-                        .split('>')
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
-                    rcpts.push(a);
+                    rcpts.push(envelope_address(&text));
                     b"250 2.1.5 ok\r\n"
                 }
             }
@@ -179,6 +171,22 @@ async fn session(s: TcpStream, fault: Fault, shared: Arc<Mutex<Shared>>) -> std:
             _ => b"502 5.5.2 not implemented\r\n",
         };
         s.get_mut().write_all(reply).await?;
+    }
+}
+
+/// The address of a MAIL or RCPT line as Postfix reads it: inside angle
+/// brackets white space is dropped (`< a@b.test>` is `a@b.test`); without
+/// them the address ends at the first space, before any parameters.
+fn envelope_address(line: &str) -> String {
+    let rest = line.split_once(':').map(|x| x.1).unwrap_or("").trim();
+    match rest.strip_prefix('<') {
+        Some(r) => r
+            .split('>')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect(),
+        None => rest.split(' ').next().unwrap_or("").to_string(),
     }
 }
 
@@ -336,6 +344,64 @@ fn a_command_split_across_writes_after_white_space_is_one_command() {
         vec![220, 250, 250, 354, 250, 221],
         "{trace:#?}"
     );
+}
+
+/// The odd address forms the generator draws (a space after `<`, no
+/// brackets and parameters behind) name the same recipient to the oracle
+/// and to a conforming peer, so delivered mail is judged delivered (a false
+/// `accepted-is-delivered` finding once came from the fake reading them
+/// otherwise).
+#[test]
+fn odd_recipient_forms_are_read_alike_by_oracle_and_peer() {
+    use mtaspec::sessfuzz::deliver::judge;
+    use mtaspec::sessfuzz::gen::{Case, Step};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let forms = [
+        "< cpt0@dest.test>",
+        "cpt1@dest.test NOTIFY=NEVER",
+        "<cpt2 @dest.test> ORCPT=rfc822;a@b.test",
+        "cpt3@dest.test",
+    ];
+    for (k, form) in forms.iter().enumerate() {
+        let (trace, delivered) = rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let shared = Arc::new(Mutex::new(Shared::default()));
+            tokio::spawn(peer(l, Fault::Conforming, shared.clone()));
+            let case = Case {
+                steps: vec![
+                    Step::Send(
+                        format!("MAIL FROM:<bob@src.test>\r\nRCPT TO:{form}\r\nDATA\r\n")
+                            .into_bytes(),
+                    ),
+                    Step::Data(format!("X-Fuzz-Id: odd-{k}\r\n\r\nhi\r\n.\r\n").into_bytes()),
+                    Step::Send(b"QUIT\r\n".to_vec()),
+                ],
+            };
+            let t = mtaspec::sessfuzz::client::run(&case, addr, None, Waits::default()).await;
+            let d = std::mem::take(&mut shared.lock().unwrap().delivered);
+            (t, d)
+        });
+        assert!(
+            trace.violations.is_empty(),
+            "{form}: {:#?}",
+            trace.violations
+        );
+        let [m] = trace.messages.as_slice() else {
+            panic!("{form}: one message expected: {trace:#?}");
+        };
+        assert_eq!(m.rcpts.len(), 1, "{form}: {m:?}");
+        assert_eq!(delivered.len(), 1, "{form}");
+        assert!(
+            matches!(judge(m, &delivered, "dest.test", true), Some(Ok(()))),
+            "{form}: {:?} against {:?}",
+            judge(m, &delivered, "dest.test", true),
+            delivered[0].rcpts
+        );
+    }
 }
 
 #[test]
