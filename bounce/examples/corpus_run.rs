@@ -63,7 +63,11 @@ fn time(files: &[Vec<u8>], parser: &mail_parser::MessageParser) {
         t.elapsed().as_secs_f64()
     };
     let (mut ours, mut classified, mut theirs) = (f64::MAX, f64::MAX, f64::MAX);
+    let mut inside = f64::MAX;
     for _ in 0..40 {
+        inside = inside.min(best(&|b| {
+            black_box(bounce::mail_parser().parse(black_box(b)));
+        }));
         ours = ours.min(best(&|b| {
             black_box(bounce::parse(black_box(b)).ok());
         }));
@@ -79,11 +83,13 @@ fn time(files: &[Vec<u8>], parser: &mail_parser::MessageParser) {
         }));
     }
     println!(
-        "parse {:.2} ms ({:.2}x), parse + classify {:.2} ms ({:.2}x), mail-parser {:.2} ms",
+        "parse {:.2} ms ({:.2}x), parse + classify {:.2} ms ({:.2}x), mail-parser {:.2} ms; \
+         inside parse, mail-parser as bounce configures it {:.2} ms",
         ours * 1e3,
         ours / theirs,
         classified * 1e3,
         classified / theirs,
-        theirs * 1e3
+        theirs * 1e3,
+        inside * 1e3
     );
 }
