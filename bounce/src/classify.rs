@@ -623,12 +623,8 @@ fn pick(
 ) -> Found {
     let mut before: Option<Command> = None;
     let mut after: Option<Command> = None;
-    let rank = |r: Reason| {
-        Reason::ALL
-            .iter()
-            .position(|x| *x == r)
-            .unwrap_or(usize::MAX)
-    };
+    // `Reason::ALL` lists the reasons in the order they are declared.
+    let rank = |r: Reason| r as usize;
     let mut f = Found::default();
     // Reason hits as (start, end of the first piece, entry).
     let mut reasons: Vec<(usize, usize, &'static Entry, Reason)> = Vec::new();
@@ -638,8 +634,7 @@ fn pick(
         }
         match e.key {
             Key::Reason(r) => {
-                let len = e.phrase.split('*').next().unwrap_or("").trim_end().len();
-                reasons.push((start, start + len, e, r));
+                reasons.push((start, start + e.first_len, e, r));
             }
             Key::Command(c) => match at {
                 Some(a) if start > a => {

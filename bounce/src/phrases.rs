@@ -23,6 +23,8 @@ pub(crate) struct Entry {
     pub phrase: &'static str,
     /// The pieces after the first `*`, to find in order after the first.
     rest: Vec<&'static str>,
+    /// Length of the first piece.
+    pub first_len: usize,
     /// The `## Name` heading the entry is under.
     pub source: &'static str,
     /// The heading ends in `[generic]`: wording that many MTAs quote for
@@ -69,8 +71,10 @@ pub struct TableError {
 
 pub(crate) struct Table {
     pub entries: Vec<Entry>,
-    /// For each pattern of `ac`, the entries whose first piece it is.
-    groups: Vec<Vec<usize>>,
+    /// For each pattern of `ac`, the range of `members` listing the
+    /// entries whose first piece it is.
+    groups: Vec<(u32, u32)>,
+    members: Vec<u32>,
     /// Per-recipient `X-` fields some phrase names (`x-powermta-bouncecategory`):
     /// the classifier reads these fields as text too.
     pub fields: Vec<&'static str>,
@@ -232,6 +236,7 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
         entries.push(Entry {
             key,
             phrase,
+            first_len: first.len(),
             rest,
             source,
             generic,
@@ -241,16 +246,23 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
     // One pattern for each distinct first piece; `groups` lists the
     // entries that start with it.
     let mut firsts: Vec<&str> = Vec::new();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut lists: Vec<Vec<u32>> = Vec::new();
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let first = e.phrase.split('*').next().unwrap_or("").trim();
+        let first = &e.phrase[..e.first_len];
         let g = *index.entry(first).or_insert_with(|| {
             firsts.push(first);
-            groups.push(Vec::new());
+            lists.push(Vec::new());
             firsts.len() - 1
         });
-        groups[g].push(i);
+        lists[g].push(i as u32);
+    }
+    // The lists one after another: a match reads one small array.
+    let mut groups = Vec::with_capacity(lists.len());
+    let mut members = Vec::with_capacity(entries.len());
+    for l in lists {
+        groups.push((members.len() as u32, (members.len() + l.len()) as u32));
+        members.extend(l);
     }
     // A double-array Aho-Corasick automaton: a step through it is one
     // array lookup per byte of text, and its states fit in 0.2 MB.
@@ -269,6 +281,7 @@ pub(crate) fn load(text: &'static str) -> Result<Table, TableError> {
     Ok(Table {
         entries,
         groups,
+        members,
         fields,
         ac,
     })
@@ -284,9 +297,10 @@ impl Table {
         self.ac
             .find_overlapping_iter(text)
             .flat_map(|m| {
-                self.groups[m.value() as usize]
+                let (a, b) = self.groups[m.value() as usize];
+                self.members[a as usize..b as usize]
                     .iter()
-                    .map(move |&i| (m, &self.entries[i]))
+                    .map(move |&i| (m, &self.entries[i as usize]))
             })
             .filter_map(|(m, e)| {
                 let mut at = m.end();

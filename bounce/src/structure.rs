@@ -72,25 +72,19 @@ fn normalise_cr(bytes: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut k = 0;
-    // Copy up to the first CR at once.
-    if let Some(p) = find_byte(bytes, b'\r') {
-        out.extend_from_slice(&bytes[..p]);
-        k = p;
-    }
-    while k < bytes.len() {
-        let b = bytes[k];
-        if b == b'\r' {
-            if bytes.get(k + 1) == Some(&b'\n') {
-                out.extend_from_slice(b"\r\n");
-                k += 2;
-                continue;
-            }
-            out.push(b'\n');
+    // The text between CRs is copied at once.
+    while let Some(p) = find_byte(&bytes[k..], b'\r') {
+        let cr = k + p;
+        out.extend_from_slice(&bytes[k..cr]);
+        if bytes.get(cr + 1) == Some(&b'\n') {
+            out.extend_from_slice(b"\r\n");
+            k = cr + 2;
         } else {
-            out.push(b);
+            out.push(b'\n');
+            k = cr + 1;
         }
-        k += 1;
     }
+    out.extend_from_slice(&bytes[k..]);
     Some(out)
 }
 
@@ -530,10 +524,7 @@ fn inline_returned(rest: &str) -> Option<Returned> {
     let start = legacy::inline_header_start(rest)?;
     let block = &rest[start..];
     let bytes = block.as_bytes();
-    let body_at = block
-        .find("\n\n")
-        .or_else(|| block.find("\n\r\n"))
-        .map(|p| p + 1);
+    let body_at = blank_line(bytes);
     let has_body = body_at.is_some_and(|p| !block[p..].trim().is_empty());
     Some(Returned {
         kind: if has_body {
@@ -545,6 +536,23 @@ fn inline_returned(rest: &str) -> Option<Returned> {
         message_id: header_field(bytes, "message-id", true),
         subject: header_field(bytes, "subject", false),
     })
+}
+
+/// Where the body starts after the first empty line (`\n\n`, else
+/// `\n\r\n`), found in one pass over the line ends.
+fn blank_line(b: &[u8]) -> Option<usize> {
+    let mut crlf = None;
+    let mut i = 0;
+    while let Some(p) = find_byte(&b[i..], b'\n') {
+        let nl = i + p;
+        match b.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 1),
+            Some(b'\r') if crlf.is_none() && b.get(nl + 2) == Some(&b'\n') => crlf = Some(nl + 1),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    crlf
 }
 
 /// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
@@ -625,7 +633,21 @@ mod tests {
                 prop_assert!(naive);
                 prop_assert!(!has_bare_cr(&out));
                 prop_assert_eq!(out.len(), buf.len());
+                // A bare CR becomes LF; every other byte is kept.
+                for (k, (&a, &b)) in buf.iter().zip(&out).enumerate() {
+                    let bare = a == b'\r' && buf.get(k + 1) != Some(&b'\n');
+                    prop_assert_eq!(b, if bare { b'\n' } else { a });
+                }
             }
+        }
+
+        #[test]
+        fn the_first_empty_line_is_found_as_by_two_searches(buf in proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'x')], 0..40)
+        ) {
+            let text = String::from_utf8(buf).unwrap();
+            let slow = text.find("\n\n").or_else(|| text.find("\n\r\n")).map(|p| p + 1);
+            prop_assert_eq!(blank_line(text.as_bytes()), slow);
         }
 
         #[test]
