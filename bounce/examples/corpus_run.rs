@@ -1,7 +1,8 @@
 //! Benchmark driver: parses (and classifies) every file named on the command line once, for instruction counts under callgrind.
 //!
-//! `corpus_run parse|classify|mail-parser FILE...`: the first word says
-//! what is run on each file; `time` prints the best of 40 interleaved
+//! `corpus_run parse|classify|mail-parser|inside FILE...`: the first word
+//! says what is run on each file (`inside`: mail-parser as `bounce::parse`
+//! configures it); `time` prints the best of 40 interleaved
 //! rounds of each, as `cargo bench --bench dsn` of mtaspec does. Used as
 //! `valgrind --tool=callgrind target/release/examples/corpus_run classify ...`
 //! to compare instruction counts, which a busy machine does not disturb.
@@ -46,8 +47,11 @@ fn main() {
             "mail-parser" => {
                 black_box(parser.parse(black_box(f)));
             }
+            "inside" => {
+                black_box(bounce::mail_parser().parse(black_box(f)));
+            }
             _ => {
-                eprintln!("usage: corpus_run parse|classify|mail-parser|time FILE...");
+                eprintln!("usage: corpus_run parse|classify|mail-parser|inside|time FILE...");
                 std::process::exit(2);
             }
         }

@@ -8,8 +8,9 @@
 //! (other than the bounce's own parties) is taken, and as a last resort the
 //! recipients of the returned message.
 
-use mail_parser::Message;
+use mail_parser::{HeaderForm, HeaderName, HeaderValue, Message};
 
+use super::structure::{address_field, field, raw_fields, text_field};
 use super::Recipient;
 use crate::reply::{parse_diagnostic, EnhancedStatus, Reply};
 
@@ -482,24 +483,26 @@ fn push_unique(list: &mut Vec<(usize, String)>, pos: usize, a: String) {
 
 /// Reads recipients from bounce prose.
 pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
-    let subject = msg.subject().unwrap_or("");
-    let from = msg
-        .from()
+    let subject = text_field(msg, HeaderName::Subject, HeaderForm::Text).unwrap_or_default();
+    let subject = subject.as_str();
+    let from_field = field(msg, HeaderName::From, HeaderForm::Addresses);
+    let from_addr = from_field.as_ref().and_then(HeaderValue::as_address);
+    let from = from_addr
         .and_then(|a| a.first())
         .and_then(|a| a.name())
         .unwrap_or("");
     let mut format = detect_format(prose, subject, from);
 
     // The bounce's own parties are rarely the failed recipients.
-    let addrs_of = |h: Option<&mail_parser::Address<'_>>| -> Vec<String> {
-        h.into_iter()
-            .flat_map(|a| a.iter())
-            .filter_map(|a| a.address())
-            .map(str::to_ascii_lowercase)
-            .collect()
-    };
-    let own_from = addrs_of(msg.from());
-    let own_to = addrs_of(msg.to());
+    let lower =
+        |v: Vec<String>| -> Vec<String> { v.iter().map(|a| a.to_ascii_lowercase()).collect() };
+    let own_from: Vec<String> = from_addr
+        .into_iter()
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let own_to = lower(address_field(msg, HeaderName::To));
     let is_from = |a: &str| own_from.iter().any(|o| o.eq_ignore_ascii_case(a));
     let is_to = |a: &str| own_to.iter().any(|o| o.eq_ignore_ascii_case(a));
     let excluded = |a: &str| is_role(a) || is_from(a) || is_to(a);
@@ -572,12 +575,10 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
     rcpt.retain(|(p, _)| *p < cut);
     // Exim and Gmail name the failed recipients in a header field.
     let mut failed_hdr: Vec<(usize, String)> = Vec::new();
-    for raw in msg.header_values("X-Failed-Recipients") {
-        if let Some(t) = raw.as_text() {
-            for (_, _, a) in addresses(t) {
-                let pos = text.find(&a).unwrap_or(text.len());
-                push_unique(&mut failed_hdr, pos, a);
-            }
+    for t in raw_fields(msg, "X-Failed-Recipients") {
+        for (_, _, a) in addresses(t) {
+            let pos = text.find(&a).unwrap_or(text.len());
+            push_unique(&mut failed_hdr, pos, a);
         }
     }
     // An RFC 3834 auto-reply (not a bounce) comes from the recipient itself.
@@ -586,7 +587,7 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
     let unsubscribe = msg
         .header_raw("X-Apple-Unsubscribe")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    let auto_reply = format.is_none() && (unsubscribe || is_auto_reply(msg));
+    let auto_reply = format.is_none() && (unsubscribe || is_auto_reply(msg, subject));
     let mut chosen = if auto_reply {
         own_from
             .iter()
@@ -699,12 +700,9 @@ fn json_complaint(text: &str) -> bool {
 
 /// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
 /// common vacation responders use.
-fn is_auto_reply(msg: &Message<'_>) -> bool {
-    let auto = msg
-        .header_values("Auto-Submitted")
-        .filter_map(|v| v.as_text())
-        .any(|v| starts_ci(v.trim(), "auto-replied"));
-    let subject = msg.subject().unwrap_or("").trim_start();
+fn is_auto_reply(msg: &Message<'_>, subject: &str) -> bool {
+    let auto = raw_fields(msg, "Auto-Submitted").any(|v| starts_ci(v.trim(), "auto-replied"));
+    let subject = subject.trim_start();
     // Some MTAs mark their failure notices `auto-replied` too; their
     // subjects say what they are (a reply's `Re: ...` quotes the original).
     let reply = ["re:", "aw:", "sv:", "fw:", "fwd:"]
@@ -758,13 +756,9 @@ fn inline_returned_to(rest: &str) -> Vec<String> {
     let Some(m) = super::structure::parser().parse_headers(&rest.as_bytes()[start..]) else {
         return Vec::new();
     };
-    m.to()
-        .into_iter()
-        .chain(m.cc())
-        .flat_map(|a| a.iter())
-        .filter_map(|a| a.address())
-        .map(str::to_string)
-        .collect()
+    let mut out = address_field(&m, HeaderName::To);
+    out.extend(address_field(&m, HeaderName::Cc));
+    out
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@ use std::borrow::Cow;
 
 use std::sync::OnceLock;
 
-use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::parsers::MessageStream;
+use mail_parser::{
+    HeaderForm, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 
 use super::fields::{find_status_block, parse_status_body};
 use super::find_byte;
@@ -13,25 +16,84 @@ use super::{
     WarningKind,
 };
 
-/// The mail-parser instance used for bounces: MIME fields, Subject, the
-/// address fields and Message-ID parsed with their own parsers, the two
-/// other fields read (X-Failed-Recipients, Auto-Submitted) kept raw; every
-/// other field (Received, DKIM-Signature, ...) is skipped, which saves most
-/// of mail-parser's header work.
+/// The mail-parser instance used for bounces: only the MIME fields are
+/// parsed as the message is read. The few other fields the reader needs
+/// (Subject, From, To, Cc, Message-ID, ...) are parsed when asked for, by
+/// [`field`], with mail-parser's parser for their form: most bounces never
+/// need most of them, and a returned message's header need not be parsed
+/// at all.
 pub(crate) fn parser() -> &'static MessageParser {
     static P: OnceLock<MessageParser> = OnceLock::new();
     P.get_or_init(|| {
         MessageParser::new()
             .with_mime_headers()
-            .header_text(HeaderName::Subject)
-            .header_address(HeaderName::From)
-            .header_address(HeaderName::To)
-            .header_address(HeaderName::Cc)
-            .header_id(HeaderName::MessageId)
-            .header_raw(HeaderName::Other("X-Failed-Recipients".into()))
-            .header_raw(HeaderName::AutoSubmitted)
             .default_header_ignore()
     })
+}
+
+/// The `name` field of a message's header, parsed as `form` as mail-parser
+/// would have parsed it with the message; of several, the last, as
+/// mail-parser's own accessors (`Message::subject`, ...) read them.
+pub(crate) fn field<'m>(
+    msg: &'m Message<'_>,
+    name: HeaderName<'static>,
+    form: HeaderForm,
+) -> Option<HeaderValue<'m>> {
+    let h = msg
+        .parts
+        .first()?
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.name == name)?;
+    let bytes = msg
+        .raw_message
+        .get(h.offset_start as usize..h.offset_end as usize)?;
+    let mut stream = MessageStream::new(bytes);
+    Some(match form {
+        HeaderForm::Text => stream.parse_unstructured(),
+        HeaderForm::Addresses => stream.parse_address(),
+        HeaderForm::MessageIds => stream.parse_id(),
+        _ => stream.parse_raw(),
+    })
+}
+
+/// The values of every `name` field of a message's header, raw.
+pub(crate) fn raw_fields<'m>(msg: &'m Message<'_>, name: &'m str) -> impl Iterator<Item = &'m str> {
+    msg.parts
+        .first()
+        .into_iter()
+        .flat_map(|p| p.headers.iter())
+        .filter(move |h| h.name.as_str().eq_ignore_ascii_case(name))
+        .filter_map(move |h| {
+            msg.raw_message
+                .get(h.offset_start as usize..h.offset_end as usize)
+        })
+        .filter_map(|b| std::str::from_utf8(b).ok())
+}
+
+/// The `name` field's text (Subject) or message id (Message-ID).
+pub(crate) fn text_field(
+    msg: &Message<'_>,
+    name: HeaderName<'static>,
+    form: HeaderForm,
+) -> Option<String> {
+    field(msg, name, form)
+        .as_ref()
+        .and_then(HeaderValue::as_text)
+        .map(str::to_string)
+}
+
+/// The mailbox addresses of the `name` field (To, Cc, From).
+pub(crate) fn address_field(msg: &Message<'_>, name: HeaderName<'static>) -> Vec<String> {
+    field(msg, name, HeaderForm::Addresses)
+        .as_ref()
+        .and_then(HeaderValue::as_address)
+        .into_iter()
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Most bytes of prose handed to the legacy reader.
@@ -206,8 +268,10 @@ fn walk<'m>(
                 st.returned = Some(Returned {
                     kind: ReturnedKind::FullMessage,
                     content_type: ct_s.to_string(),
-                    message_id: nested.and_then(|m| m.message_id()).map(str::to_string),
-                    subject: nested.and_then(|m| m.subject()).map(str::to_string),
+                    message_id: nested
+                        .and_then(|m| text_field(m, HeaderName::MessageId, HeaderForm::MessageIds)),
+                    subject: nested
+                        .and_then(|m| text_field(m, HeaderName::Subject, HeaderForm::Text)),
                 });
             }
             "text/rfc822-headers" | "message/global-headers"
@@ -468,12 +532,8 @@ fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, 
     Ok(Dsn {
         content_type: ct.unwrap_or_else(|| "text/plain".to_string()),
         report_type,
-        subject: msg.subject().map(str::to_string),
-        from: msg
-            .from()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .map(str::to_string),
+        subject: text_field(&msg, HeaderName::Subject, HeaderForm::Text),
+        from: address_field(&msg, HeaderName::From).into_iter().next(),
         reports: st.reports,
         human_text: st.human.map(Cow::into_owned),
         returned: st.returned,
@@ -604,13 +664,8 @@ pub(crate) fn returned_recipients(msg: &Message<'_>) -> Vec<String> {
     let mut out = Vec::new();
     for part in msg.parts.iter().skip(1) {
         if let Some(m) = part.message() {
-            for a in m.to().into_iter().chain(m.cc()) {
-                for addr in a.iter() {
-                    if let Some(s) = addr.address() {
-                        out.push(s.to_string());
-                    }
-                }
-            }
+            out = address_field(m, HeaderName::To);
+            out.extend(address_field(m, HeaderName::Cc));
             break;
         }
     }
@@ -621,6 +676,50 @@ pub(crate) fn returned_recipients(msg: &Message<'_>) -> Vec<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Fields read on demand come out as mail-parser's full parse has
+    /// them: encoded words decoded, the last of repeated fields, address
+    /// lists, message ids; fields that are not there are `None`.
+    #[test]
+    fn fields_read_on_demand_are_what_a_full_parse_gives() {
+        let raw = b"Subject: first\r\nFrom: \"Mail Delivery\" <MAILER-DAEMON@mx.test>\r\n\
+            To: a@b.test, \"C\" <c@d.test>\r\nCc: e@f.test\r\n\
+            Message-ID: <id.1@mx.test>\r\nSubject: =?utf-8?q?Unzustellbar=3A_r=C3=BCck?=\r\n\
+            X-Failed-Recipients: x@y.test\r\n\r\nbody\r\n";
+        let ours = parser().parse(&raw[..]).unwrap();
+        let full = MessageParser::default().parse(&raw[..]).unwrap();
+        let subject = text_field(&ours, HeaderName::Subject, HeaderForm::Text);
+        assert_eq!(subject.as_deref(), full.subject());
+        assert_eq!(subject.as_deref(), Some("Unzustellbar: rück"));
+        assert_eq!(
+            text_field(&ours, HeaderName::MessageId, HeaderForm::MessageIds).as_deref(),
+            full.message_id()
+        );
+        let addrs = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+            a.into_iter()
+                .flat_map(|a| a.iter())
+                .filter_map(|a| a.address())
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(address_field(&ours, HeaderName::To), addrs(full.to()));
+        assert_eq!(address_field(&ours, HeaderName::To).len(), 2);
+        assert_eq!(address_field(&ours, HeaderName::Cc), addrs(full.cc()));
+        let from = field(&ours, HeaderName::From, HeaderForm::Addresses);
+        let name = from
+            .as_ref()
+            .and_then(HeaderValue::as_address)
+            .and_then(|a| a.first());
+        assert_eq!(name.and_then(|a| a.name()), Some("Mail Delivery"));
+        assert_eq!(
+            raw_fields(&ours, "x-failed-recipients")
+                .map(str::trim)
+                .collect::<Vec<_>>(),
+            ["x@y.test"]
+        );
+        assert!(address_field(&ours, HeaderName::Bcc).is_empty());
+        assert!(text_field(&ours, HeaderName::Comments, HeaderForm::Text).is_none());
+    }
 
     proptest! {
         #[test]
