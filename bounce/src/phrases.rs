@@ -58,7 +58,18 @@ impl Vendor {
 /// `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
 fn contains_lower(hay: &[u8], needle: &str) -> bool {
     let n = needle.as_bytes();
-    n.is_empty() || hay.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    let Some((&first, rest)) = n.split_first() else {
+        return true;
+    };
+    // Only where the first byte matches is the rest compared.
+    hay.len() >= n.len()
+        && hay[..=hay.len() - n.len()]
+            .iter()
+            .enumerate()
+            .any(|(i, c)| {
+                c.to_ascii_lowercase() == first
+                    && hay[i + 1..i + n.len()].eq_ignore_ascii_case(rest)
+            })
 }
 
 /// Why the table could not be read.
@@ -370,6 +381,17 @@ mod tests {
         assert_eq!(vendor_of(fields[..2].iter().copied()), Some(labs.name));
         assert_eq!(vendor_of(fields[2..].iter().copied()), Some(mcafee.name));
         assert_eq!(vendor_of(fields[..1].iter().copied()), None);
+    }
+
+    #[test]
+    fn marks_are_found_in_any_case_anywhere() {
+        assert!(contains_lower(b"Mailer <DAEMON@v.test>", "daemon@v.test"));
+        assert!(contains_lower(b"daemon@v.test", "daemon@v.test"));
+        assert!(contains_lower(b"x", ""));
+        assert!(!contains_lower(b"daemon@v.tes", "daemon@v.test"));
+        assert!(!contains_lower(b"ddaemon@v.tesT.", "daemon@w.test"));
+        assert!(!contains_lower(b"", "d"));
+        assert!(contains_lower(b"\xff\xfeDD", "dd"));
     }
 
     #[test]
