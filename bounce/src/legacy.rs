@@ -11,7 +11,7 @@
 use mail_parser::{HeaderForm, HeaderName, HeaderValue, Message};
 
 use super::structure::{address_field, field, raw_fields, text_field};
-use super::Recipient;
+use super::{find_byte, Recipient};
 use crate::reply::{parse_diagnostic, EnhancedStatus, Reply};
 
 pub(crate) struct Found {
@@ -334,17 +334,17 @@ const MAX_REPLY_LINE: usize = 2048;
 fn find_reply(text: &str) -> Option<Reply> {
     let mut positive = None;
     let b = text.as_bytes();
+    // The start of the line of a candidate, found looking back no further
+    // than the last candidate: every byte is looked at once.
     let mut line_start = 0;
+    let mut seen = 0;
     let mut i = 0;
     while i + 3 <= b.len() {
-        let c = b[i];
-        if c == b'\n' {
-            line_start = i + 1;
+        if !(b'2'..=b'5').contains(&b[i]) {
             i += 1;
             continue;
         }
-        if (b'2'..=b'5').contains(&c)
-            && b[i + 1].is_ascii_digit()
+        if b[i + 1].is_ascii_digit()
             && b[i + 2].is_ascii_digit()
             && (i == 0
                 || matches!(
@@ -353,6 +353,10 @@ fn find_reply(text: &str) -> Option<Reply> {
                 ))
             && matches!(b.get(i + 3), Some(b' ') | Some(b'-'))
         {
+            if let Some(nl) = b[seen..i].iter().rposition(|&c| c == b'\n') {
+                line_start = seen + nl + 1;
+            }
+            seen = i;
             // Not a part of a date, IP address or size: next must be text or a status.
             let after = text.get(i + 4..).unwrap_or("");
             let next = after.chars().next().unwrap_or(' ');
@@ -435,7 +439,7 @@ fn find_status(text: &str) -> Option<EnhancedStatus> {
     let b = text.as_bytes();
     let mut i = 0;
     // Candidates: a class digit right before a dot, not inside a number.
-    while let Some(p) = b[i..].iter().position(|&c| c == b'.') {
+    while let Some(p) = find_byte(&b[i..], b'.') {
         let dot = i + p;
         i = dot + 1;
         if dot == 0 || !matches!(b[dot - 1], b'2' | b'4' | b'5') {
