@@ -594,23 +594,9 @@ impl fmt::Display for Dsn {
     }
 }
 
-/// Position of the first `needle` byte in `hay`, eight bytes at a time.
+/// Position of the first `needle` byte in `hay`.
 pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pat = LO * u64::from(needle);
-    let mut i = 0;
-    while i + 8 <= hay.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&hay[i..i + 8]);
-        let x = u64::from_le_bytes(w) ^ pat;
-        let found = x.wrapping_sub(LO) & !x & HI;
-        if found != 0 {
-            return Some(i + (found.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    hay[i..].iter().position(|&b| b == needle).map(|p| i + p)
+    memchr::memchr(needle, hay)
 }
 
 /// Parses a bounce message with the default [`DsnLimits`].

@@ -99,32 +99,9 @@ pub(crate) fn address_field(msg: &Message<'_>, name: HeaderName<'static>) -> Vec
 /// Most bytes of prose handed to the legacy reader.
 const MAX_LEGACY_TEXT: usize = 256 * 1024;
 
-/// High bit set in each byte of `w` equal to `c` (exact, no false hits).
-#[inline]
-fn eq_mask(w: u64, c: u8) -> u64 {
-    const SEVEN: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = w ^ (0x0101_0101_0101_0101 * u64::from(c));
-    !(((x & SEVEN) + SEVEN) | x | SEVEN)
-}
-
-/// Whether some CR is not followed by LF.
+/// Whether a CR stands anywhere but before an LF.
 fn has_bare_cr(bytes: &[u8]) -> bool {
-    if !bytes.contains(&b'\r') {
-        return false;
-    }
-    let mut i = 0;
-    while i + 9 <= bytes.len() {
-        let mut a = [0u8; 8];
-        let mut b = [0u8; 8];
-        a.copy_from_slice(&bytes[i..i + 8]);
-        b.copy_from_slice(&bytes[i + 1..i + 9]);
-        let cr = eq_mask(u64::from_le_bytes(a), b'\r');
-        if cr & !eq_mask(u64::from_le_bytes(b), b'\n') != 0 {
-            return true;
-        }
-        i += 8;
-    }
-    (i..bytes.len()).any(|k| bytes[k] == b'\r' && bytes.get(k + 1) != Some(&b'\n'))
+    memchr::memchr_iter(b'\r', bytes).any(|k| bytes.get(k + 1) != Some(&b'\n'))
 }
 
 /// Replaces bare CR line ends with LF; `None` when there are none.
