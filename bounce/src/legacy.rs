@@ -11,6 +11,8 @@
 use mail_parser::{HeaderForm, HeaderName, HeaderValue, Message};
 
 use super::structure::{address_field, field, raw_fields, text_field};
+use memchr::{memchr, memchr2};
+
 use super::{find_byte, Recipient};
 use crate::reply::{parse_diagnostic, EnhancedStatus, Reply};
 
@@ -59,7 +61,7 @@ fn detect_format(prose: &str, subject: &str, from: &str) -> Option<&'static str>
         if let Some((_, f)) = found {
             return Some(f);
         }
-        if line.as_bytes().contains(&b'q') && find_ci(line, "qmail-send").is_some() {
+        if memchr(b'q', line.as_bytes()).is_some() && find_ci(line, "qmail-send").is_some() {
             return Some("qmail");
         }
     }
@@ -126,7 +128,7 @@ fn is_header_line(l: &str) -> bool {
     matches!(
         l.as_bytes().first().map(u8::to_ascii_lowercase),
         Some(b'r' | b'm' | b'd' | b'f' | b't' | b's' | b'c' | b'x')
-    ) && l.contains(':')
+    ) && memchr(b':', l.as_bytes()).is_some()
         && HEADER_NAMES.iter().any(|h| starts_ci(l, h))
 }
 
@@ -189,6 +191,24 @@ fn is_local_char(c: u8) -> bool {
 
 fn is_domain_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'.' || c == b'-'
+}
+
+/// The lines of `text` split at LF, as `str::split('\n')` gives them.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr(b'\n', r.as_bytes()) {
+            Some(p) => {
+                rest = Some(&r[p + 1..]);
+                Some(&r[..p])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// Addresses in `s` with their byte ranges.
@@ -519,18 +539,18 @@ pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
     let mut cutter = Cutter::default();
     let mut cut = prose.len();
     let mut offset = 0;
-    for line in prose.split('\n') {
+    for line in lines(prose) {
         let start = offset;
         offset += line.len() + 1;
         if let Some(c) = cutter.feed(start, line) {
             cut = c;
             break;
         }
-        if !line.contains('@') {
+        if memchr(b'@', line.as_bytes()).is_none() {
             continue;
         }
         let lb = line.as_bytes();
-        let may_expand = lb.contains(&b'x') || lb.contains(&b'X');
+        let may_expand = memchr2(b'x', b'X', lb).is_some();
         if let Some(p) = may_expand.then(|| find_ci(line, "expanded from")).flatten() {
             for (_, _, a) in addresses(&line[p..]) {
                 if expanded_from.len() < MAX_CANDIDATES {
@@ -768,6 +788,14 @@ fn inline_returned_to(rest: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn lines_are_what_a_split_at_lf_gives(text in "[a\n\r]{0,12}") {
+            prop_assert_eq!(lines(&text).collect::<Vec<_>>(), text.split('\n').collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn address_scan() {
