@@ -8,9 +8,9 @@
 //! (other than the bounce's own parties) is taken, and as a last resort the
 //! recipients of the returned message.
 
-use mail_parser::{HeaderForm, HeaderName, HeaderValue, Message};
+use mail_parser::{Address, HeaderName, Message};
 
-use super::structure::{address_field, field, raw_fields, text_field};
+use super::structure::{address_field, raw_fields};
 use memchr::{memchr, memchr2};
 
 use super::{find_byte, Recipient};
@@ -506,11 +506,16 @@ fn push_unique(list: &mut Vec<(usize, String)>, pos: usize, a: String) {
 }
 
 /// Reads recipients from bounce prose.
-pub(crate) fn extract(prose: &str, msg: &Message<'_>) -> Found {
-    let subject = text_field(msg, HeaderName::Subject, HeaderForm::Text).unwrap_or_default();
-    let subject = subject.as_str();
-    let from_field = field(msg, HeaderName::From, HeaderForm::Addresses);
-    let from_addr = from_field.as_ref().and_then(HeaderValue::as_address);
+/// `subject` and `from` are the bounce's own Subject and From fields, which
+/// the caller has read already.
+pub(crate) fn extract(
+    prose: &str,
+    msg: &Message<'_>,
+    subject: Option<&str>,
+    from: Option<&Address<'_>>,
+) -> Found {
+    let subject = subject.unwrap_or("");
+    let from_addr = from;
     let from = from_addr
         .and_then(|a| a.first())
         .and_then(|a| a.name())

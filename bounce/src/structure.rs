@@ -332,6 +332,11 @@ fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, 
     }
     let input: &[u8] = normalised.as_deref().unwrap_or(bytes);
     let msg = parser().parse(input).ok_or(DsnError::Unreadable)?;
+    // The bounce's own Subject and From, read once for the report and the
+    // legacy reader.
+    let subject = text_field(&msg, HeaderName::Subject, HeaderForm::Text);
+    let from_field = field(&msg, HeaderName::From, HeaderForm::Addresses);
+    let from = from_field.as_ref().and_then(HeaderValue::as_address);
     let root = msg.parts.first().ok_or(DsnError::Unreadable)?;
     let (ct, report_type) = content_type(root);
     let mut st = Walk {
@@ -406,7 +411,7 @@ fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, 
         .count();
     if prose_needed > 0 {
         let prose = prose_cache.get_or_insert_with(|| st.prose());
-        let found = legacy::extract(prose, &msg);
+        let found = legacy::extract(prose, &msg, subject.as_deref(), from);
         if found.recipients.len() == prose_needed {
             let mut it = found.recipients.into_iter();
             for r in st
@@ -453,7 +458,7 @@ fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, 
                 return Ok(d);
             }
         }
-        let found = legacy::extract(prose, &msg);
+        let found = legacy::extract(prose, &msg, subject.as_deref(), from);
         if let Some(at) = found.returned_at {
             if st.returned.is_none() {
                 st.returned = inline_returned(&prose[at..]);
@@ -509,8 +514,11 @@ fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, 
     Ok(Dsn {
         content_type: ct.unwrap_or_else(|| "text/plain".to_string()),
         report_type,
-        subject: text_field(&msg, HeaderName::Subject, HeaderForm::Text),
-        from: address_field(&msg, HeaderName::From).into_iter().next(),
+        from: from
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::to_string),
+        subject,
         reports: st.reports,
         human_text: st.human.map(Cow::into_owned),
         returned: st.returned,
