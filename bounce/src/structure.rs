@@ -151,11 +151,20 @@ fn content_type(part: &MessagePart<'_>) -> (Option<String>, Option<String>) {
     }
 }
 
+/// The bytes as text, invalid UTF-8 replaced; the check for valid UTF-8
+/// comes first, as it is the faster.
+fn utf8(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
 fn body_text<'a>(part: &'a MessagePart<'_>) -> Cow<'a, str> {
     match &part.body {
         PartType::Text(t) | PartType::Html(t) => Cow::Borrowed(t.as_ref()),
-        PartType::Binary(b) | PartType::InlineBinary(b) => String::from_utf8_lossy(b),
-        PartType::Message(m) => String::from_utf8_lossy(m.raw_message()),
+        PartType::Binary(b) | PartType::InlineBinary(b) => utf8(b),
+        PartType::Message(m) => utf8(m.raw_message()),
         PartType::Multipart(_) => Cow::Borrowed(""),
     }
 }
