@@ -439,6 +439,12 @@ const LEAD: usize = 14;
 /// Most bytes of human-readable text read at all.
 const HUMAN_MAX: usize = 2 * SECTION_MAX;
 
+/// Where `needle` first stands in `hay` (as `str::find`, with memchr's
+/// vectorised search).
+pub(crate) fn find(hay: &str, needle: &str) -> Option<usize> {
+    memchr::memmem::find(hay.as_bytes(), needle.as_bytes())
+}
+
 /// The first `max` bytes of `s` (on a character boundary).
 fn cut(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
@@ -469,7 +475,7 @@ impl Context<'_> {
         let at = anchor.and_then(|a| {
             self.text
                 .get(range.clone())
-                .and_then(|t| t.find(a))
+                .and_then(|t| find(t, a))
                 .map(|p| p + range.start)
         });
         let v = self.vendor;
@@ -506,7 +512,7 @@ fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<us
     let Some(a) = addrs[i].as_deref().filter(|a| !a.is_empty()) else {
         return 0..0;
     };
-    let Some(at) = text.find(a) else {
+    let Some(at) = find(text, a) else {
         return 0..0;
     };
     // A transcript names the address at the end of its command line
@@ -522,7 +528,7 @@ fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<us
             continue;
         }
         if let Some(o) = other.as_deref().filter(|o| !o.is_empty() && *o != a) {
-            if let Some(p) = text.get(from..end).and_then(|t| t.find(o)) {
+            if let Some(p) = text.get(from..end).and_then(|t| find(t, o)) {
                 end = from + p;
             }
         }
@@ -619,7 +625,7 @@ struct Found {
 /// Exim's `after RCPT TO`), else the first after it (Postfix's `in reply
 /// to RCPT TO command`), is the failing one.
 fn search(text: &str, anchor: Option<&str>, vendor: Option<&str>) -> Found {
-    let at = anchor.and_then(|a| text.find(a));
+    let at = anchor.and_then(|a| find(text, a));
     pick(TABLE.matches(text), at, vendor)
 }
 

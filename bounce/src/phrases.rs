@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use daachorse::DoubleArrayAhoCorasick;
 
-use crate::classify::{Command, Reason};
+use crate::classify::{find, Command, Reason};
 
 /// What a phrase says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,7 +316,7 @@ impl Table {
             .filter_map(|(m, e)| {
                 let mut at = m.end();
                 for piece in &e.rest {
-                    match text.get(at..).and_then(|t| t.find(piece)) {
+                    match text.get(at..).and_then(|t| find(t, piece)) {
                         Some(p) => at += p + piece.len(),
                         None => return None,
                     }
