@@ -3,6 +3,7 @@
 use std::sync::LazyLock;
 
 use daachorse::DoubleArrayAhoCorasick;
+use mail_parser::HeaderName;
 
 use crate::classify::{find, Command, Reason};
 
@@ -101,23 +102,26 @@ pub(crate) static VENDORS: LazyLock<Vec<Vendor>> =
 /// carry, if any: the first vendor of the table that one field matches.
 /// The fields are gone through once, and no copy is made.
 pub(crate) fn vendor_of<'a>(
-    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    headers: impl Iterator<Item = (&'a HeaderName<'a>, &'a [u8])>,
 ) -> Option<&'static str> {
-    // The fields some mark names; most of a message's fields are none of them.
-    static NAMED: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-        let mut n: Vec<&str> = VENDORS
-            .iter()
-            .flat_map(|v| v.marks.iter().map(|(h, _)| *h))
-            .collect();
-        n.sort_unstable();
-        n.dedup();
+    // The fields some mark names; most of a message's fields are none of
+    // them, which a comparison of mail-parser's field names tells at once.
+    static NAMED: LazyLock<Vec<HeaderName<'static>>> = LazyLock::new(|| {
+        let mut n: Vec<HeaderName<'static>> = Vec::new();
+        for (h, _) in VENDORS.iter().flat_map(|v| v.marks.iter()) {
+            let h = HeaderName::from(*h);
+            if !n.contains(&h) {
+                n.push(h);
+            }
+        }
         n
     });
     let mut best: Option<usize> = None;
     for (name, value) in headers {
-        if !NAMED.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        if !NAMED.contains(name) {
             continue;
         }
+        let name = name.as_str();
         let before = best.unwrap_or(VENDORS.len());
         if let Some(i) = VENDORS[..before]
             .iter()
@@ -371,10 +375,15 @@ mod tests {
             .iter()
             .find(|v| v.name == mcafee.name || v.name == labs.name)
             .unwrap();
-        let fields: [(&str, &[u8]); 3] = [
-            ("Received", b"from mx.messagelabs.com"),
-            ("From", b"MAILER-DAEMON@messagelabs.com"),
-            ("X-NAI-Header", b"\xff Modified by McAfee"),
+        let names = [
+            HeaderName::from("Received"),
+            HeaderName::from("From"),
+            HeaderName::from("X-NAI-Header"),
+        ];
+        let fields: [(&HeaderName, &[u8]); 3] = [
+            (&names[0], b"from mx.messagelabs.com"),
+            (&names[1], b"MAILER-DAEMON@messagelabs.com"),
+            (&names[2], b"\xff Modified by McAfee"),
         ];
         assert_eq!(vendor_of(fields.iter().copied()), Some(first.name));
         assert_eq!(vendor_of(fields.iter().rev().copied()), Some(first.name));

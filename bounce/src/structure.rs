@@ -538,7 +538,7 @@ fn parse_parts(bytes: &[u8], limits: &DsnLimits, refolded: bool) -> Result<Dsn, 
                 .raw_message
                 .get(h.offset_start as usize..h.offset_end as usize)
                 .unwrap_or_default();
-            (h.name.as_str(), value)
+            (&h.name, value)
         }))
         .map(str::to_string),
         warnings: st.warnings,
