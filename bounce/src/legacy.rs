@@ -361,7 +361,12 @@ fn find_reply(text: &str) -> Option<Reply> {
     let mut i = 0;
     while i + 3 <= b.len() {
         if !(b'2'..=b'5').contains(&b[i]) {
-            i += 1;
+            // Eight bytes at a time past text without a digit 0 to 5.
+            if i + 8 <= b.len() && !has_low_digit(&b[i..i + 8]) {
+                i += 8;
+            } else {
+                i += 1;
+            }
             continue;
         }
         if b[i + 1].is_ascii_digit()
@@ -419,6 +424,17 @@ fn find_reply(text: &str) -> Option<Reply> {
     positive
 }
 
+/// Whether eight bytes hold an ASCII digit from 0 to 5.
+fn has_low_digit(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b);
+    // Those digits become the bytes 0 to 5; a byte below 6 sets its high
+    // bit in `(x - 6) & !x` (a false hit only above a true one).
+    let x = u64::from_le_bytes(w) ^ (ONES * u64::from(b'0'));
+    x.wrapping_sub(ONES * 6) & !x & (ONES * 0x80) != 0
+}
+
 fn ends_ci(s: &str, suffix: &str) -> bool {
     s.len() >= suffix.len()
         && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
@@ -449,9 +465,20 @@ fn find_ci(hay: &str, needle: &str) -> Option<usize> {
     if n.is_empty() || h.len() < n.len() {
         return None;
     }
-    let first = n[0];
-    (0..=h.len() - n.len())
-        .find(|&i| h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n))
+    let last = h.len() - n.len();
+    let mut i = 0;
+    // Only where the first letter stands, in either case.
+    while let Some(p) = memchr2(n[0], n[0].to_ascii_uppercase(), &h[i..=last]) {
+        let at = i + p;
+        if h[at + 1..at + n.len()].eq_ignore_ascii_case(&n[1..]) {
+            return Some(at);
+        }
+        i = at + 1;
+        if i > last {
+            break;
+        }
+    }
+    None
 }
 
 /// A standalone enhanced status such as `(#5.1.1)` or `5.1.1` in `text`.
@@ -796,6 +823,18 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn low_digits_are_seen_in_any_eight_bytes(b in proptest::collection::vec(any::<u8>(), 8)) {
+            prop_assert_eq!(has_low_digit(&b), b.iter().any(|c| (b'0'..=b'5').contains(c)));
+        }
+
+        #[test]
+        fn case_blind_search_agrees(hay in "[aAbB@ é]{0,24}", needle in "[ab@]{1,3}") {
+            let slow = (0..=hay.len().saturating_sub(needle.len()))
+                .find(|&i| hay.as_bytes().get(i..i + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle.as_bytes())));
+            prop_assert_eq!(find_ci(&hay, &needle), slow.filter(|_| hay.len() >= needle.len()));
+        }
+
         #[test]
         fn lines_are_what_a_split_at_lf_gives(text in "[a\n\r]{0,12}") {
             prop_assert_eq!(lines(&text).collect::<Vec<_>>(), text.split('\n').collect::<Vec<_>>());
