@@ -647,6 +647,12 @@ fn fuzz(args: FuzzArgs) -> ExitCode {
                 p.outbound_cases,
                 report.findings.len()
             );
+            if report.undecided > 0 {
+                let _ = outln!(
+                    "  {} accepted messages not judged: still queued by the target when the run ended, or not kept by a fake host past one of its limits",
+                    report.undecided
+                );
+            }
             if report.unreachable > 0 || report.desync > 0 {
                 let _ = outln!(
                     "  {} sessions could not connect; {} lost track after a bare-LF line (not judged further)",

@@ -215,14 +215,16 @@ async fn connect(
     }
 }
 
-/// The command word of a line. White space before it is skipped: servers
-/// such as Postfix read ` MAIL FROM:<a>` as MAIL, and a 2xx to it means
-/// they did, so the transaction's state must follow.
+/// The command word of a line. White space before it is skipped, as C's
+/// `isspace` knows it (space, tab, CR, vertical tab, form feed): servers
+/// such as Postfix read ` MAIL FROM:<a>` and `\rMAIL FROM:<a>` as MAIL, and
+/// a 2xx to it means they did, so the transaction's state must follow.
 fn verb(line: &[u8]) -> String {
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c);
     let t: Vec<u8> = line
         .iter()
-        .skip_while(|&&b| b == b' ' || b == b'\t')
-        .take_while(|&&b| b != b' ' && b != b'\r' && b != b'\n')
+        .skip_while(|&&b| space(b) && b != b'\n')
+        .take_while(|&&b| !space(b))
         .copied()
         .collect();
     String::from_utf8_lossy(&t).to_ascii_uppercase()
@@ -673,5 +675,8 @@ mod tests {
         assert_eq!(verb(b"DATA\r\n"), "DATA");
         assert_eq!(verb(b" MAIL FROM:<a@b.test>\r\n"), "MAIL");
         assert_eq!(verb(b"\t rcpt TO:<x>\r\n"), "RCPT");
+        assert_eq!(verb(b"\rMAIL FROM:<a@b.test>\r\n"), "MAIL");
+        assert_eq!(verb(b"\x0b\x0cDATA\x0c\r\n"), "DATA");
+        assert_eq!(verb(b"\nMAIL FROM:<a@b.test>\r\n"), "");
     }
 }

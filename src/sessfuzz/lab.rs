@@ -15,7 +15,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Raw settings laid on the fuzzed Postfix before the user's `--set`:
@@ -58,8 +58,6 @@ struct Sink {
     origin: String,
     host: Option<Host>,
     rec: Recorder,
-    /// Deliveries already handed out, per session.
-    taken: Vec<usize>,
     /// Fuzz sessions given its names.
     used: usize,
 }
@@ -76,6 +74,8 @@ pub struct LabWorld<'a> {
     next_out: AtomicUsize,
     log: Mutex<Vec<(PathBuf, u64)>>,
     seen: Mutex<HashSet<String>>,
+    /// A fake host noted mail it did not keep.
+    lost: AtomicBool,
 }
 
 fn spec() -> HostSpec {
@@ -112,6 +112,7 @@ impl<'a> LabWorld<'a> {
             next_out: AtomicUsize::new(OUTBOUND_SCOPES),
             log: Mutex::new(log),
             seen: Mutex::new(HashSet::new()),
+            lost: AtomicBool::new(false),
         };
         if w.log.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
             // Reports from before the run are not this run's.
@@ -153,7 +154,6 @@ impl<'a> LabWorld<'a> {
             origin: scope.origin(),
             host: Some(host),
             rec,
-            taken: Vec::new(),
             used: 0,
         });
         Ok(())
@@ -212,22 +212,10 @@ impl World for LabWorld<'_> {
         let mut out = Vec::new();
         for s in self.lock_sinks().iter_mut().filter(|s| s.host.is_some()) {
             let mut o = s.rec.lock();
-            s.taken.resize(o.sessions.len(), 0);
-            for (i, sess) in o.sessions.iter_mut().enumerate() {
-                for d in &mut sess.deliveries[s.taken[i]..] {
-                    // Bounces carry our id below their own header: not ours.
-                    if let Some(id) = fuzz_id(&d.data) {
-                        // Taken out: the host keeps only what it has not handed over.
-                        out.push(Arrived {
-                            id,
-                            mail_from: d.mail_from.clone(),
-                            rcpts: d.rcpts.clone(),
-                            data: std::mem::take(&mut d.data),
-                        });
-                    }
-                }
-                s.taken[i] = sess.deliveries.len();
+            if !o.lost.is_empty() {
+                self.lost.store(true, Ordering::SeqCst);
             }
+            out.extend(take_arrivals(&mut o));
         }
         out
     }
@@ -290,6 +278,10 @@ impl World for LabWorld<'_> {
         Some(self)
     }
 
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
     fn maintain(&self) -> Pin<Box<dyn Future<Output = ()> + '_>> {
         Box::pin(self.rotate())
     }
@@ -303,6 +295,29 @@ impl World for LabWorld<'_> {
             })
         })
     }
+}
+
+/// The fuzz messages a fake host received since the last call, taken out
+/// of it with everything else it received (bounces carry our id below
+/// their own header: not ours). The host's limit on the messages it keeps
+/// (`run::observe::limits::MESSAGES`) then counts what arrived since the
+/// last look, not all the mail of the run, which a busy run once passed:
+/// mail accepted later was dropped and judged never delivered.
+fn take_arrivals(o: &mut crate::run::observe::Observations) -> Vec<Arrived> {
+    let mut out = Vec::new();
+    for sess in o.sessions.iter_mut() {
+        for d in sess.deliveries.drain(..) {
+            if let Some(id) = fuzz_id(&d.data) {
+                out.push(Arrived {
+                    id,
+                    mail_from: d.mail_from,
+                    rcpts: d.rcpts,
+                    data: d.data,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A log line that reports a crash, a fatal error or a restart.
@@ -369,5 +384,62 @@ fn signature(r: &run::ScenarioResult) -> String {
         "no connection".into()
     } else {
         parts.join(" | ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::observe::{limits, Delivery, Observations, Session};
+    use std::time::Duration;
+
+    fn delivery(id: Option<usize>) -> Delivery {
+        let data = match id {
+            Some(i) => format!("X-Fuzz-Id: 1-{i}\r\nSubject: s\r\n\r\nhi\r\n"),
+            None => "Subject: bounce\r\n\r\nX-Fuzz-Id: 1-0\r\n".to_string(),
+        };
+        Delivery {
+            host: "mx".into(),
+            attempt: 0,
+            at: Duration::ZERO,
+            mail_from: "a@src.test".into(),
+            mail_params: Vec::new(),
+            rcpts: vec!["b@dest.test".into()],
+            data: data.into_bytes(),
+        }
+    }
+
+    /// A fake host that takes many times its message limit over a run, a
+    /// few at a time between looks, hands over every fuzz message and
+    /// drops none; bounces are taken out too, and not handed over.
+    #[test]
+    fn a_busy_fake_host_hands_over_more_than_its_limit() {
+        let mut o = Observations::default();
+        o.sessions.push(Session {
+            host: "mx".into(),
+            attempt: 0,
+            at: Duration::ZERO,
+            transcript: Vec::new(),
+            deliveries: Vec::new(),
+            closed: false,
+            after_refusal: Vec::new(),
+        });
+        let mut got = Vec::new();
+        let mut next = 0;
+        for _ in 0..10 {
+            for _ in 0..limits::MESSAGES / 2 {
+                crate::world::host::keep(&mut o, 0, delivery(Some(next)));
+                crate::world::host::keep(&mut o, 0, delivery(None));
+                next += 1;
+            }
+            got.extend(take_arrivals(&mut o).into_iter().map(|a| a.id));
+        }
+        assert!(o.lost.is_empty(), "{:?}", o.lost);
+        assert_eq!(got.len(), next);
+        assert_eq!(
+            got.last().map(String::as_str),
+            Some(&*format!("1-{}", next - 1))
+        );
+        assert!(o.sessions[0].deliveries.is_empty());
     }
 }

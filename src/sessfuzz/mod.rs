@@ -44,6 +44,12 @@ pub trait World: Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<String>>> + '_>> {
         Box::pin(async { None })
     }
+    /// Whether a fake host dropped mail it received (one of the harness's
+    /// limits was reached): mail not seen may then have arrived, and is not
+    /// judged lost.
+    fn lost(&self) -> bool {
+        false
+    }
     /// Called every half second (the lab rotates its fake hosts here).
     fn maintain(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
         Box::pin(async {})

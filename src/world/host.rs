@@ -400,7 +400,7 @@ async fn session(
 }
 
 /// Store a delivery in session `idx`, within the scenario's message limits.
-fn keep(o: &mut crate::run::observe::Observations, idx: usize, d: Delivery) {
+pub(crate) fn keep(o: &mut crate::run::observe::Observations, idx: usize, d: Delivery) {
     let all = o.sessions.iter().flat_map(|s| &s.deliveries);
     let (count, octets) = all.fold((0, 0), |(c, n), x| (c + 1, n + x.data.len()));
     if count >= limits::MESSAGES || octets + d.data.len() > limits::MESSAGE_OCTETS {
