@@ -215,16 +215,17 @@ async fn connect(
     }
 }
 
-/// The command word of a line. White space before it is skipped, as C's
-/// `isspace` knows it (space, tab, CR, vertical tab, form feed): servers
-/// such as Postfix read ` MAIL FROM:<a>` and `\rMAIL FROM:<a>` as MAIL, and
-/// a 2xx to it means they did, so the transaction's state must follow.
+/// The command word of a line, as a server written in C reads it: white
+/// space before it is skipped as C's `isspace` knows it (space, tab, CR,
+/// vertical tab, form feed), and a NUL ends it. Postfix reads
+/// ` MAIL FROM:<a>` and `\rMAIL FROM:<a>` as MAIL and `STARTTLS\0x` as
+/// STARTTLS, and its reply says it did, so the session's state must follow.
 fn verb(line: &[u8]) -> String {
     let space = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c);
     let t: Vec<u8> = line
         .iter()
         .skip_while(|&&b| space(b) && b != b'\n')
-        .take_while(|&&b| !space(b))
+        .take_while(|&&b| !space(b) && b != 0)
         .copied()
         .collect();
     String::from_utf8_lossy(&t).to_ascii_uppercase()
@@ -678,5 +679,7 @@ mod tests {
         assert_eq!(verb(b"\rMAIL FROM:<a@b.test>\r\n"), "MAIL");
         assert_eq!(verb(b"\x0b\x0cDATA\x0c\r\n"), "DATA");
         assert_eq!(verb(b"\nMAIL FROM:<a@b.test>\r\n"), "");
+        assert_eq!(verb(b"STARTTLS\0x\r\n"), "STARTTLS");
+        assert_eq!(verb(b"\0MAIL FROM:<a@b.test>\r\n"), "");
     }
 }

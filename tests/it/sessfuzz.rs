@@ -367,6 +367,46 @@ fn command_after(lead: &[u8]) {
     );
 }
 
+/// A server that reads `STARTTLS\0x` as STARTTLS (a NUL ends a C string)
+/// answers 220 and then expects a TLS handshake; plain text after it is no
+/// command, and its closing the connection then no violation (a false
+/// `close-announced` finding once seen against Postfix).
+#[test]
+fn starttls_with_a_nul_behind_its_word_ends_the_session_at_220() {
+    use mtaspec::sessfuzz::gen::{Case, Step};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let trace = rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let mut s = BufReader::new(s);
+            s.get_mut().write_all(b"220 peer ready\r\n").await.unwrap();
+            let mut line = Vec::new();
+            s.read_until(b'\n', &mut line).await.unwrap();
+            let word = line.split(|&b| b == 0 || b == b'\r').next().unwrap_or(&[]);
+            if word.eq_ignore_ascii_case(b"STARTTLS") {
+                s.get_mut().write_all(b"220 go ahead\r\n").await.unwrap();
+            }
+            // No TLS handshake follows: the connection is dropped.
+            let mut rest = Vec::new();
+            let _ = s.read_until(b'\n', &mut rest).await;
+        });
+        let case = Case {
+            steps: vec![
+                Step::Send(b"STARTTLS\0x\r\n".to_vec()),
+                Step::Send(b" CPT TO:<u427@dest.test NOTIFY=NEVER NOTIFY=\r\n".to_vec()),
+            ],
+        };
+        mtaspec::sessfuzz::client::run(&case, addr, None, Waits::default()).await
+    });
+    assert!(trace.violations.is_empty(), "{:#?}", trace.violations);
+    assert_eq!(trace.codes, vec![220, 220], "{trace:#?}");
+}
+
 /// The odd address forms the generator draws (a space after `<`, no
 /// brackets and parameters behind) name the same recipient to the oracle
 /// and to a conforming peer, so delivered mail is judged delivered (a false
