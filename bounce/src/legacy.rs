@@ -632,7 +632,7 @@ pub(crate) fn extract(
     // Exim and Gmail name the failed recipients in a header field.
     let mut failed_hdr: Vec<(usize, String)> = Vec::new();
     for t in raw_fields(msg, "X-Failed-Recipients") {
-        for (_, _, a) in addresses(t) {
+        for (_, _, a) in addresses(&t) {
             let pos = text.find(&a).unwrap_or(text.len());
             push_unique(&mut failed_hdr, pos, a);
         }

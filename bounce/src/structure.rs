@@ -58,8 +58,13 @@ pub(crate) fn field<'m>(
     })
 }
 
-/// The values of every `name` field of a message's header, raw.
-pub(crate) fn raw_fields<'m>(msg: &'m Message<'_>, name: &'m str) -> impl Iterator<Item = &'m str> {
+/// The values of every `name` field of a message's header, raw, as
+/// mail-parser's raw form has them: bytes that are not UTF-8 replaced, not
+/// the field dropped.
+pub(crate) fn raw_fields<'m>(
+    msg: &'m Message<'_>,
+    name: &'m str,
+) -> impl Iterator<Item = Cow<'m, str>> {
     msg.parts
         .first()
         .into_iter()
@@ -69,7 +74,7 @@ pub(crate) fn raw_fields<'m>(msg: &'m Message<'_>, name: &'m str) -> impl Iterat
             msg.raw_message
                 .get(h.offset_start as usize..h.offset_end as usize)
         })
-        .filter_map(|b| std::str::from_utf8(b).ok())
+        .map(utf8)
 }
 
 /// The `name` field's text (Subject) or message id (Message-ID).
@@ -705,12 +710,18 @@ mod tests {
             .and_then(HeaderValue::as_address)
             .and_then(|a| a.first());
         assert_eq!(name.and_then(|a| a.name()), Some("Mail Delivery"));
-        assert_eq!(
-            raw_fields(&ours, "x-failed-recipients")
-                .map(str::trim)
-                .collect::<Vec<_>>(),
-            ["x@y.test"]
-        );
+        let raw: Vec<String> = raw_fields(&ours, "x-failed-recipients")
+            .map(|v| v.trim().to_string())
+            .collect();
+        assert_eq!(raw, ["x@y.test"]);
+        // A value that is not UTF-8 is read with the bad bytes replaced.
+        let latin = parser()
+            .parse(&b"X-Failed-Recipients: bob@x.test (M\xfcller)\r\n\r\nbody\r\n"[..])
+            .unwrap();
+        let raw: Vec<String> = raw_fields(&latin, "X-Failed-Recipients")
+            .map(|v| v.trim().to_string())
+            .collect();
+        assert_eq!(raw, ["bob@x.test (M\u{fffd}ller)"]);
         assert!(address_field(&ours, HeaderName::Bcc).is_empty());
         assert!(text_field(&ours, HeaderName::Comments, HeaderForm::Text).is_none());
     }
