@@ -114,6 +114,22 @@ pub struct Session {
     pub after_refusal: Vec<String>,
 }
 
+impl Session {
+    /// A session the target opened to `host` (attempt `attempt`) at `at`,
+    /// with nothing said yet.
+    pub fn opened(host: &str, attempt: usize, at: Duration) -> Self {
+        Session {
+            host: host.to_string(),
+            attempt,
+            at,
+            transcript: Vec::new(),
+            deliveries: Vec::new(),
+            closed: false,
+            after_refusal: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Line {
     pub at: Duration,

@@ -415,15 +415,7 @@ mod tests {
     #[test]
     fn a_busy_fake_host_hands_over_more_than_its_limit() {
         let mut o = Observations::default();
-        o.sessions.push(Session {
-            host: "mx".into(),
-            attempt: 0,
-            at: Duration::ZERO,
-            transcript: Vec::new(),
-            deliveries: Vec::new(),
-            closed: false,
-            after_refusal: Vec::new(),
-        });
+        o.sessions.push(Session::opened("mx", 0, Duration::ZERO));
         let mut got = Vec::new();
         let mut next = 0;
         for _ in 0..10 {

@@ -97,15 +97,7 @@ async fn serve(listener: TcpListener, spec: Arc<HostSpec>, rec: Recorder) {
                 ));
                 return None;
             }
-            o.sessions.push(Session {
-                host: spec.key.clone(),
-                attempt: n,
-                at,
-                transcript: Vec::new(),
-                deliveries: Vec::new(),
-                closed: false,
-                after_refusal: Vec::new(),
-            });
+            o.sessions.push(Session::opened(&spec.key, n, at));
             Some(o.sessions.len() - 1)
         });
         let Some(idx) = admitted else {

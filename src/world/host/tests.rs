@@ -148,15 +148,7 @@ fn kept_messages_are_capped_per_scenario_and_the_loss_is_recorded() {
     use crate::run::observe::{limits, Observations};
     let mut o = Observations::default();
     for host in ["a", "b"] {
-        o.sessions.push(Session {
-            host: host.into(),
-            attempt: 0,
-            at: Duration::ZERO,
-            transcript: Vec::new(),
-            deliveries: Vec::new(),
-            closed: false,
-            after_refusal: Vec::new(),
-        });
+        o.sessions.push(Session::opened(host, 0, Duration::ZERO));
     }
     let d = |octets: usize| Delivery {
         host: "a".into(),
