@@ -5,10 +5,11 @@
 //! must name exactly that invariant.
 
 use mtaspec::run::observe::Recorder;
+use mtaspec::sessfuzz::client::Trace;
 use mtaspec::sessfuzz::deliver::{fuzz_id, Arrived};
 use mtaspec::sessfuzz::drive::{Fuzzer, Options, Side};
-use mtaspec::sessfuzz::gen::Names;
-use mtaspec::sessfuzz::oracle::{Invariant, Violation};
+use mtaspec::sessfuzz::gen::{Case, Names, Step};
+use mtaspec::sessfuzz::oracle::Invariant;
 use mtaspec::sessfuzz::outbound::{self, OutCase, OutResult, Outbound};
 use mtaspec::sessfuzz::{client::Waits, World};
 use mtaspec::world::host::Host;
@@ -177,7 +178,8 @@ async fn session(s: TcpStream, fault: Fault, shared: Arc<Mutex<Shared>>) -> std:
 
 /// The address of a MAIL or RCPT line as Postfix reads it: inside angle
 /// brackets white space is dropped (`< a@b.test>` is `a@b.test`); without
-/// them the address ends at the first space, before any parameters.
+/// them the address ends at the first space, before any parameters, or at a
+/// stray `>` (`RCPT TO: a@b.test>` is `a@b.test`).
 fn envelope_address(line: &str) -> String {
     let rest = line.split_once(':').map(|x| x.1).unwrap_or("").trim();
     match rest.strip_prefix('<') {
@@ -187,7 +189,7 @@ fn envelope_address(line: &str) -> String {
             .unwrap_or("")
             .split_whitespace()
             .collect(),
-        None => rest.split(' ').next().unwrap_or("").to_string(),
+        None => rest.split([' ', '>']).next().unwrap_or("").to_string(),
     }
 }
 
@@ -273,6 +275,20 @@ fn fuzz_peer_in(fault: Fault, lost: bool) -> (mtaspec::sessfuzz::drive::Report, 
     (report, dir)
 }
 
+/// The findings of a report as the fuzzer wrote them: what a failed
+/// assertion shows.
+fn written(report: &mtaspec::sessfuzz::drive::Report) -> String {
+    report
+        .findings
+        .iter()
+        .map(|(f, path)| match path {
+            Some(p) => std::fs::read_to_string(p).unwrap_or_else(|e| format!("{p:?}: {e}")),
+            None => format!("{:#?}", f.violation),
+        })
+        .collect::<Vec<_>>()
+        .join("\n----\n")
+}
+
 /// The peer's fault is found, named by its invariant, shrunk, and written.
 fn assert_found(fault: Fault, inv: Invariant, max_steps: usize) {
     let (report, dir) = fuzz_peer(fault);
@@ -289,7 +305,8 @@ fn assert_found(fault: Fault, inv: Invariant, max_steps: usize) {
     // One fault, one invariant: nothing else is reported about this peer.
     assert!(
         names.iter().all(|n| *n == inv.name()),
-        "{fault:?}: {names:?}"
+        "{fault:?}: {names:?}\n{}",
+        written(&report)
     );
     let (f, path) = report
         .findings
@@ -315,8 +332,7 @@ fn assert_found(fault: Fault, inv: Invariant, max_steps: usize) {
 #[test]
 fn a_conforming_peer_gives_no_finding() {
     let (report, _dir) = fuzz_peer(Fault::Conforming);
-    let found: Vec<&Violation> = report.findings.iter().map(|(f, _)| &f.violation).collect();
-    assert!(found.is_empty(), "{found:#?}");
+    assert!(report.findings.is_empty(), "{}", written(&report));
     assert!(report.progress.sessions >= 300, "{:?}", report.progress);
     // The corpus grew: different sessions drew different reply sequences.
     assert!(report.progress.signatures > 20, "{:?}", report.progress);
@@ -334,31 +350,35 @@ fn a_command_split_across_writes_after_white_space_is_one_command() {
     }
 }
 
-/// Sends `lead`, then a whole transaction in the next write, to the
-/// conforming peer: no violation, and the replies of a transaction.
-fn command_after(lead: &[u8]) {
-    use mtaspec::sessfuzz::gen::{Case, Step};
+/// Runs one case of `steps` through the fuzz client against the server
+/// `serve` starts on a fresh loopback listener.
+fn one_case<F>(steps: Vec<Step>, serve: impl FnOnce(TcpListener) -> F) -> Trace
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let trace = rt.block_on(async {
+    rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        tokio::spawn(peer(l, Fault::Conforming, shared));
-        let case = Case {
-            steps: vec![
-                Step::Send(lead.to_vec()),
-                Step::Send(
-                    b"MAIL FROM:<bob@src.test>\r\nRCPT TO:<x3@dest.test>\r\nDATA\r\n".to_vec(),
-                ),
-                Step::Data(b"X-Fuzz-Id: split-1\r\n\r\nhi\r\n.\r\n".to_vec()),
-                Step::Send(b"QUIT\r\n".to_vec()),
-            ],
-        };
-        mtaspec::sessfuzz::client::run(&case, addr, None, Waits::default()).await
-    });
+        tokio::spawn(serve(l));
+        mtaspec::sessfuzz::client::run(&Case { steps }, addr, None, Waits::default()).await
+    })
+}
+
+/// Sends `lead`, then a whole transaction in the next write, to the
+/// conforming peer: no violation, and the replies of a transaction.
+fn command_after(lead: &[u8]) {
+    let steps = vec![
+        Step::Send(lead.to_vec()),
+        Step::Send(b"MAIL FROM:<bob@src.test>\r\nRCPT TO:<x3@dest.test>\r\nDATA\r\n".to_vec()),
+        Step::Data(b"X-Fuzz-Id: split-1\r\n\r\nhi\r\n.\r\n".to_vec()),
+        Step::Send(b"QUIT\r\n".to_vec()),
+    ];
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let trace = one_case(steps, |l| peer(l, Fault::Conforming, shared));
     assert!(trace.violations.is_empty(), "{:#?}", trace.violations);
     assert_eq!(
         trace.codes,
@@ -373,79 +393,54 @@ fn command_after(lead: &[u8]) {
 /// `close-announced` finding once seen against Postfix).
 #[test]
 fn starttls_with_a_nul_behind_its_word_ends_the_session_at_220() {
-    use mtaspec::sessfuzz::gen::{Case, Step};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let trace = rt.block_on(async {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
-            let mut s = BufReader::new(s);
-            s.get_mut().write_all(b"220 peer ready\r\n").await.unwrap();
-            let mut line = Vec::new();
-            s.read_until(b'\n', &mut line).await.unwrap();
-            let word = line.split(|&b| b == 0 || b == b'\r').next().unwrap_or(&[]);
-            if word.eq_ignore_ascii_case(b"STARTTLS") {
-                s.get_mut().write_all(b"220 go ahead\r\n").await.unwrap();
-            }
-            // No TLS handshake follows: the connection is dropped.
-            let mut rest = Vec::new();
-            let _ = s.read_until(b'\n', &mut rest).await;
-        });
-        let case = Case {
-            steps: vec![
-                Step::Send(b"STARTTLS\0x\r\n".to_vec()),
-                Step::Send(b" CPT TO:<u427@dest.test NOTIFY=NEVER NOTIFY=\r\n".to_vec()),
-            ],
-        };
-        mtaspec::sessfuzz::client::run(&case, addr, None, Waits::default()).await
+    let steps = vec![
+        Step::Send(b"STARTTLS\0x\r\n".to_vec()),
+        Step::Send(b" CPT TO:<u427@dest.test NOTIFY=NEVER NOTIFY=\r\n".to_vec()),
+    ];
+    let trace = one_case(steps, |l| async move {
+        let (s, _) = l.accept().await.unwrap();
+        let mut s = BufReader::new(s);
+        s.get_mut().write_all(b"220 peer ready\r\n").await.unwrap();
+        let mut line = Vec::new();
+        s.read_until(b'\n', &mut line).await.unwrap();
+        let word = line.split(|&b| b == 0 || b == b'\r').next().unwrap_or(&[]);
+        if word.eq_ignore_ascii_case(b"STARTTLS") {
+            s.get_mut().write_all(b"220 go ahead\r\n").await.unwrap();
+        }
+        // No TLS handshake follows: the connection is dropped.
+        let mut rest = Vec::new();
+        let _ = s.read_until(b'\n', &mut rest).await;
     });
     assert!(trace.violations.is_empty(), "{:#?}", trace.violations);
     assert_eq!(trace.codes, vec![220, 220], "{trace:#?}");
 }
 
 /// The odd address forms the generator draws (a space after `<`, no
-/// brackets and parameters behind) name the same recipient to the oracle
+/// brackets and parameters behind, a lost `<`) name the same recipient to the oracle
 /// and to a conforming peer, so delivered mail is judged delivered (a false
 /// `accepted-is-delivered` finding once came from the fake reading them
 /// otherwise).
 #[test]
 fn odd_recipient_forms_are_read_alike_by_oracle_and_peer() {
     use mtaspec::sessfuzz::deliver::judge;
-    use mtaspec::sessfuzz::gen::{Case, Step};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let forms = [
         "< cpt0@dest.test>",
         "cpt1@dest.test NOTIFY=NEVER",
         "<cpt2 @dest.test> ORCPT=rfc822;a@b.test",
         "cpt3@dest.test",
+        " cpt4@dest.test>",
     ];
     for (k, form) in forms.iter().enumerate() {
-        let (trace, delivered) = rt.block_on(async {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = l.local_addr().unwrap();
-            let shared = Arc::new(Mutex::new(Shared::default()));
-            tokio::spawn(peer(l, Fault::Conforming, shared.clone()));
-            let case = Case {
-                steps: vec![
-                    Step::Send(
-                        format!("MAIL FROM:<bob@src.test>\r\nRCPT TO:{form}\r\nDATA\r\n")
-                            .into_bytes(),
-                    ),
-                    Step::Data(format!("X-Fuzz-Id: odd-{k}\r\n\r\nhi\r\n.\r\n").into_bytes()),
-                    Step::Send(b"QUIT\r\n".to_vec()),
-                ],
-            };
-            let t = mtaspec::sessfuzz::client::run(&case, addr, None, Waits::default()).await;
-            let d = std::mem::take(&mut shared.lock().unwrap().delivered);
-            (t, d)
-        });
+        let steps = vec![
+            Step::Send(
+                format!("MAIL FROM:<bob@src.test>\r\nRCPT TO:{form}\r\nDATA\r\n").into_bytes(),
+            ),
+            Step::Data(format!("X-Fuzz-Id: odd-{k}\r\n\r\nhi\r\n.\r\n").into_bytes()),
+            Step::Send(b"QUIT\r\n".to_vec()),
+        ];
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let trace = one_case(steps, |l| peer(l, Fault::Conforming, shared.clone()));
+        let delivered = std::mem::take(&mut shared.lock().unwrap().delivered);
         assert!(
             trace.violations.is_empty(),
             "{form}: {:#?}",
