@@ -86,6 +86,8 @@ pub enum DsnError {
     TooManyFieldLines { limit: usize },
     #[error("report lists more than {limit} recipients")]
     TooManyRecipients { limit: usize },
+    #[error("returned messages nest more than {limit} deep")]
+    TooDeep { limit: usize },
 }
 
 /// Kinds of damage repaired while parsing.
@@ -619,7 +621,8 @@ pub fn parse_with(bytes: &[u8], limits: &DsnLimits) -> Result<Dsn, DsnError> {
 }
 
 /// The mail-parser configuration [`parse`] reads a message with (the
-/// header fields it never reads are skipped). For benchmarks that split
+/// header fields it never reads are skipped, bodies are left as written
+/// until a part is read). For benchmarks that split
 /// `parse`'s time into mail-parser's part and the crate's own.
 #[doc(hidden)]
 pub fn mail_parser() -> &'static mail_parser::MessageParser {
