@@ -400,29 +400,42 @@ pub struct Classification {
 /// assert_eq!(c.status.unwrap().to_string(), "5.1.1");
 /// ```
 pub fn classify(dsn: &Dsn) -> Vec<Classification> {
-    let addrs: Vec<Option<String>> = dsn.recipients().map(Recipient::address).collect();
-    let lower: Vec<Option<String>> = addrs
+    let mut addrs: Vec<Option<String>> = dsn.recipients().map(Recipient::address).collect();
+    // Lowercase for the search; most addresses are already.
+    let lower: Vec<Option<std::borrow::Cow<'_, str>>> = addrs
         .iter()
-        .map(|a| a.as_ref().map(|a| a.to_ascii_lowercase()))
+        .map(|a| {
+            a.as_deref().map(|a| {
+                if a.bytes().any(|b| b.is_ascii_uppercase()) {
+                    a.to_ascii_lowercase().into()
+                } else {
+                    a.into()
+                }
+            })
+        })
         .collect();
     // The human-readable text, normalized once for every recipient.
     let human = dsn.human_text.as_deref().unwrap_or("");
     let mut text = String::new();
-    normalize(&[cut(human, HUMAN_MAX)], &mut text);
+    normalize(std::iter::once(cut(human, HUMAN_MAX)), &mut text);
     // The whole text is scanned only when a recipient needs it.
     let hits = std::cell::OnceCell::new();
     let single = addrs.len() == 1;
+    let sections: Vec<std::ops::Range<usize>> = (0..lower.len())
+        .map(|i| section(&text, &lower, i))
+        .collect();
+    drop(lower);
     dsn.recipients()
         .enumerate()
         .map(|(i, r)| {
             let ctx = Context {
-                section: section(&text, &lower, i),
+                section: sections[i].clone(),
                 text: &text,
                 hits: &hits,
                 single,
                 vendor: dsn.vendor.as_deref(),
             };
-            classify_one(dsn, r, addrs[i].clone(), &ctx)
+            classify_one(dsn, r, addrs[i].take(), &ctx)
         })
         .collect()
 }
@@ -509,18 +522,14 @@ impl Context<'_> {
                 v,
             ),
             None if range == (0..self.text.len()) => {
-                let all = self.hits.get_or_init(|| TABLE.matches(self.text));
+                let all = self.hits.get_or_init(|| TABLE.matches(self.text).collect());
                 pick(all.iter().copied(), at, v)
             }
             // Only this part: scan it alone.
             None => {
                 let part = self.text.get(range.clone()).unwrap_or("");
                 let hits = TABLE.matches(part);
-                pick(
-                    hits.into_iter().map(|(start, e)| (start + range.start, e)),
-                    at,
-                    v,
-                )
+                pick(hits.map(|(start, e)| (start + range.start, e)), at, v)
             }
         }
     }
@@ -529,7 +538,11 @@ impl Context<'_> {
 /// The part of the normalized text about recipient `i`: from the first
 /// mention of its (lowercase) address to the mention of another recipient
 /// (at most [`SECTION_MAX`] bytes). Empty when the address is not mentioned.
-fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<usize> {
+fn section(
+    text: &str,
+    addrs: &[Option<std::borrow::Cow<'_, str>>],
+    i: usize,
+) -> std::ops::Range<usize> {
     let Some(a) = addrs[i].as_deref().filter(|a| !a.is_empty()) else {
         return 0..0;
     };
@@ -560,10 +573,10 @@ fn section(text: &str, addrs: &[Option<String>], i: usize) -> std::ops::Range<us
 /// ASCII lowercase, runs of ASCII white space as one space (folded lines
 /// joined), parts separated by a space. The phrases are ASCII, so other
 /// characters are copied as they are.
-fn normalize(parts: &[&str], out: &mut String) {
+fn normalize<'p>(parts: impl Iterator<Item = &'p str> + Clone, out: &mut String) {
     let mut v = std::mem::take(out).into_bytes();
     v.clear();
-    v.reserve(parts.iter().map(|p| p.len() + 1).sum());
+    v.reserve(parts.clone().map(|p| p.len() + 1).sum());
     // A space is owed before the next byte copied.
     let mut owed = false;
     for p in parts {
@@ -571,21 +584,26 @@ fn normalize(parts: &[&str], out: &mut String) {
         let b = p.as_bytes();
         let mut i = 0;
         while i < b.len() {
-            // Eight bytes at a time while they need no closer look: no
-            // white space but single spaces, none that would follow a space.
+            // Eight bytes at a time: those before the first that needs a
+            // closer look (a control character or line end, the first of
+            // two spaces) are copied lowercase at once; a space that would
+            // follow a space is looked at alone.
             if i + 8 <= b.len() {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(&b[i..i + 8]);
                 let w = u64::from_le_bytes(w);
                 let joins = b[i] != b' ' || (!owed && v.last().is_some_and(|&c| c != b' '));
-                if plain(w) && joins {
+                let k = if joins { plain_prefix(w) } else { 0 };
+                if k > 0 {
                     if owed {
                         v.push(b' ');
                         owed = false;
                     }
-                    v.extend_from_slice(&lower8(w).to_le_bytes());
-                    i += 8;
-                    continue;
+                    v.extend_from_slice(&lower8(w).to_le_bytes()[..k]);
+                    i += k;
+                    if k == 8 {
+                        continue;
+                    }
                 }
             }
             let c = b[i];
@@ -610,6 +628,22 @@ fn normalize(parts: &[&str], out: &mut String) {
         String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
+/// How many of the eight bytes (in text order) come before the first that
+/// is below 0x20 (line ends, tabs, other control characters) or is a space
+/// with a space after it; 8 when there is none.
+fn plain_prefix(x: u64) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bits of bytes under 0x20, and of spaces (a borrow carries only
+    // to later bytes: the first flagged byte is a true one).
+    let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let spaces = x ^ (ONES * 0x20);
+    let space = spaces.wrapping_sub(ONES) & !spaces & HIGH;
+    // A space followed by one: the later flag moved onto the earlier byte.
+    let pair = space & (space >> 8);
+    ((control | pair).trailing_zeros() / 8) as usize
+}
+
 /// Eight bytes with ASCII capitals made small.
 fn lower8(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -619,18 +653,6 @@ fn lower8(w: u64) -> u64 {
     let past_z = low7 + (0x7f - u64::from(b'Z')) * ONES;
     let upper = from_a & !past_z & !w & (0x80 * ONES);
     w | (upper >> 2)
-}
-
-/// Whether eight bytes hold no byte below 0x20 (line ends, tabs, other
-/// control characters) and no two spaces in a row; a few chunks that do
-/// not need it may be sent to the slow path, never the other way round.
-fn plain(x: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-    let spaces = x ^ (ONES * 0x20);
-    let space = spaces.wrapping_sub(ONES) & !spaces & HIGH;
-    control == 0 && space & (space >> 8) == 0
 }
 
 /// What the phrase tables find in one text.
@@ -820,9 +842,13 @@ fn classify_one(
         .filter(|(n, _)| TABLE.fields.iter().any(|f| f.eq_ignore_ascii_case(n)))
         .map(|(n, v)| format!("{n}: {}", cut(v, SECTION_MAX)))
         .collect();
-    let mut parts: Vec<&str> = vec![cut(diag, HUMAN_MAX), cut(&reply_text, HUMAN_MAX)];
-    parts.extend(vendor_fields.iter().map(String::as_str));
-    normalize(&parts, &mut buf);
+    let texts = [cut(diag, HUMAN_MAX), cut(&reply_text, HUMAN_MAX)];
+    normalize(
+        texts
+            .into_iter()
+            .chain(vendor_fields.iter().map(String::as_str)),
+        &mut buf,
+    );
     let code = reply.map(|x| x.code.to_string());
     let mut found = search(&buf, code.as_deref(), ctx.vendor);
     let in_ctx = ctx.found(ctx.section.clone(), code.as_deref());
@@ -1094,15 +1120,15 @@ mod tests {
     proptest! {
         #[test]
         fn normalize_agrees_with_the_plain_rule(
-            a in "[ a-zA-Z\t\r\n\x0c\x1b\x01é日]{0,80}",
+            a in "[ a-zA-Z\t\r\n\x0b\x0c\x1b\x01\x00\x7f\\[@`é日]{0,80}",
             b in "[ aZ\n]{0,20}",
         ) {
             let mut out = String::from("left over");
-            normalize(&[&a, &b], &mut out);
+            normalize([a.as_str(), &b].into_iter(), &mut out);
             prop_assert_eq!(&out, &normalized_slowly(&[&a, &b]));
             // Long runs of words, spaces and capitals take the eight-byte path.
             let long = format!("{a}{a} {b}ABCDEFGH XYZ@[\\]^_` {a}");
-            normalize(&[&long, &b, "", " ", &a], &mut out);
+            normalize([long.as_str(), &b, "", " ", &a].into_iter(), &mut out);
             prop_assert_eq!(out, normalized_slowly(&[&long, &b, "", " ", &a]));
         }
     }

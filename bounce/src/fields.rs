@@ -44,24 +44,36 @@ fn known(name: &str) -> Option<usize> {
     KNOWN.iter().position(|k| k.eq_ignore_ascii_case(name))
 }
 
-fn scope(name: &str) -> Scope {
-    match known(name) {
-        Some(i) if i < MESSAGE_FIELDS => Scope::Message,
-        Some(_) => Scope::Recipient,
-        None => Scope::Other,
-    }
-}
-
-/// The lowercase name of a known DSN field, or `""` for any other field.
-fn canon(name: &str) -> &'static str {
-    known(name).map_or("", |i| KNOWN[i])
-}
-
 /// One unfolded field: name as written and value with folds joined.
 #[derive(Debug, Clone)]
 struct RawField<'a> {
     name: &'a str,
     value: Cow<'a, str>,
+    /// Its place in [`KNOWN`], looked up once.
+    known: Option<usize>,
+}
+
+impl<'a> RawField<'a> {
+    fn new(name: &'a str, value: Cow<'a, str>) -> Self {
+        RawField {
+            name,
+            value,
+            known: known(name),
+        }
+    }
+
+    /// The lowercase name when it is a known DSN field, else `""`.
+    fn canon(&self) -> &'static str {
+        self.known.map_or("", |i| KNOWN[i])
+    }
+
+    fn scope(&self) -> Scope {
+        match self.known {
+            Some(i) if i < MESSAGE_FIELDS => Scope::Message,
+            Some(_) => Scope::Recipient,
+            None => Scope::Other,
+        }
+    }
 }
 
 /// Splits `text` into groups of unfolded fields.
@@ -121,10 +133,7 @@ fn split_groups<'a>(
             continue;
         }
         match field_name(line) {
-            Some((name, value)) => current.push(RawField {
-                name,
-                value: Cow::Borrowed(value.trim()),
-            }),
+            Some((name, value)) => current.push(RawField::new(name, Cow::Borrowed(value.trim()))),
             None => match current.last_mut() {
                 Some(f) => {
                     warnings.push(Warning::new(
@@ -284,7 +293,7 @@ fn set_once<T>(slot: &mut Option<T>, v: T, name: &str, warnings: &mut Vec<Warnin
 }
 
 fn apply_message_field(pm: &mut PerMessage, f: RawField<'_>, warnings: &mut Vec<Warning>) {
-    match canon(f.name) {
+    match f.canon() {
         "reporting-mta" => set_once(
             &mut pm.reporting_mta,
             typed(&f.value, true),
@@ -312,7 +321,7 @@ fn apply_message_field(pm: &mut PerMessage, f: RawField<'_>, warnings: &mut Vec<
 }
 
 fn apply_recipient_field(r: &mut Recipient, f: RawField<'_>, warnings: &mut Vec<Warning>) {
-    match canon(f.name) {
+    match f.canon() {
         "original-recipient" => set_once(
             &mut r.original_recipient,
             typed(&f.value, true),
@@ -360,8 +369,8 @@ fn apply_recipient_field(r: &mut Recipient, f: RawField<'_>, warnings: &mut Vec<
 /// a recipient field that is already set, or an Original-Recipient that
 /// does not directly follow the group's Final-Recipient while other fields
 /// already describe the group (the next group's address comes first).
-fn starts_new_recipient(r: &Recipient, name: &str, last: &str) -> bool {
-    match canon(name) {
+fn starts_new_recipient(r: &Recipient, canon: &str, last: &str) -> bool {
+    match canon {
         "original-recipient" => {
             r.original_recipient.is_some()
                 || (r.final_recipient.is_some() && !last.eq_ignore_ascii_case("final-recipient"))
@@ -407,7 +416,7 @@ pub(crate) fn parse_status_body(
             last.clear();
         }
         for f in group {
-            let sc = scope(f.name);
+            let sc = f.scope();
             if in_message {
                 match sc {
                     Scope::Message | Scope::Other => {
@@ -429,7 +438,7 @@ pub(crate) fn parse_status_body(
                 }
             }
             let r = cur.get_or_insert_with(Recipient::default);
-            if starts_new_recipient(r, f.name, &last) {
+            if starts_new_recipient(r, f.canon(), &last) {
                 warnings.push(Warning::new(
                     WarningKind::MissingBlankLine,
                     format!("no blank line before {} of the next recipient", f.name),
