@@ -420,6 +420,7 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
     normalize(std::iter::once(cut(human, HUMAN_MAX)), &mut text);
     // The whole text is scanned only when a recipient needs it.
     let hits = std::cell::OnceCell::new();
+    let last_section = std::cell::RefCell::new(None);
     let single = addrs.len() == 1;
     let sections: Vec<std::ops::Range<usize>> = (0..lower.len())
         .map(|i| section(&text, &lower, i))
@@ -432,6 +433,7 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
                 section: sections[i].clone(),
                 text: &text,
                 hits: &hits,
+                last_section: &last_section,
                 single,
                 vendor: dsn.vendor.as_deref(),
             };
@@ -488,6 +490,9 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// A range of the normalized text and the phrases found in it.
+type Section = (std::ops::Range<usize>, Vec<(usize, &'static Entry)>);
+
 /// The human-readable text (normalized) as far as one recipient goes.
 struct Context<'a> {
     /// The part about this recipient (a range of `text`): from the first
@@ -496,6 +501,8 @@ struct Context<'a> {
     text: &'a str,
     /// Every phrase found in `text`, once looked for.
     hits: &'a std::cell::OnceCell<Vec<(usize, &'static Entry)>>,
+    /// The section last scanned alone, and the phrases found there.
+    last_section: &'a std::cell::RefCell<Option<Section>>,
     /// The bounce is about this recipient only.
     single: bool,
     /// The vendor whose wording is read too ([`Dsn::vendor`]).
@@ -527,9 +534,22 @@ impl Context<'_> {
             }
             // Only this part: scan it alone.
             None => {
-                let part = self.text.get(range.clone()).unwrap_or("");
-                let hits = TABLE.matches(part);
-                pick(hits.map(|(start, e)| (start + range.start, e)), at, v)
+                let scan = |range: &std::ops::Range<usize>| {
+                    let part = self.text.get(range.clone()).unwrap_or("");
+                    let start = range.start;
+                    TABLE.matches(part).map(move |(s, e)| (s + start, e))
+                };
+                if self.single {
+                    return pick(scan(&range), at, v);
+                }
+                // Recipients named alike have the same section: it is
+                // scanned once.
+                let mut last = self.last_section.borrow_mut();
+                if last.as_ref().is_none_or(|(r, _)| *r != range) {
+                    *last = Some((range.clone(), scan(&range).collect()));
+                }
+                let hits = last.as_ref().map_or(&[][..], |(_, h)| &h[..]);
+                pick(hits.iter().copied(), at, v)
             }
         }
     }
