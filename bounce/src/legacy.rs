@@ -216,7 +216,7 @@ fn addresses(s: &str) -> Vec<(usize, usize, String)> {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
-    while let Some(p) = b[i..].iter().position(|&c| c == b'@') {
+    while let Some(p) = memchr(b'@', &b[i..]) {
         let at = i + p;
         let mut l = at;
         while l > 0 && is_local_char(b[l - 1]) {
@@ -250,11 +250,16 @@ fn addresses(s: &str) -> Vec<(usize, usize, String)> {
 }
 
 fn is_role(addr: &str) -> bool {
-    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
-    matches!(
-        local.as_str(),
-        "mailer-daemon" | "postmaster" | "mail-daemon" | "maildaemon" | "daemon"
-    )
+    let local = addr.split('@').next().unwrap_or("");
+    [
+        "mailer-daemon",
+        "postmaster",
+        "mail-daemon",
+        "maildaemon",
+        "daemon",
+    ]
+    .iter()
+    .any(|r| local.eq_ignore_ascii_case(r))
 }
 
 /// Whether a line is "an address on its own": optional quoting and bullets,
