@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
         theirs = theirs.min(t.elapsed().as_secs_f64());
     }
     println!(
-        "corpus: {} files, {} bytes; best of 40 interleaved rounds: bounce::parse {:.2} ms (ratio {:.2}), parse + classify {:.2} ms (ratio {:.2}), mail-parser {:.2} ms; inside bounce::parse, mail-parser as it is configured there {:.2} ms (the rest, {:.2} ms, is the crate's own work)",
+        "corpus: {} files, {} bytes; best of 40 interleaved rounds: bounce::parse {:.2} ms (ratio {:.3}), parse + classify {:.2} ms (ratio {:.3}), mail-parser {:.2} ms; inside bounce::parse, mail-parser as it is configured there {:.2} ms (the rest, {:.2} ms, is the crate's own work)",
         files.len(),
         bytes,
         ours * 1e3,

@@ -118,7 +118,7 @@ fn time(files: &[Vec<u8>], parser: &mail_parser::MessageParser) {
         }));
     }
     println!(
-        "parse {:.2} ms ({:.2}x), parse + classify {:.2} ms ({:.2}x), mail-parser {:.2} ms; \
+        "parse {:.2} ms ({:.3}x), parse + classify {:.2} ms ({:.3}x), mail-parser {:.2} ms; \
          inside parse, mail-parser as bounce configures it {:.2} ms",
         ours * 1e3,
         ours / theirs,
