@@ -555,17 +555,21 @@ pub(crate) fn extract(
     let mut format = detect_format(prose, subject, from);
 
     // The bounce's own parties are rarely the failed recipients.
-    let lower =
-        |v: Vec<String>| -> Vec<String> { v.iter().map(|a| a.to_ascii_lowercase()).collect() };
     let own_from: Vec<String> = from_addr
         .into_iter()
         .flat_map(|a| a.iter())
         .filter_map(|a| a.address())
         .map(str::to_ascii_lowercase)
         .collect();
-    let own_to = lower(address_field(msg, HeaderName::To));
+    // The To field is parsed only once an address is to be weighed.
+    let own_to = std::cell::OnceCell::new();
     let is_from = |a: &str| own_from.iter().any(|o| o.eq_ignore_ascii_case(a));
-    let is_to = |a: &str| own_to.iter().any(|o| o.eq_ignore_ascii_case(a));
+    let is_to = |a: &str| {
+        own_to
+            .get_or_init(|| address_field(msg, HeaderName::To))
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(a))
+    };
     let excluded = |a: &str| is_role(a) || is_from(a) || is_to(a);
 
     // One pass over the prose up to the returned message: addresses on
