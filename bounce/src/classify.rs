@@ -499,8 +499,9 @@ struct Context<'a> {
     /// mention of its address to the mention of another one.
     section: std::ops::Range<usize>,
     text: &'a str,
-    /// Every phrase found in `text`, once looked for.
-    hits: &'a std::cell::OnceCell<Vec<(usize, &'static Entry)>>,
+    /// Every phrase found in `text`, once looked for: where it starts,
+    /// where its last piece ends.
+    hits: &'a std::cell::OnceCell<Vec<(usize, usize, &'static Entry)>>,
     /// The section last scanned alone, and the phrases found there.
     last_section: &'a std::cell::RefCell<Option<Section>>,
     /// The bounce is about this recipient only.
@@ -521,29 +522,32 @@ impl Context<'_> {
         });
         let v = self.vendor;
         match self.hits.get() {
+            // The phrases that lie wholly in the range: what scanning the
+            // range alone finds (a piece found past its end has no earlier
+            // match inside it).
             Some(all) => pick(
                 all.iter()
-                    .copied()
-                    .filter(|(start, _)| range.contains(start)),
+                    .filter(|&&(start, end, _)| range.start <= start && end <= range.end)
+                    .map(|&(start, _, e)| (start, e)),
                 at,
                 v,
             ),
             None if range == (0..self.text.len()) => {
                 let all = self.hits.get_or_init(|| TABLE.matches(self.text).collect());
-                pick(all.iter().copied(), at, v)
+                pick(all.iter().map(|&(start, _, e)| (start, e)), at, v)
             }
             // Only this part: scan it alone.
             None => {
                 let scan = |range: &std::ops::Range<usize>| {
                     let part = self.text.get(range.clone()).unwrap_or("");
                     let start = range.start;
-                    TABLE.matches(part).map(move |(s, e)| (s + start, e))
+                    TABLE.matches(part).map(move |(s, _, e)| (s + start, e))
                 };
                 if self.single {
                     return pick(scan(&range), at, v);
                 }
-                // Recipients named alike have the same section: it is
-                // scanned once.
+                // Recipients named alike, one after another, have the same
+                // section: it is scanned once.
                 let mut last = self.last_section.borrow_mut();
                 if last.as_ref().is_none_or(|(r, _)| *r != range) {
                     *last = Some((range.clone(), scan(&range).collect()));
@@ -689,7 +693,11 @@ struct Found {
 /// to RCPT TO command`), is the failing one.
 fn search(text: &str, anchor: Option<&str>, vendor: Option<&str>) -> Found {
     let at = anchor.and_then(|a| find(text, a));
-    pick(TABLE.matches(text), at, vendor)
+    pick(
+        TABLE.matches(text).map(|(start, _, e)| (start, e)),
+        at,
+        vendor,
+    )
 }
 
 /// What a text's phrase `hits` (start, entry) say; `at` is where the reply
@@ -1247,6 +1255,42 @@ mod tests {
             assert_eq!(cs.len(), 10_000);
             assert!(cs.iter().all(|c| c.reason == Reason::UserUnknown));
         }
+    }
+
+    /// A recipient's reason comes from its own section of the text, whatever
+    /// the order of the recipients: a phrase that starts in one section and
+    /// ends in the next does not count for the first, also once another
+    /// recipient has had the whole text scanned.
+    #[test]
+    fn a_phrase_running_past_a_section_does_not_count_for_it_in_any_order() {
+        let report = |order: [&str; 3]| {
+            let mut raw = String::from(
+                "From: MAILER-DAEMON@mx.test\r\nTo: a@src.test\r\n\
+                 Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n\
+                 --B\r\nContent-Type: text/plain\r\n\r\n\
+                 <b@dest.test>: conversation with mx.dest.test <c@dest.test>: timed out\r\n\r\n\
+                 --B\r\nContent-Type: message/delivery-status\r\n\r\n\
+                 Reporting-MTA: dns; mx.src.test\r\n",
+            );
+            for r in order {
+                raw.push_str(&format!(
+                    "\r\nFinal-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+                ));
+            }
+            raw.push_str("\r\n--B--\r\n");
+            let d = crate::parse(raw.as_bytes()).unwrap();
+            classify(&d)
+                .into_iter()
+                .map(|c| (c.recipient.unwrap(), c.reason))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        // `a` is not named in the text: its reason is read from the whole
+        // text, where the phrase is whole.
+        let first = report(["a@dest.test", "b@dest.test", "c@dest.test"]);
+        let last = report(["b@dest.test", "c@dest.test", "a@dest.test"]);
+        assert_eq!(first["a@dest.test"], Reason::NetworkError);
+        assert_eq!(first, last);
+        assert_ne!(first["b@dest.test"], Reason::NetworkError);
     }
 
     #[test]
