@@ -1,4 +1,4 @@
-//! Benchmark driver: parses (and classifies) every file named on the command line once, for instruction counts under callgrind.
+//! Benchmark driver: parses (and classifies) every file named on the command line, for instruction counts under callgrind and timings.
 //!
 //! `corpus_run parse|classify|mail-parser|inside|none FILE...`: the first
 //! word says what is run on each file (`inside`: mail-parser as
@@ -52,19 +52,25 @@ fn main() {
     }
     // `MODE*N`: N rounds over the corpus, as the timed loop makes them.
     let (mode, rounds) = match mode.split_once('*') {
-        Some((m, n)) => (m.to_string(), n.parse().unwrap_or(1)),
-        None => (mode, 1),
+        Some((m, n)) => (m.to_string(), n.parse::<usize>().ok().filter(|&n| n > 0)),
+        None => (mode, Some(1)),
     };
-    match mode.as_str() {
-        "parse" | "classify" | "mail-parser" | "inside" => {}
+    let (true, Some(rounds)) = (
+        matches!(
+            mode.as_str(),
+            "parse" | "classify" | "mail-parser" | "inside" | "none"
+        ),
+        rounds,
+    ) else {
+        eprintln!(
+            "usage: corpus_run (parse|classify|mail-parser|inside|none)[*ROUNDS]|time|per-file|classify-only FILE...\n\
+             (ROUNDS: a whole number, 1 or more)"
+        );
+        std::process::exit(2);
+    };
+    if mode == "none" {
         // The warm-up alone: the baseline to subtract from the counts.
-        "none" => return,
-        _ => {
-            eprintln!(
-                "usage: corpus_run parse|classify|mail-parser|inside|none[*ROUNDS]|time|per-file|classify-only FILE..."
-            );
-            std::process::exit(2);
-        }
+        return;
     }
     for f in std::iter::repeat_n(&files, rounds).flatten() {
         match mode.as_str() {
@@ -180,7 +186,7 @@ fn per_file(paths: &[String], files: &[Vec<u8>], parser: &mail_parser::MessagePa
     let sum = |f: fn(&Row) -> f64| rows.iter().map(f).sum::<f64>();
     let (ours, theirs) = (sum(|r| r.classified), sum(|r| r.theirs));
     println!(
-        "total (µs): parse + classify {ours:.0}, parse {:.0}, inside parse {:.0}, mail-parser {theirs:.0} ({:.2}x)",
+        "total (µs): parse + classify {ours:.0}, parse {:.0}, inside parse {:.0}, mail-parser {theirs:.0} ({:.3}x)",
         sum(|r| r.parsed),
         sum(|r| r.inside),
         ours / theirs
