@@ -213,11 +213,17 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 
 /// Addresses in `s` with their byte ranges.
 fn addresses(s: &str) -> Vec<(usize, usize, String)> {
+    address_spans(s)
+        .map(|(l, r)| (l, r, s[l..r].to_string()))
+        .collect()
+}
+
+/// The byte ranges of the addresses in `s`, in order.
+fn address_spans(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     let b = s.as_bytes();
-    let mut out = Vec::new();
     let mut i = 0;
-    while let Some(p) = memchr(b'@', &b[i..]) {
-        let at = i + p;
+    std::iter::from_fn(move || loop {
+        let at = i + memchr(b'@', b.get(i..)?)?;
         let mut l = at;
         while l > 0 && is_local_char(b[l - 1]) {
             l -= 1;
@@ -241,12 +247,11 @@ fn addresses(s: &str) -> Vec<(usize, usize, String)> {
             }
         }
         let domain = &s[at + 1..r];
-        if l < at && !domain.is_empty() && domain.contains('.') {
-            out.push((l, r, s[l..r].to_string()));
-        }
         i = r.max(at + 1);
-    }
-    out
+        if l < at && !domain.is_empty() && domain.contains('.') {
+            return Some((l, r));
+        }
+    })
 }
 
 fn is_role(addr: &str) -> bool {
@@ -276,11 +281,10 @@ fn line_address(line: &str) -> Option<(String, bool)> {
     if bracket {
         rest = &rest[1..];
     }
-    let addrs = addresses(rest);
-    let (s, e, a) = addrs.first()?;
-    if *s != 0 {
+    let (s, e) = address_spans(rest).next()?;
+    if s != 0 {
         // Allow `Recipient address: x@y` / `Failed address: x@y` style labels.
-        let before = rest[..*s].trim().to_ascii_lowercase();
+        let before = rest[..s].trim().to_ascii_lowercase();
         let labelled = before.ends_with("address:")
             || before.ends_with("recipient:")
             || before.ends_with("address(es):")
@@ -292,7 +296,7 @@ fn line_address(line: &str) -> Option<(String, bool)> {
             return None;
         }
     }
-    let mut tail = &rest[*e..];
+    let mut tail = &rest[e..];
     if bracket || tail.starts_with('>') {
         tail = tail.strip_prefix('>').unwrap_or(tail);
     }
@@ -319,7 +323,7 @@ fn line_address(line: &str) -> Option<(String, bool)> {
         return None;
     }
     let listed = bracket || tail.starts_with(':');
-    Some((a.clone(), listed))
+    Some((rest[s..e].to_string(), listed))
 }
 
 /// `NNN <addr>... text` (or `NNN NNN <addr>...`), as Sendmail writes per
@@ -649,8 +653,7 @@ pub(crate) fn extract(
     // An RFC 3834 auto-reply (not a bounce) comes from the recipient itself.
     // Apple Mail's unsubscribe request is a complaint from the recipient
     // itself, sent as an auto-reply.
-    let unsubscribe = msg
-        .header_raw("X-Apple-Unsubscribe")
+    let unsubscribe = last_raw_field(msg, "X-Apple-Unsubscribe")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let auto_reply = format.is_none() && (unsubscribe || is_auto_reply(msg, subject));
     let mut chosen = if auto_reply {
@@ -763,6 +766,25 @@ fn json_complaint(text: &str) -> bool {
     })
 }
 
+/// The raw value of the last `name` field of the message's header, when it
+/// is UTF-8, as mail-parser's `header_raw` gives it for a field name
+/// mail-parser does not know; the names are compared without building a
+/// `HeaderName`.
+fn last_raw_field<'m>(msg: &'m Message<'_>, name: &str) -> Option<&'m str> {
+    let h = msg
+        .parts
+        .first()?
+        .headers
+        .iter()
+        .rev()
+        .find(|h| matches!(&h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case(name)))?;
+    std::str::from_utf8(
+        msg.raw_message
+            .get(h.offset_start as usize..h.offset_end as usize)?,
+    )
+    .ok()
+}
+
 /// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
 /// common vacation responders use.
 fn is_auto_reply(msg: &Message<'_>, subject: &str) -> bool {
@@ -847,6 +869,24 @@ mod tests {
         #[test]
         fn lines_are_what_a_split_at_lf_gives(text in "[a\n\r]{0,12}") {
             prop_assert_eq!(lines(&text).collect::<Vec<_>>(), text.split('\n').collect::<Vec<_>>());
+        }
+    }
+
+    /// `last_raw_field` gives what mail-parser's `header_raw` gives: the
+    /// last such field, in any case, only when UTF-8.
+    #[test]
+    fn last_raw_field_is_header_raw() {
+        let name = "X-Apple-Unsubscribe";
+        for head in [
+            &b"From: a@b.test\r\n\r\nhi\r\n"[..],
+            b"X-Apple-Unsubscribe: true\r\n\r\nhi\r\n",
+            b"x-apple-unsubscribe:  TRUE \r\nSubject: s\r\n\r\nhi\r\n",
+            b"X-Apple-Unsubscribe: false\r\nX-APPLE-UNSUBSCRIBE: true\r\n\r\nhi\r\n",
+            b"X-Apple-Unsubscribe: true\r\nX-Apple-Unsubscribe: \xff\r\n\r\nhi\r\n",
+            b"X-Apple-Unsubscribed: true\r\n\r\nhi\r\n",
+        ] {
+            let msg = crate::structure::parser().parse(head).unwrap();
+            assert_eq!(last_raw_field(&msg, name), msg.header_raw(name), "{head:?}");
         }
     }
 
