@@ -10,7 +10,7 @@
 
 use mail_parser::{Address, HeaderName, Message};
 
-use super::structure::{address_field, raw_fields};
+use super::structure::{address_field, raw_fields, raw_value};
 use memchr::{memchr, memchr2};
 
 use super::{find_byte, Recipient};
@@ -653,8 +653,7 @@ pub(crate) fn extract(
     // An RFC 3834 auto-reply (not a bounce) comes from the recipient itself.
     // Apple Mail's unsubscribe request is a complaint from the recipient
     // itself, sent as an auto-reply.
-    let unsubscribe = last_raw_field(msg, "X-Apple-Unsubscribe")
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let unsubscribe = apple_unsubscribe(msg).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let auto_reply = format.is_none() && (unsubscribe || is_auto_reply(msg, subject));
     let mut chosen = if auto_reply {
         own_from
@@ -766,23 +765,14 @@ fn json_complaint(text: &str) -> bool {
     })
 }
 
-/// The raw value of the last `name` field of the message's header, when it
-/// is UTF-8, as mail-parser's `header_raw` gives it for a field name
-/// mail-parser does not know; the names are compared without building a
-/// `HeaderName`.
-fn last_raw_field<'m>(msg: &'m Message<'_>, name: &str) -> Option<&'m str> {
-    let h = msg
-        .parts
-        .first()?
-        .headers
-        .iter()
-        .rev()
-        .find(|h| matches!(&h.name, HeaderName::Other(n) if n.eq_ignore_ascii_case(name)))?;
-    std::str::from_utf8(
-        msg.raw_message
-            .get(h.offset_start as usize..h.offset_end as usize)?,
-    )
-    .ok()
+/// The raw value of the message's `X-Apple-Unsubscribe` field (the last
+/// one), when it is UTF-8, as mail-parser's `header_raw` gives it; the
+/// names are compared without parsing the name into a `HeaderName` first.
+fn apple_unsubscribe<'m>(msg: &'m Message<'_>) -> Option<&'m str> {
+    const NAME: HeaderName<'static> =
+        HeaderName::Other(std::borrow::Cow::Borrowed("X-Apple-Unsubscribe"));
+    let raw = raw_value(msg, msg.parts.first()?, &NAME)?;
+    std::str::from_utf8(raw).ok()
 }
 
 /// RFC 3834 §5 `Auto-Submitted: auto-replied`, or the subject prefixes
@@ -872,10 +862,10 @@ mod tests {
         }
     }
 
-    /// `last_raw_field` gives what mail-parser's `header_raw` gives: the
-    /// last such field, in any case, only when UTF-8.
+    /// `apple_unsubscribe` gives what mail-parser's `header_raw` gives:
+    /// the last such field, in any case, only when UTF-8.
     #[test]
-    fn last_raw_field_is_header_raw() {
+    fn apple_unsubscribe_is_header_raw() {
         let name = "X-Apple-Unsubscribe";
         for head in [
             &b"From: a@b.test\r\n\r\nhi\r\n"[..],
@@ -886,7 +876,7 @@ mod tests {
             b"X-Apple-Unsubscribed: true\r\n\r\nhi\r\n",
         ] {
             let msg = crate::structure::parser().parse(head).unwrap();
-            assert_eq!(last_raw_field(&msg, name), msg.header_raw(name), "{head:?}");
+            assert_eq!(apple_unsubscribe(&msg), msg.header_raw(name), "{head:?}");
         }
     }
 

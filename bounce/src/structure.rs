@@ -60,16 +60,7 @@ pub(crate) fn field<'m>(
     name: HeaderName<'static>,
     form: HeaderForm,
 ) -> Option<HeaderValue<'m>> {
-    let h = msg
-        .parts
-        .first()?
-        .headers
-        .iter()
-        .rev()
-        .find(|h| h.name == name)?;
-    let bytes = msg
-        .raw_message
-        .get(h.offset_start as usize..h.offset_end as usize)?;
+    let bytes = raw_value(msg, msg.parts.first()?, &name)?;
     let mut stream = MessageStream::new(bytes);
     Some(match form {
         HeaderForm::Text => stream.parse_unstructured(),
@@ -77,6 +68,18 @@ pub(crate) fn field<'m>(
         HeaderForm::MessageIds => stream.parse_id(),
         _ => stream.parse_raw(),
     })
+}
+
+/// The raw value of the `name` field in the header of `part` (a part of
+/// `msg`); of several, the last, as mail-parser's own accessors read them.
+pub(crate) fn raw_value<'m>(
+    msg: &'m Message<'_>,
+    part: &MessagePart<'_>,
+    name: &HeaderName<'_>,
+) -> Option<&'m [u8]> {
+    let h = part.headers.iter().rev().find(|h| h.name == *name)?;
+    msg.raw_message
+        .get(h.offset_start as usize..h.offset_end as usize)
 }
 
 /// The values of every `name` field of a message's header, raw, as
@@ -255,14 +258,7 @@ enum TransferEncoding {
 /// decodes: the last such field, read as text, as mail-parser's full parse
 /// reads it.
 fn transfer_encoding(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<TransferEncoding> {
-    let h = part
-        .headers
-        .iter()
-        .rev()
-        .find(|h| h.name == HeaderName::ContentTransferEncoding)?;
-    let bytes = msg
-        .raw_message
-        .get(h.offset_start as usize..h.offset_end as usize)?;
+    let bytes = raw_value(msg, part, &HeaderName::ContentTransferEncoding)?;
     match MessageStream::new(bytes).parse_unstructured() {
         HeaderValue::Text(t) if t.eq_ignore_ascii_case("base64") => Some(TransferEncoding::Base64),
         HeaderValue::Text(t) if t.eq_ignore_ascii_case("quoted-printable") => {
