@@ -420,7 +420,6 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
     normalize(std::iter::once(cut(human, HUMAN_MAX)), &mut text);
     // The whole text is scanned only when a recipient needs it.
     let hits = std::cell::OnceCell::new();
-    let last_section = std::cell::RefCell::new(None);
     let single = addrs.len() == 1;
     let sections: Vec<std::ops::Range<usize>> = (0..lower.len())
         .map(|i| section(&text, &lower, i))
@@ -433,7 +432,6 @@ pub fn classify(dsn: &Dsn) -> Vec<Classification> {
                 section: sections[i].clone(),
                 text: &text,
                 hits: &hits,
-                last_section: &last_section,
                 single,
                 vendor: dsn.vendor.as_deref(),
             };
@@ -490,9 +488,6 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// A range of the normalized text and the phrases found in it.
-type Section = (std::ops::Range<usize>, Vec<(usize, &'static Entry)>);
-
 /// The human-readable text (normalized) as far as one recipient goes.
 struct Context<'a> {
     /// The part about this recipient (a range of `text`): from the first
@@ -502,8 +497,6 @@ struct Context<'a> {
     /// Every phrase found in `text`, once looked for: where it starts,
     /// where its last piece ends.
     hits: &'a std::cell::OnceCell<Vec<(usize, usize, &'static Entry)>>,
-    /// The section last scanned alone, and the phrases found there.
-    last_section: &'a std::cell::RefCell<Option<Section>>,
     /// The bounce is about this recipient only.
     single: bool,
     /// The vendor whose wording is read too ([`Dsn::vendor`]).
@@ -521,41 +514,25 @@ impl Context<'_> {
                 .map(|p| p + range.start)
         });
         let v = self.vendor;
-        match self.hits.get() {
-            // The phrases that lie wholly in the range: what scanning the
-            // range alone finds (a piece found past its end has no earlier
-            // match inside it).
-            Some(all) => pick(
-                all.iter()
-                    .filter(|&&(start, end, _)| range.start <= start && end <= range.end)
-                    .map(|&(start, _, e)| (start, e)),
-                at,
-                v,
-            ),
-            None if range == (0..self.text.len()) => {
-                let all = self.hits.get_or_init(|| TABLE.matches(self.text).collect());
-                pick(all.iter().map(|&(start, _, e)| (start, e)), at, v)
-            }
-            // Only this part: scan it alone.
-            None => {
-                let scan = |range: &std::ops::Range<usize>| {
-                    let part = self.text.get(range.clone()).unwrap_or("");
-                    let start = range.start;
-                    TABLE.matches(part).map(move |(s, _, e)| (s + start, e))
-                };
-                if self.single {
-                    return pick(scan(&range), at, v);
-                }
-                // Recipients named alike, one after another, have the same
-                // section: it is scanned once.
-                let mut last = self.last_section.borrow_mut();
-                if last.as_ref().is_none_or(|(r, _)| *r != range) {
-                    *last = Some((range.clone(), scan(&range).collect()));
-                }
-                let hits = last.as_ref().map_or(&[][..], |(_, h)| &h[..]);
-                pick(hits.iter().copied(), at, v)
-            }
+        if self.single && self.hits.get().is_none() && range != (0..self.text.len()) {
+            // The one recipient's part of the text: scanned alone, the
+            // whole text may never be needed.
+            let part = self.text.get(range.clone()).unwrap_or("");
+            let hits = TABLE.matches(part).map(|(s, _, e)| (s + range.start, e));
+            return pick(hits, at, v);
         }
+        // The whole text is scanned once, for all recipients; a range keeps
+        // the phrases that lie wholly in it, which is what scanning the
+        // range alone finds (a piece found past its end has no earlier
+        // match inside it).
+        let all = self.hits.get_or_init(|| TABLE.matches(self.text).collect());
+        pick(
+            all.iter()
+                .filter(|&&(start, end, _)| range.start <= start && end <= range.end)
+                .map(|&(start, _, e)| (start, e)),
+            at,
+            v,
+        )
     }
 }
 
@@ -1259,8 +1236,8 @@ mod tests {
 
     /// A recipient's reason comes from its own section of the text, whatever
     /// the order of the recipients: a phrase that starts in one section and
-    /// ends in the next does not count for the first, also once another
-    /// recipient has had the whole text scanned.
+    /// ends in the next does not count for the first, though the phrases of
+    /// all sections are read from one scan of the whole text.
     #[test]
     fn a_phrase_running_past_a_section_does_not_count_for_it_in_any_order() {
         let report = |order: [&str; 3]| {
