@@ -405,7 +405,8 @@ pub(crate) fn parse_status_body(
     let mut recipients: Vec<Recipient> = Vec::new();
     let mut in_message = true;
     let mut cur: Option<Recipient> = None;
-    let mut last = String::new();
+    // The name of the group's previous field.
+    let mut last: &str = "";
     for (gi, group) in groups.into_iter().enumerate() {
         // A group made only of per-message fields after the first group.
         if gi > 0 {
@@ -413,7 +414,7 @@ pub(crate) fn parse_status_body(
                 push_recipient(&mut recipients, r, warnings);
             }
             in_message = false;
-            last.clear();
+            last = "";
         }
         for f in group {
             let sc = f.scope();
@@ -438,7 +439,7 @@ pub(crate) fn parse_status_body(
                 }
             }
             let r = cur.get_or_insert_with(Recipient::default);
-            if starts_new_recipient(r, f.canon(), &last) {
+            if starts_new_recipient(r, f.canon(), last) {
                 warnings.push(Warning::new(
                     WarningKind::MissingBlankLine,
                     format!("no blank line before {} of the next recipient", f.name),
@@ -448,8 +449,7 @@ pub(crate) fn parse_status_body(
                 }
             }
             let r = cur.get_or_insert_with(Recipient::default);
-            last.clear();
-            last.push_str(f.name);
+            last = f.name;
             if sc == Scope::Message {
                 if pm.get(f.name).is_none() {
                     warnings.push(Warning::new(
